@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/spf13/cobra"
+)
+
+func newCreateCommand(a *app) *cobra.Command {
+	var (
+		req    api.CreateInstanceRequest
+		sshKey string
+		wf     waitFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --size SIZE --image IMAGE",
+		Short: "Create an instance and wait until it is Running",
+		Long: `Create a compute instance: a qcow2 disk (120 GiB unless --disk-size says
+otherwise) on the image, a cloud-init seed, a private address, then boot it
+and wait until the guest says it is ready.
+
+NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
+The size can never change afterwards. SSH is off unless --ssh-key is given.`,
+		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
+  labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub`,
+		GroupID: "instances",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if sshKey != "" {
+				b, err := os.ReadFile(expandHome(sshKey))
+				if err != nil {
+					return usageErrorf("--ssh-key: %v", err)
+				}
+				req.SSHPublicKey = string(b)
+			}
+			op, err := a.client().CreateInstance(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), op, wf, fmt.Sprintf("Instance %s is Running", req.Name))
+		},
+	}
+	cmd.Flags().StringVar(&req.Size, "size", "", "VM size, fixed for the instance's life (see `labvm sizes`)")
+	cmd.Flags().StringVar(&req.Image, "image", "", "base image (see `labvm image list`)")
+	cmd.Flags().StringVar(&req.DiskSize, "disk-size", "", "OS disk virtual size, e.g. 200G (default 120G)")
+	cmd.Flags().StringVar(&sshKey, "ssh-key", "", "OpenSSH public key file to allow SSH logins with (SSH is off without it)")
+	cmd.Flags().StringVar(&req.VNet, "vnet", "", "VNet to join (default: the daemon's default VNet)")
+	cmd.Flags().StringVar(&req.Subnet, "subnet", "", "subnet of the VNet")
+	wf.register(cmd)
+	return cmd
+}
+
+func expandHome(p string) string {
+	if strings.HasPrefix(p, "~/") {
+		if h, err := os.UserHomeDir(); err == nil {
+			return h + p[1:]
+		}
+	}
+	return p
+}
+
+func newShowCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show an instance's details",
+		GroupID: "instances",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inst, err := a.client().Instance(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, inst)
+			}
+			state := inst.State
+			if inst.StateReason != "" {
+				state += " — " + inst.StateReason
+			}
+			ssh := "off (create with --ssh-key to enable)"
+			if inst.SSH {
+				ssh = "on, key only, user " + inst.GuestUser
+			}
+			owner := inst.Creator
+			if inst.AssignedTo != "" {
+				owner = fmt.Sprintf("%s (created by %s)", inst.AssignedTo, inst.Creator)
+			}
+			rows := [][2]string{
+				{"Name", inst.Name},
+				{"State", state},
+				{"Size", fmt.Sprintf("%s (%d vCPU, %s memory, family %s)", inst.Size.Name, inst.Size.VCPUs, bytesIEC(int64(inst.Size.MemoryMiB)<<20), inst.Size.Family)},
+				{"Image", fmt.Sprintf("%s (sha256 %s)", inst.Image, short(inst.ImageDigest))},
+				{"IP", orDash(inst.IP)},
+				{"VNet/subnet", inst.VNet + "/" + inst.Subnet},
+				{"MAC", inst.MAC},
+				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", bytesIEC(inst.DiskVirtual), bytesIEC(inst.DiskUsed))},
+				{"SSH", ssh},
+				{"Owner", owner},
+				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
+				{"Host", inst.Host},
+				{"Domain", inst.Domain + " (" + inst.Accel + ")"},
+				{"ID", inst.ID},
+			}
+			w := bufio.NewWriter(a.stdout)
+			for _, r := range rows {
+				fmt.Fprintf(w, "%-12s %s\n", r[0]+":", r[1])
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
+
+func newListCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List instances",
+		GroupID: "instances",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := a.client().Instances(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(a.stdout, "No instances. Create one with `labvm create NAME --size SIZE --image IMAGE`.")
+				return nil
+			}
+			rows := make([][]string, 0, len(list))
+			for _, i := range list {
+				rows = append(rows, []string{i.Name, i.State, i.Size.Name, i.Image, orDash(i.IP), i.Owner, ago(i.CreatedAt)})
+			}
+			return table(a.stdout, []string{"name", "state", "size", "image", "ip", "owner", "created"}, rows)
+		},
+	}
+}
+
+// lifecycleCommand builds start, stop and restart, which differ only in
+// the call and the words.
+func lifecycleCommand(a *app, use, short, done string, call func(a *app, cmd *cobra.Command, name string) (api.Operation, error)) *cobra.Command {
+	var wf waitFlags
+	cmd := &cobra.Command{
+		Use:     use + " NAME",
+		Short:   short,
+		GroupID: "instances",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op, err := call(a, cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), op, wf, fmt.Sprintf("Instance %s %s", args[0], done))
+		},
+	}
+	wf.register(cmd)
+	return cmd
+}
+
+func newStartCommand(a *app) *cobra.Command {
+	return lifecycleCommand(a, "start", "Start a stopped instance and wait until it is Running", "is Running",
+		func(a *app, cmd *cobra.Command, name string) (api.Operation, error) {
+			return a.client().Start(cmd.Context(), name)
+		})
+}
+
+func newStopCommand(a *app) *cobra.Command {
+	cmd := lifecycleCommand(a, "stop", "Shut an instance down and deallocate it (the disk is kept)", "is Stopped (deallocated; disk kept)",
+		func(a *app, cmd *cobra.Command, name string) (api.Operation, error) {
+			return a.client().Stop(cmd.Context(), name)
+		})
+	cmd.Long = `Stop asks the guest to power off (ACPI), waits for it, and destroys the
+domain if it does not go in time. No QEMU process and no memory stay
+allocated; the disk, the address and the quota are kept, so the instance
+can always start again.`
+	return cmd
+}
+
+func newRestartCommand(a *app) *cobra.Command {
+	return lifecycleCommand(a, "restart", "Shut an instance down and start it again", "is Running",
+		func(a *app, cmd *cobra.Command, name string) (api.Operation, error) {
+			return a.client().Restart(cmd.Context(), name)
+		})
+}
+
+func newDeleteCommand(a *app) *cobra.Command {
+	var (
+		yes bool
+		wf  waitFlags
+	)
+	cmd := &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Delete an instance: its domain, disk, seed and address",
+		GroupID: "instances",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !yes {
+				if !isTerminal(a.stdin) {
+					return usageErrorf("refusing to delete %s without confirmation: stdin is not a terminal; pass --yes", name)
+				}
+				fmt.Fprintf(a.stderr, "Delete instance %s and its disk? This cannot be undone. Type the name to confirm: ", name)
+				line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+				if strings.TrimSpace(line) != name {
+					return fmt.Errorf("not confirmed; nothing deleted")
+				}
+			}
+			op, err := a.client().Delete(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			return a.follow(cmd.Context(), op, wf, fmt.Sprintf("Instance %s deleted", name))
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	wf.register(cmd)
+	return cmd
+}

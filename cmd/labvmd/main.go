@@ -1,0 +1,192 @@
+// Command labvmd is the labvm daemon: it reads flags and the config file,
+// wires the daemon together and runs it. Nothing else lives here.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/labvm/labvm/daemon"
+	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/vm"
+	"gopkg.in/yaml.v3"
+)
+
+// fileConfig is /etc/labvm/labvmd.yaml. Every key is optional.
+type fileConfig struct {
+	Socket        string    `yaml:"socket"`
+	SocketGroup   *string   `yaml:"socket_group"`
+	DataDir       string    `yaml:"data_dir"`
+	LibvirtURI    string    `yaml:"libvirt_uri"`
+	Accelerator   string    `yaml:"accelerator"`
+	DiskSize      string    `yaml:"disk_size"`
+	ReadyTimeout  string    `yaml:"ready_timeout"`
+	StopTimeout   string    `yaml:"stop_timeout"`
+	PhoneHomePort *int      `yaml:"phone_home_port"`
+	DefaultVNet   *vnetFile `yaml:"default_vnet"`
+	Sizes         []vm.Size `yaml:"sizes"`
+}
+
+type vnetFile struct {
+	Bridge string `yaml:"bridge"`
+	Subnet string `yaml:"subnet"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "labvmd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		configPath = flag.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)")
+		socket     = flag.String("socket", "", "API socket path (default /run/labvm/labvm.sock)")
+		dataDir    = flag.String("data-dir", "", "data directory (default /var/lib/labvm)")
+		libvirtURI = flag.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)")
+		accel      = flag.String("accel", "", "accelerator: auto, kvm or tcg (default auto)")
+		bridge     = flag.String("bridge", "", "default VNet's bridge (default labvm0)")
+		subnet     = flag.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)")
+		phonePort  = flag.Int("phone-home-port", -1, "port for cloud-init phone_home on the gateway; 0 disables (default 8719)")
+		readyTO    = flag.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)")
+		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
+		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+		version    = flag.Bool("version", false, "print the version and exit")
+	)
+	flag.Parse()
+	if *version {
+		fmt.Println("labvmd", daemon.Version)
+		return nil
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	cfg := daemon.DefaultConfig()
+	if err := applyFile(&cfg, *configPath); err != nil {
+		return err
+	}
+	setIf(&cfg.SocketPath, *socket)
+	setIf(&cfg.DataDir, *dataDir)
+	setIf(&cfg.LibvirtURI, *libvirtURI)
+	setIf(&cfg.VNet.Bridge, *bridge)
+	if *accel != "" {
+		m, err := vm.ParseAccelMode(*accel)
+		if err != nil {
+			return fmt.Errorf("--accel: %w", err)
+		}
+		cfg.Accel = m
+	}
+	if *subnet != "" {
+		p, err := netip.ParsePrefix(*subnet)
+		if err != nil {
+			return fmt.Errorf("--subnet: %w", err)
+		}
+		cfg.VNet.Subnet = p
+	}
+	if *phonePort >= 0 {
+		cfg.PhoneHomePort = *phonePort
+	}
+	if *readyTO > 0 {
+		cfg.ReadyTimeout = *readyTO
+	}
+	if *stopTO > 0 {
+		cfg.StopTimeout = *stopTO
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	// Stopping labvmd never stops the VMs: domains are libvirt's, and the
+	// next start adopts them.
+	return d.Run(ctx, nil, nil)
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func applyFile(cfg *daemon.Config, path string) error {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	setIf(&cfg.SocketPath, fc.Socket)
+	setIf(&cfg.DataDir, fc.DataDir)
+	setIf(&cfg.LibvirtURI, fc.LibvirtURI)
+	if fc.SocketGroup != nil {
+		cfg.SocketGroup = *fc.SocketGroup
+	}
+	if fc.Accelerator != "" {
+		m, err := vm.ParseAccelMode(fc.Accelerator)
+		if err != nil {
+			return fmt.Errorf("config %s: accelerator: %w", path, err)
+		}
+		cfg.Accel = m
+	}
+	if fc.DiskSize != "" {
+		n, err := storage.ParseSize(fc.DiskSize)
+		if err != nil {
+			return fmt.Errorf("config %s: disk_size: %w", path, err)
+		}
+		cfg.DefaultDiskSize = n
+	}
+	for key, pair := range map[string]struct {
+		s   string
+		dst *time.Duration
+	}{"ready_timeout": {fc.ReadyTimeout, &cfg.ReadyTimeout}, "stop_timeout": {fc.StopTimeout, &cfg.StopTimeout}} {
+		if pair.s == "" {
+			continue
+		}
+		d, err := time.ParseDuration(pair.s)
+		if err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, key, err)
+		}
+		*pair.dst = d
+	}
+	if fc.PhoneHomePort != nil {
+		cfg.PhoneHomePort = *fc.PhoneHomePort
+	}
+	if fc.DefaultVNet != nil {
+		setIf(&cfg.VNet.Bridge, fc.DefaultVNet.Bridge)
+		if fc.DefaultVNet.Subnet != "" {
+			p, err := netip.ParsePrefix(fc.DefaultVNet.Subnet)
+			if err != nil {
+				return fmt.Errorf("config %s: default_vnet.subnet: %w", path, err)
+			}
+			cfg.VNet.Subnet = p
+		}
+	}
+	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
+	return nil
+}

@@ -1,0 +1,109 @@
+package api
+
+import "time"
+
+// Version is the API version prefix of every path.
+const Version = "v1"
+
+// Info describes the daemon.
+type Info struct {
+	Version      string `json:"version"`
+	Host         string `json:"host"`
+	Accelerator  string `json:"accelerator"`
+	AccelReason  string `json:"accelerator_reason,omitempty"`
+	DataDir      string `json:"data_dir"`
+	LibvirtURI   string `json:"libvirt_uri"`
+	Caller       string `json:"caller"`
+	CallerUID    int    `json:"caller_uid"`
+	Instances    int    `json:"instances"`
+	DefaultVNet  string `json:"default_vnet"`
+	DefaultImage string `json:"default_image,omitempty"`
+}
+
+// Size is one entry of the size catalogue.
+type Size struct {
+	Name      string `json:"name"`
+	Family    string `json:"family"`
+	VCPUs     int    `json:"vcpus"`
+	MemoryMiB int    `json:"memory_mib"`
+}
+
+// Image is a base image in the catalogue.
+type Image struct {
+	Name        string    `json:"name"`
+	Digest      string    `json:"sha256"`
+	Format      string    `json:"format"`
+	SourceFmt   string    `json:"source_format"`
+	VirtualSize int64     `json:"virtual_size"`
+	FileSize    int64     `json:"file_size"`
+	ImportedBy  string    `json:"imported_by"`
+	ImportedAt  time.Time `json:"imported_at"`
+	UsedBy      []string  `json:"used_by,omitempty"`
+}
+
+// ImportImageRequest imports a file that is already on the daemon's host.
+type ImportImageRequest struct {
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// CreateInstanceRequest creates a compute instance.
+type CreateInstanceRequest struct {
+	Name  string `json:"name"`
+	Size  string `json:"size"`
+	Image string `json:"image"`
+	// DiskSize is the OS disk's virtual size, e.g. "120G"; empty means the
+	// daemon's default (120 GiB).
+	DiskSize string `json:"disk_size,omitempty"`
+	// SSHPublicKey is the content of an OpenSSH public key file. Without
+	// it the guest gets no authorized key and SSH stays off.
+	SSHPublicKey string `json:"ssh_public_key,omitempty"`
+	VNet         string `json:"vnet,omitempty"`
+	Subnet       string `json:"subnet,omitempty"`
+}
+
+// Instance is an instance as shown to users.
+type Instance struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	State       string    `json:"state"`
+	StateReason string    `json:"state_reason,omitempty"`
+	Size        Size      `json:"size"`
+	Image       string    `json:"image"`
+	ImageDigest string    `json:"image_sha256"`
+	IP          string    `json:"ip"`
+	MAC         string    `json:"mac"`
+	VNet        string    `json:"vnet"`
+	Subnet      string    `json:"subnet"`
+	DiskVirtual int64     `json:"disk_virtual_bytes"`
+	DiskUsed    int64     `json:"disk_used_bytes"`
+	SSH         bool      `json:"ssh_enabled"`
+	GuestUser   string    `json:"guest_user,omitempty"`
+	Creator     string    `json:"creator"`
+	AssignedTo  string    `json:"assigned_to,omitempty"`
+	Owner       string    `json:"owner"`
+	Domain      string    `json:"domain"`
+	Accel       string    `json:"accelerator"`
+	Host        string    `json:"host"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// ExecRequest runs a command in the guest through the QEMU guest agent.
+type ExecRequest struct {
+	Command []string `json:"command"`
+	// Stdin is passed to the command.
+	Stdin []byte `json:"stdin,omitempty"`
+	// TimeoutSeconds bounds the run; 0 means the daemon's default.
+	TimeoutSeconds int `json:"timeout_seconds,omitempty"`
+}
+
+// ExecResult is what the command did.
+type ExecResult struct {
+	ExitCode  int    `json:"exit_code"`
+	Signal    int    `json:"signal,omitempty"`
+	Stdout    []byte `json:"stdout"`
+	Stderr    []byte `json:"stderr"`
+	Truncated bool   `json:"truncated,omitempty"`
+}

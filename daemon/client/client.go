@@ -1,0 +1,253 @@
+// Package client is the Go client of labvmd's API. The CLI and the
+// end-to-end tests use it; it rebuilds the typed *api.Error of every
+// failed call so callers can branch on codes and print hints.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+
+	"github.com/labvm/labvm/daemon/api"
+)
+
+// DefaultSocket is where labvmd listens unless told otherwise.
+const DefaultSocket = "/run/labvm/labvm.sock"
+
+// Client talks to one labvmd.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// New returns a client of the daemon listening on socket.
+func New(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns: 4,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Socket is the socket this client dials.
+func (c *Client) Socket() string { return c.socket }
+
+// dialError turns a failed dial into advice: whether the daemon runs, and
+// how to get access to it.
+func (c *Client) dialError(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return &api.Error{Code: api.CodeUnavailable,
+			Message: fmt.Sprintf("labvmd is not running: no socket at %s", c.socket),
+			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`); use --socket or LABVM_SOCKET for another daemon"}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return &api.Error{Code: api.CodeUnavailable,
+			Message: fmt.Sprintf("labvmd is not running: %s refuses connections (stale socket)", c.socket),
+			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`)"}
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return &api.Error{Code: api.CodePermissionDenied,
+			Message: fmt.Sprintf("permission denied on %s", c.socket),
+			Hint:    "add yourself to the labvm group (`sudo usermod -aG labvm $USER`) and log in again"}
+	}
+	return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach labvmd at %s: %v", c.socket, err)}
+}
+
+func (c *Client) request(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://labvmd"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, c.dialError(err)
+		}
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd at %s: %v", c.socket, err)}
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var er api.ErrorResponse
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(raw, &er) != nil || er.Error == nil {
+			return nil, &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("labvmd answered %s: %s", resp.Status, bytes.TrimSpace(raw))}
+		}
+		return nil, er.Error
+	}
+	return resp, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.request(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// Info describes the daemon and who it thinks you are.
+func (c *Client) Info(ctx context.Context) (api.Info, error) {
+	var out api.Info
+	return out, c.do(ctx, http.MethodGet, "/v1/info", nil, &out)
+}
+
+// Sizes lists the size catalogue.
+func (c *Client) Sizes(ctx context.Context) ([]api.Size, error) {
+	var out []api.Size
+	return out, c.do(ctx, http.MethodGet, "/v1/sizes", nil, &out)
+}
+
+// Images lists the image catalogue.
+func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
+	var out []api.Image
+	return out, c.do(ctx, http.MethodGet, "/v1/images", nil, &out)
+}
+
+// Image shows one image.
+func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
+	var out api.Image
+	return out, c.do(ctx, http.MethodGet, "/v1/images/"+esc(name), nil, &out)
+}
+
+// ImportImage starts importing a file on the daemon's host.
+func (c *Client) ImportImage(ctx context.Context, req api.ImportImageRequest) (api.Operation, error) {
+	var out api.Operation
+	return out, c.do(ctx, http.MethodPost, "/v1/images", req, &out)
+}
+
+// DeleteImage deletes an image that no instance uses.
+func (c *Client) DeleteImage(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/images/"+esc(name), nil, nil)
+}
+
+// Instances lists all instances.
+func (c *Client) Instances(ctx context.Context) ([]api.Instance, error) {
+	var out []api.Instance
+	return out, c.do(ctx, http.MethodGet, "/v1/instances", nil, &out)
+}
+
+// Instance shows one instance.
+func (c *Client) Instance(ctx context.Context, name string) (api.Instance, error) {
+	var out api.Instance
+	return out, c.do(ctx, http.MethodGet, "/v1/instances/"+esc(name), nil, &out)
+}
+
+// CreateInstance starts creating an instance.
+func (c *Client) CreateInstance(ctx context.Context, req api.CreateInstanceRequest) (api.Operation, error) {
+	var out api.Operation
+	return out, c.do(ctx, http.MethodPost, "/v1/instances", req, &out)
+}
+
+// Start, Stop, Restart and Delete start the lifecycle operation.
+func (c *Client) Start(ctx context.Context, name string) (api.Operation, error) {
+	return c.action(ctx, http.MethodPost, name, "/start")
+}
+
+func (c *Client) Stop(ctx context.Context, name string) (api.Operation, error) {
+	return c.action(ctx, http.MethodPost, name, "/stop")
+}
+
+func (c *Client) Restart(ctx context.Context, name string) (api.Operation, error) {
+	return c.action(ctx, http.MethodPost, name, "/restart")
+}
+
+func (c *Client) Delete(ctx context.Context, name string) (api.Operation, error) {
+	return c.action(ctx, http.MethodDelete, name, "")
+}
+
+func (c *Client) action(ctx context.Context, method, name, suffix string) (api.Operation, error) {
+	var out api.Operation
+	return out, c.do(ctx, method, "/v1/instances/"+esc(name)+suffix, nil, &out)
+}
+
+// Exec runs a command in the guest and returns its result.
+func (c *Client) Exec(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {
+	var out api.ExecResult
+	return out, c.do(ctx, http.MethodPost, "/v1/instances/"+esc(name)+"/exec", req, &out)
+}
+
+// Operations lists recent operations.
+func (c *Client) Operations(ctx context.Context) ([]api.Operation, error) {
+	var out []api.Operation
+	return out, c.do(ctx, http.MethodGet, "/v1/operations", nil, &out)
+}
+
+// Operation shows one operation.
+func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error) {
+	var out api.Operation
+	return out, c.do(ctx, http.MethodGet, "/v1/operations/"+esc(id), nil, &out)
+}
+
+// Wait follows an operation until it is done, calling progress with every
+// change, and returns its final state. A failed operation returns its
+// error as an *api.Error.
+func (c *Client) Wait(ctx context.Context, id string, progress func(api.Operation)) (api.Operation, error) {
+	resp, err := c.request(ctx, http.MethodGet, "/v1/operations/"+esc(id)+"/wait", nil)
+	if err != nil {
+		return api.Operation{}, err
+	}
+	defer resp.Body.Close()
+	var last api.Operation
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var op api.Operation
+		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {
+			return last, fmt.Errorf("decode operation update: %w", err)
+		}
+		last = op
+		if progress != nil {
+			progress(op)
+		}
+		if op.Status.Done() {
+			if op.Status == api.OperationFailed && op.Error != nil {
+				return op, op.Error
+			}
+			return op, nil
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return last, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("lost labvmd while waiting for operation %s: %v", id, err), Hint: "`labvm wait " + id + "` resumes waiting"}
+	}
+	if ctx.Err() != nil {
+		return last, ctx.Err()
+	}
+	return last, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd closed the stream of operation %s before it finished", id), Hint: "`labvm wait " + id + "` resumes waiting"}
+}

@@ -1,0 +1,122 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/vm"
+)
+
+// Config is everything labvmd can be told. cmd/labvmd fills it from flags
+// and the config file; nothing in this package reads either.
+type Config struct {
+	// SocketPath is the API socket.
+	SocketPath string
+	// SocketGroup may use the socket (mode 0660); empty or missing group
+	// leaves it root-only.
+	SocketGroup string
+	// DataDir holds the database, images and instance disks.
+	DataDir string
+	// LibvirtURI is the hypervisor connection, e.g. qemu:///system.
+	LibvirtURI string
+	// Accel chooses KVM or TCG; auto uses KVM only where it really works.
+	Accel vm.AccelMode
+	// VNet is the default VNet every instance joins unless told otherwise.
+	VNet VNetConfig
+	// DefaultDiskSize is the OS disk's virtual size when create names none.
+	DefaultDiskSize int64
+	// ReadyTimeout bounds SettingUp: a full cloud image under TCG needs
+	// minutes before cloud-init finishes.
+	ReadyTimeout time.Duration
+	// StopTimeout bounds a graceful shutdown before the domain is
+	// destroyed.
+	StopTimeout time.Duration
+	// ExecTimeout is the default bound of `labvm exec`.
+	ExecTimeout time.Duration
+	// Sizes are added to (or override) the default size catalogue.
+	Sizes []vm.Size
+	// PhoneHomePort is where cloud-init's phone_home reaches the daemon on
+	// each VNet's gateway address; 0 disables it.
+	PhoneHomePort int
+	// Host names this host in instance details.
+	Host string
+}
+
+// VNetConfig describes a VNet: a bridge and the one subnet on it.
+type VNetConfig struct {
+	Name       string
+	Bridge     string
+	SubnetName string
+	Subnet     netip.Prefix
+}
+
+// DefaultConfig is the zero-config daemon: data in /var/lib/labvm, the
+// default VNet on bridge labvm0, 120 GiB disks.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		SocketPath:  "/run/labvm/labvm.sock",
+		SocketGroup: "labvm",
+		DataDir:     "/var/lib/labvm",
+		LibvirtURI:  "qemu:///system",
+		Accel:       vm.AccelAuto,
+		VNet: VNetConfig{
+			Name:       "default",
+			Bridge:     "labvm0",
+			SubnetName: "default",
+			Subnet:     netip.MustParsePrefix("10.177.0.0/24"),
+		},
+		DefaultDiskSize: storage.DefaultDiskSize,
+		ReadyTimeout:    15 * time.Minute,
+		StopTimeout:     2 * time.Minute,
+		ExecTimeout:     5 * time.Minute,
+		PhoneHomePort:   8719,
+		Host:            host,
+	}
+}
+
+// Validate reports the first thing wrong with c.
+func (c Config) Validate() error {
+	switch {
+	case c.SocketPath == "" || !filepath.IsAbs(c.SocketPath):
+		return fmt.Errorf("socket path %q must be absolute", c.SocketPath)
+	case c.DataDir == "" || !filepath.IsAbs(c.DataDir):
+		return fmt.Errorf("data dir %q must be absolute", c.DataDir)
+	case c.ReadyTimeout <= 0 || c.StopTimeout <= 0 || c.ExecTimeout <= 0:
+		return fmt.Errorf("timeouts must be positive")
+	case c.DefaultDiskSize < 1<<30:
+		return fmt.Errorf("default disk size %d is below 1 GiB", c.DefaultDiskSize)
+	}
+	if err := network.ValidateBridgeName(c.VNet.Bridge); err != nil {
+		return fmt.Errorf("default vnet: %w", err)
+	}
+	if err := network.ValidateSubnet(c.VNet.Subnet); err != nil {
+		return fmt.Errorf("default vnet: %w", err)
+	}
+	return nil
+}
+
+func (c Config) dbPath() string       { return filepath.Join(c.DataDir, "labvm.db") }
+func (c Config) imagesDir() string    { return filepath.Join(c.DataDir, "images") }
+func (c Config) instancesDir() string { return filepath.Join(c.DataDir, "instances") }
+func (c Config) instanceDir(id string) string {
+	return filepath.Join(c.instancesDir(), id)
+}
+
+// formatSize prints a byte count in binary units for messages.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<40 && n%(1<<40) == 0:
+		return fmt.Sprintf("%dT", n>>40)
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

@@ -1,0 +1,198 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/images"
+	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/vm"
+)
+
+// Hypervisor is what the lifecycle needs from libvirt. vm.Libvirt is the
+// real one; keeping the interface here, at its consumer, keeps the
+// daemon's view of libvirt to these few calls.
+type Hypervisor interface {
+	StartDomain(ctx context.Context, xml string) error
+	Shutdown(ctx context.Context, name string) error
+	WaitGone(ctx context.Context, name string) error
+	Destroy(ctx context.Context, name string) error
+	DomainState(ctx context.Context, name string) (vm.DomainStatus, error)
+	OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error)
+	AgentPing(ctx context.Context, name string) error
+	Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error)
+}
+
+var _ Hypervisor = (*vm.Libvirt)(nil)
+
+// HostNetwork is what the daemon needs from the host's networking.
+type HostNetwork interface {
+	EnsureBridge(ctx context.Context, b network.Bridge) error
+}
+
+// kernelNetwork is the real HostNetwork: netlink.
+type kernelNetwork struct{}
+
+func (kernelNetwork) EnsureBridge(ctx context.Context, b network.Bridge) error {
+	return network.EnsureBridge(ctx, b)
+}
+
+// Daemon is one labvmd.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	hv       Hypervisor
+	net      HostNetwork
+	sizes    *vm.Catalogue
+	images   *images.Catalogue
+	accel    vm.Accel
+	accelWhy string
+	ops      *operations
+	ready    *readiness
+
+	// work owns every operation goroutine; Run waits for it before
+	// returning so no goroutine outlives the daemon.
+	work sync.WaitGroup
+	// ctx is the daemon's lifetime; operations run under it.
+	ctx context.Context
+}
+
+// Options are what New needs besides the config.
+type Options struct {
+	Log *slog.Logger
+	// Hypervisor overrides the libvirt connection (tests, benchmarks).
+	Hypervisor Hypervisor
+	// Network overrides the kernel's networking (unit tests).
+	Network HostNetwork
+}
+
+// New opens the store and connects to libvirt. It changes nothing on the
+// host; Run does.
+func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	sizes, err := vm.NewCatalogue(vm.DefaultSizes(), cfg.Sizes)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, dir := range []string{cfg.DataDir, cfg.imagesDir(), cfg.instancesDir()} {
+		// 0755: QEMU runs as libvirt-qemu and must traverse to the disks.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("chmod %s: %w", dir, err)
+		}
+	}
+	st, err := store.Open(cfg.dbPath())
+	if err != nil {
+		return nil, err
+	}
+	hv := opts.Hypervisor
+	if hv == nil {
+		lv, err := vm.ConnectLibvirt(ctx, cfg.LibvirtURI)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		hv = lv
+	}
+	hn := opts.Network
+	if hn == nil {
+		hn = kernelNetwork{}
+	}
+	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
+	d := &Daemon{
+		cfg:      cfg,
+		log:      log,
+		store:    st,
+		hv:       hv,
+		net:      hn,
+		sizes:    sizes,
+		images:   images.New(cfg.imagesDir()),
+		accel:    accel,
+		accelWhy: why,
+		ops:      newOperations(st, log),
+		ready:    newReadiness(),
+	}
+	return d, nil
+}
+
+// Run sets up the host side (bridge), reconciles, serves the API until ctx
+// ends, then waits for in-flight operations. onReady is called once the
+// daemon accepts calls (systemd's READY=1).
+func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d.ctx = ctx
+	defer d.work.Wait()
+
+	if ln == nil {
+		var err error
+		if ln, err = listen(d.cfg.SocketPath, d.cfg.SocketGroup); err != nil {
+			return err
+		}
+	}
+	defer os.Remove(d.cfg.SocketPath)
+
+	if err := d.net.EnsureBridge(ctx, d.bridge()); err != nil {
+		ln.Close()
+		return fmt.Errorf("default vnet: %w", err)
+	}
+	if err := d.reconcile(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	d.startPhoneHome(ctx)
+	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
+		"accelerator", d.accel.String(), "why", d.accelWhy, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
+	if onReady != nil {
+		onReady()
+	}
+	err := d.serveHTTP(ctx, ln)
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases the store and the libvirt connection.
+func (d *Daemon) Close() error {
+	if c, ok := d.hv.(interface{ Close() error }); ok {
+		c.Close()
+	}
+	return d.store.Close()
+}
+
+func (d *Daemon) bridge() network.Bridge {
+	return network.Bridge{
+		Name:    d.cfg.VNet.Bridge,
+		Gateway: netip.PrefixFrom(network.Gateway(d.cfg.VNet.Subnet), d.cfg.VNet.Subnet.Bits()),
+	}
+}
+
+// goOp runs fn as an operation owned by the daemon.
+func (d *Daemon) goOp(op *Op, fn func(ctx context.Context, op *Op) error) {
+	d.work.Add(1)
+	go func() {
+		defer d.work.Done()
+		err := fn(d.ctx, op)
+		if err != nil {
+			d.log.Warn("operation failed", "op", op.ID(), "error", err)
+		}
+		op.Finish(err)
+	}()
+}

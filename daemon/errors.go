@@ -1,0 +1,66 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/images"
+	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/vm"
+)
+
+// errBusy is returned when another operation holds the instance.
+var errBusy = errors.New("instance busy")
+
+// errInUse is returned when something still needs the thing to delete.
+var errInUse = errors.New("in use")
+
+// errInvalid marks bad input found by the daemon itself.
+var errInvalid = errors.New("invalid argument")
+
+// errorCodes maps sentinel errors from every package to one API code.
+// It is the only place that knows both sides, so packages stay free of
+// HTTP and the API stays free of internals. First match wins.
+var errorCodes = []struct {
+	err  error
+	code api.Code
+	hint string
+}{
+	{store.ErrNotFound, api.CodeNotFound, ""},
+	{store.ErrExists, api.CodeAlreadyExists, "pick another name, or delete the existing one first"},
+	{vm.ErrIllegalTransition, api.CodeConflict, ""},
+	{errBusy, api.CodeConflict, "wait for it with `labvm wait OPERATION`"},
+	{errInUse, api.CodeConflict, ""},
+	{vm.ErrInvalidName, api.CodeInvalidArgument, ""},
+	{vm.ErrUnknownSize, api.CodeInvalidArgument, "run `labvm sizes` to see the sizes"},
+	{errInvalid, api.CodeInvalidArgument, ""},
+	{storage.ErrInvalidSeed, api.CodeInvalidArgument, ""},
+	{images.ErrChecksumMismatch, api.CodeInvalidArgument, "check the file and the --sha256 value"},
+	{images.ErrUnsupportedFormat, api.CodeInvalidArgument, "convert it with `qemu-img convert -O qcow2`"},
+	{network.ErrSubnetFull, api.CodeQuotaExceeded, "delete unused instances or use another subnet"},
+	{vm.ErrUnavailable, api.CodeUnavailable, "is libvirtd running? start it with `libvirtd -d` or `systemctl start libvirtd`"},
+	{vm.ErrAgentUnavailable, api.CodeUnavailable, "the guest agent is not answering; wait for the instance to finish booting"},
+	{context.DeadlineExceeded, api.CodeUnavailable, ""},
+}
+
+// toAPIError turns any error into the wire error with a stable code.
+func toAPIError(err error) *api.Error {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	for _, m := range errorCodes {
+		if errors.Is(err, m.err) {
+			return &api.Error{Code: m.code, Message: err.Error(), Hint: m.hint}
+		}
+	}
+	return &api.Error{Code: api.CodeInternal, Message: err.Error(), Hint: "see labvmd's log for details"}
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errInvalid, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,234 @@
+package daemon
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/store"
+)
+
+// operations tracks running operations, persists every change, and lets
+// clients wait on them. Finished operations live only in the store.
+type operations struct {
+	store *store.Store
+	log   *slog.Logger
+
+	mu sync.Mutex
+	// running maps an operation id to its live state.
+	running map[string]*liveOp
+	// busy maps an instance id to the operation holding it: one operation
+	// per instance at a time.
+	busy map[string]string
+}
+
+type liveOp struct {
+	op api.Operation
+	// changed is closed and replaced on every change, waking all waiters.
+	changed chan struct{}
+}
+
+func newOperations(s *store.Store, log *slog.Logger) *operations {
+	return &operations{store: s, log: log, running: map[string]*liveOp{}, busy: map[string]string{}}
+}
+
+func newOpID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// Op is the handle an operation's goroutine reports through.
+type Op struct {
+	ops *operations
+	id  string
+	// instanceID is the instance this operation holds, if any.
+	instanceID string
+}
+
+// begin registers a new operation, claiming instanceID (if non-empty)
+// for it. A second operation on a busy instance gets a Conflict naming
+// the first.
+func (o *operations) begin(kind api.OperationKind, target, instanceID string, c Caller) (*Op, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if instanceID != "" {
+		if holder, ok := o.busy[instanceID]; ok {
+			kind := o.running[holder].op.Kind
+			return nil, fmt.Errorf("%s is busy with operation %s (%s): %w", target, holder, kind, errBusy)
+		}
+	}
+	op := api.Operation{
+		ID:        newOpID(),
+		Kind:      kind,
+		Target:    target,
+		Caller:    c.Name,
+		Status:    api.OperationRunning,
+		Stages:    []api.Stage{},
+		CreatedAt: time.Now().UTC(),
+	}
+	if err := o.store.Update(func(tx *store.Tx) error { return tx.PutOperation(op) }); err != nil {
+		return nil, fmt.Errorf("record operation: %w", err)
+	}
+	o.running[op.ID] = &liveOp{op: op, changed: make(chan struct{})}
+	if instanceID != "" {
+		o.busy[instanceID] = op.ID
+	}
+	return &Op{ops: o, id: op.ID, instanceID: instanceID}, nil
+}
+
+// ID is the operation's id.
+func (op *Op) ID() string { return op.id }
+
+// Snapshot returns the operation as it is now.
+func (op *Op) Snapshot() api.Operation {
+	op.ops.mu.Lock()
+	defer op.ops.mu.Unlock()
+	return cloneOp(op.ops.running[op.id].op)
+}
+
+// Stage marks the previous stage done and starts a new one.
+func (op *Op) Stage(name, detail string) {
+	op.update(func(o *api.Operation, now time.Time) {
+		closeStage(o, now)
+		o.Stages = append(o.Stages, api.Stage{Name: name, Detail: detail, StartedAt: now})
+	})
+}
+
+// Finish ends the operation with err's outcome and releases the instance.
+// The instance is released before the operation reads as done: a client
+// that saw it done must be able to start the next operation at once.
+func (op *Op) Finish(err error) {
+	o := op.ops
+	o.mu.Lock()
+	if op.instanceID != "" && o.busy[op.instanceID] == op.id {
+		delete(o.busy, op.instanceID)
+	}
+	o.mu.Unlock()
+	op.update(func(o *api.Operation, now time.Time) {
+		closeStage(o, now)
+		o.DoneAt = &now
+		o.Status = api.OperationSucceeded
+		if err != nil {
+			o.Status = api.OperationFailed
+			o.Error = toAPIError(err)
+		}
+	})
+	o.mu.Lock()
+	delete(o.running, op.id)
+	o.mu.Unlock()
+}
+
+func closeStage(o *api.Operation, now time.Time) {
+	if n := len(o.Stages); n > 0 && o.Stages[n-1].DoneAt == nil {
+		o.Stages[n-1].DoneAt = &now
+	}
+}
+
+func (op *Op) update(fn func(o *api.Operation, now time.Time)) {
+	o := op.ops
+	o.mu.Lock()
+	live := o.running[op.id]
+	fn(&live.op, time.Now().UTC())
+	snap := cloneOp(live.op)
+	close(live.changed)
+	live.changed = make(chan struct{})
+	o.mu.Unlock()
+	// Persisted outside the lock: bbolt serialises writers itself, and a
+	// slow fsync must not block readers of other operations.
+	if err := o.store.Update(func(tx *store.Tx) error { return tx.PutOperation(snap) }); err != nil {
+		o.log.Error("persist operation", "op", op.id, "error", err)
+	}
+}
+
+func cloneOp(o api.Operation) api.Operation {
+	o.Stages = append([]api.Stage(nil), o.Stages...)
+	return o
+}
+
+// get returns an operation, live or finished.
+func (o *operations) get(id string) (api.Operation, <-chan struct{}, error) {
+	o.mu.Lock()
+	if live, ok := o.running[id]; ok {
+		defer o.mu.Unlock()
+		return cloneOp(live.op), live.changed, nil
+	}
+	o.mu.Unlock()
+	var op api.Operation
+	err := o.store.View(func(tx *store.Tx) error {
+		var err error
+		op, err = tx.Operation(id)
+		return err
+	})
+	if err != nil {
+		return op, nil, fmt.Errorf("operation %s: %w", id, err)
+	}
+	return op, nil, nil
+}
+
+// holder returns the operation holding an instance, if any.
+func (o *operations) holder(instanceID string) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	id, ok := o.busy[instanceID]
+	return id, ok
+}
+
+func (d *Daemon) listOperations(r *http.Request, c Caller) (response, error) {
+	var ops []api.Operation
+	err := d.store.View(func(tx *store.Tx) error {
+		var err error
+		ops, err = tx.Operations()
+		return err
+	})
+	if ops == nil {
+		ops = []api.Operation{}
+	}
+	return ok(ops), err
+}
+
+func (d *Daemon) getOperation(r *http.Request, c Caller) (response, error) {
+	op, _, err := d.ops.get(r.PathValue("id"))
+	return ok(op), err
+}
+
+// waitOperation streams the operation as newline-delimited JSON: one
+// object now and one per change, until it is done or the client leaves.
+func (d *Daemon) waitOperation(w http.ResponseWriter, r *http.Request, c Caller) error {
+	id := r.PathValue("id")
+	op, changed, err := d.ops.get(id)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	for {
+		if err := enc.Encode(op); err != nil {
+			return nil // client gone; nothing to report to it
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if op.Status.Done() || changed == nil {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-r.Context().Done():
+			return nil
+		}
+		if op, changed, err = d.ops.get(id); err != nil {
+			return nil
+		}
+	}
+}

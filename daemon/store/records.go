@@ -1,0 +1,173 @@
+package store
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/vm"
+)
+
+// Instance returns the instance with the given id.
+func (t *Tx) Instance(id string) (vm.Instance, error) {
+	return get[vm.Instance](t, bucketInstances, []byte(id))
+}
+
+// InstanceByName returns the instance with the given name.
+func (t *Tx) InstanceByName(name string) (vm.Instance, error) {
+	id := t.tx.Bucket(bucketNames).Get([]byte(name))
+	if id == nil {
+		return vm.Instance{}, ErrNotFound
+	}
+	return t.Instance(string(id))
+}
+
+// CreateInstance stores a new instance; its name must be free.
+func (t *Tx) CreateInstance(inst vm.Instance) error {
+	names := t.tx.Bucket(bucketNames)
+	if names.Get([]byte(inst.Name)) != nil {
+		return fmt.Errorf("instance %q: %w", inst.Name, ErrExists)
+	}
+	if err := names.Put([]byte(inst.Name), []byte(inst.ID)); err != nil {
+		return err
+	}
+	return put(t, bucketInstances, []byte(inst.ID), inst)
+}
+
+// PutInstance updates an existing instance.
+func (t *Tx) PutInstance(inst vm.Instance) error {
+	if t.tx.Bucket(bucketInstances).Get([]byte(inst.ID)) == nil {
+		return fmt.Errorf("instance %s: %w", inst.ID, ErrNotFound)
+	}
+	return put(t, bucketInstances, []byte(inst.ID), inst)
+}
+
+// DeleteInstance removes an instance record and its name.
+func (t *Tx) DeleteInstance(id string) error {
+	inst, err := t.Instance(id)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketNames).Delete([]byte(inst.Name)); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketInstances).Delete([]byte(id))
+}
+
+// Instances lists all instances ordered by name.
+func (t *Tx) Instances() ([]vm.Instance, error) {
+	out, err := list[vm.Instance](t, bucketInstances)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// Image is a catalogue entry: a name bound to a stored base file.
+type Image struct {
+	Name         string    `json:"name"`
+	Digest       string    `json:"digest"`
+	Path         string    `json:"path"`
+	SourceFormat string    `json:"source_format"`
+	VirtualSize  int64     `json:"virtual_size"`
+	FileSize     int64     `json:"file_size"`
+	ImportedBy   string    `json:"imported_by"`
+	ImportedAt   time.Time `json:"imported_at"`
+}
+
+// Image returns the image with the given name.
+func (t *Tx) Image(name string) (Image, error) {
+	return get[Image](t, bucketImages, []byte(name))
+}
+
+// CreateImage stores a new image; its name must be free.
+func (t *Tx) CreateImage(img Image) error {
+	if t.tx.Bucket(bucketImages).Get([]byte(img.Name)) != nil {
+		return fmt.Errorf("image %q: %w", img.Name, ErrExists)
+	}
+	return put(t, bucketImages, []byte(img.Name), img)
+}
+
+// DeleteImage removes an image record.
+func (t *Tx) DeleteImage(name string) error {
+	return t.tx.Bucket(bucketImages).Delete([]byte(name))
+}
+
+// Images lists all images ordered by name.
+func (t *Tx) Images() ([]Image, error) {
+	return list[Image](t, bucketImages)
+}
+
+// Operation returns an operation.
+func (t *Tx) Operation(id string) (api.Operation, error) {
+	return get[api.Operation](t, bucketOperations, []byte(id))
+}
+
+// PutOperation stores an operation.
+func (t *Tx) PutOperation(op api.Operation) error {
+	return put(t, bucketOperations, []byte(op.ID), op)
+}
+
+// Operations lists operations, oldest first.
+func (t *Tx) Operations() ([]api.Operation, error) {
+	out, err := list[api.Operation](t, bucketOperations)
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, err
+}
+
+// PruneOperations deletes finished operations done before cutoff, so the
+// history stays bounded.
+func (t *Tx) PruneOperations(cutoff time.Time) error {
+	ops, err := t.Operations()
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if op.Status.Done() && op.DoneAt != nil && op.DoneAt.Before(cutoff) {
+			if err := t.tx.Bucket(bucketOperations).Delete([]byte(op.ID)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func ipKey(vnet string, ip netip.Addr) []byte { return []byte(vnet + "/" + ip.String()) }
+
+// AllocateIP records that ip in vnet belongs to instanceID.
+func (t *Tx) AllocateIP(vnet string, ip netip.Addr, instanceID string) error {
+	b := t.tx.Bucket(bucketIPs)
+	k := ipKey(vnet, ip)
+	if owner := b.Get(k); owner != nil && string(owner) != instanceID {
+		return fmt.Errorf("address %s in %s held by instance %s: %w", ip, vnet, owner, ErrExists)
+	}
+	return b.Put(k, []byte(instanceID))
+}
+
+// ReleaseIP frees ip in vnet. Releasing a free address is not an error, so
+// rollback and reconcile can call it blindly.
+func (t *Tx) ReleaseIP(vnet string, ip netip.Addr) error {
+	return t.tx.Bucket(bucketIPs).Delete(ipKey(vnet, ip))
+}
+
+// IPAllocation is one address held by one instance.
+type IPAllocation struct {
+	VNet       string
+	IP         netip.Addr
+	InstanceID string
+}
+
+// IPAllocations lists the addresses held in vnet.
+func (t *Tx) IPAllocations(vnet string) ([]IPAllocation, error) {
+	var out []IPAllocation
+	prefix := []byte(vnet + "/")
+	c := t.tx.Bucket(bucketIPs).Cursor()
+	for k, v := c.Seek(prefix); k != nil && len(k) > len(prefix) && string(k[:len(prefix)]) == string(prefix); k, v = c.Next() {
+		ip, err := netip.ParseAddr(string(k[len(prefix):]))
+		if err != nil {
+			return nil, fmt.Errorf("decode ip allocation %q: %w", k, err)
+		}
+		out = append(out, IPAllocation{VNet: vnet, IP: ip, InstanceID: string(v)})
+	}
+	return out, nil
+}

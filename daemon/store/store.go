@@ -1,0 +1,156 @@
+// Package store keeps labvmd's state in bbolt: instances, images,
+// operations and IP allocations, under a schema version with migrations.
+// It is the source of truth for desired state; nothing about an instance
+// lives only in memory.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this code reads and writes. Open migrates
+// older databases forward and refuses newer ones.
+const SchemaVersion = 1
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketInstances  = []byte("instances")
+	bucketNames      = []byte("instance_names")
+	bucketImages     = []byte("images")
+	bucketOperations = []byte("operations")
+	bucketIPs        = []byte("ip_allocations")
+
+	keySchema = []byte("schema_version")
+)
+
+// ErrNotFound is returned when a record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating a record whose key is taken.
+var ErrExists = errors.New("already exists")
+
+// Store is an open database.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating if needed) the database at path. The timeout makes
+// a second daemon on the same data dir fail fast instead of hanging on
+// bbolt's file lock.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open state %s: locked by another process (is another labvmd running on this data dir?)", path)
+		}
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	s := &Store{db: db}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrations[i] upgrades schema version i to i+1.
+var migrations = []func(tx *bolt.Tx) error{
+	0: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketInstances, bucketNames, bucketImages, bucketOperations, bucketIPs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+}
+
+func (s *Store) migrate() error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		v := 0
+		if raw := meta.Get(keySchema); raw != nil {
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return fmt.Errorf("read schema version: %w", err)
+			}
+		}
+		if v > SchemaVersion {
+			return fmt.Errorf("state schema version %d is newer than this labvmd understands (%d); upgrade labvmd", v, SchemaVersion)
+		}
+		for ; v < SchemaVersion; v++ {
+			if err := migrations[v](tx); err != nil {
+				return fmt.Errorf("migrate state schema %d→%d: %w", v, v+1, err)
+			}
+		}
+		raw, _ := json.Marshal(v)
+		return meta.Put(keySchema, raw)
+	})
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Update runs fn in a read-write transaction; all of fn's writes land
+// together or not at all.
+func (s *Store) Update(fn func(tx *Tx) error) error {
+	return s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(tx *Tx) error) error {
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// Tx is a transaction with typed accessors.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+func get[T any](tx *Tx, bucket, key []byte) (T, error) {
+	var v T
+	raw := tx.tx.Bucket(bucket).Get(key)
+	if raw == nil {
+		return v, ErrNotFound
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return v, fmt.Errorf("decode %s/%s: %w", bucket, key, err)
+	}
+	return v, nil
+}
+
+func put(tx *Tx, bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s/%s: %w", bucket, key, err)
+	}
+	return tx.tx.Bucket(bucket).Put(key, raw)
+}
+
+func list[T any](tx *Tx, bucket []byte) ([]T, error) {
+	var out []T
+	err := tx.tx.Bucket(bucket).ForEach(func(k, raw []byte) error {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decode %s/%s: %w", bucket, k, err)
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/vm"
+	bolt "go.etcd.io/bbolt"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "labvm.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestInstancesByIDAndName(t *testing.T) {
+	s, _ := openTemp(t)
+	inst := vm.Instance{ID: "0123456789abcdef", Name: "alice-dev", State: vm.StateRunning, IP: netip.MustParseAddr("10.0.0.10")}
+	if err := s.Update(func(tx *Tx) error { return tx.CreateInstance(inst) }); err != nil {
+		t.Fatal(err)
+	}
+	dup := inst
+	dup.ID = "fedcba9876543210"
+	if err := s.Update(func(tx *Tx) error { return tx.CreateInstance(dup) }); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	s.View(func(tx *Tx) error {
+		got, err := tx.InstanceByName("alice-dev")
+		if err != nil || got.ID != inst.ID || got.State != vm.StateRunning || got.IP != inst.IP {
+			t.Fatalf("by name: %+v %v", got, err)
+		}
+		if _, err := tx.Instance(dup.ID); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("refused duplicate was stored: %v", err)
+		}
+		return nil
+	})
+	if err := s.Update(func(tx *Tx) error { return tx.DeleteInstance(inst.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	s.View(func(tx *Tx) error {
+		if _, err := tx.InstanceByName("alice-dev"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("name survives delete: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestIPAllocations(t *testing.T) {
+	s, _ := openTemp(t)
+	a, b := netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("10.0.0.11")
+	err := s.Update(func(tx *Tx) error {
+		if err := tx.AllocateIP("default", a, "i1"); err != nil {
+			return err
+		}
+		if err := tx.AllocateIP("default", b, "i2"); err != nil {
+			return err
+		}
+		return tx.AllocateIP("other", a, "i3")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.AllocateIP("default", a, "i9") }); !errors.Is(err, ErrExists) {
+		t.Fatalf("double allocation: %v", err)
+	}
+	s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) })
+	s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) }) // idempotent
+	s.View(func(tx *Tx) error {
+		got, err := tx.IPAllocations("default")
+		if err != nil || len(got) != 1 || got[0].IP != a || got[0].InstanceID != "i1" {
+			t.Fatalf("allocations = %+v, %v", got, err)
+		}
+		return nil
+	})
+}
+
+func TestOperationsPrune(t *testing.T) {
+	s, _ := openTemp(t)
+	old := time.Now().Add(-48 * time.Hour)
+	recent := time.Now()
+	ops := []api.Operation{
+		{ID: "old", Status: api.OperationSucceeded, CreatedAt: old, DoneAt: &old},
+		{ID: "new", Status: api.OperationFailed, CreatedAt: recent, DoneAt: &recent},
+		{ID: "run", Status: api.OperationRunning, CreatedAt: old},
+	}
+	s.Update(func(tx *Tx) error {
+		for _, op := range ops {
+			if err := tx.PutOperation(op); err != nil {
+				return err
+			}
+		}
+		return tx.PruneOperations(time.Now().Add(-24 * time.Hour))
+	})
+	s.View(func(tx *Tx) error {
+		got, _ := tx.Operations()
+		if len(got) != 2 || got[0].ID != "run" || got[1].ID != "new" {
+			t.Fatalf("after prune: %+v", got)
+		}
+		return nil
+	})
+}
+
+func TestSchemaVersion(t *testing.T) {
+	s, path := openTemp(t)
+	s.Close()
+	// A database from a newer labvmd must be refused, not misread.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) })
+	db.Close()
+	if _, err := Open(path); err == nil {
+		t.Fatal("newer schema accepted")
+	}
+}
+
+func TestOpenLockedFailsFast(t *testing.T) {
+	_, path := openTemp(t)
+	start := time.Now()
+	if _, err := Open(path); err == nil {
+		t.Fatal("second open of a locked database succeeded")
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("second open hung")
+	}
+}

@@ -1,0 +1,282 @@
+package images
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/labvm/labvm/storage"
+)
+
+type fixtures struct {
+	qcow2, raw, text, empty, vmdk, backed, dir string
+}
+
+// newFixtures builds small inputs of every kind Import must tell apart.
+func newFixtures(t *testing.T) fixtures {
+	t.Helper()
+	requireTool(t, "qemu-img")
+	requireTool(t, "qemu-io")
+	d := t.TempDir()
+	f := fixtures{
+		qcow2:  filepath.Join(d, "disk.qcow2"),
+		raw:    filepath.Join(d, "disk.img"),
+		text:   filepath.Join(d, "notes.txt"),
+		empty:  filepath.Join(d, "empty.img"),
+		vmdk:   filepath.Join(d, "disk.vmdk"),
+		backed: filepath.Join(d, "overlay.qcow2"),
+		dir:    filepath.Join(d, "adir"),
+	}
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", f.qcow2, "64M")
+	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0x42 1M 512k", f.qcow2)
+	rawData := bytes.Repeat([]byte("raw disk sector!"), 2<<20/16)
+	writeFile(t, f.raw, rawData)
+	writeFile(t, f.text, []byte("this is not a disk image\n"))
+	writeFile(t, f.empty, nil)
+	run(t, "qemu-img", "create", "-q", "-f", "vmdk", f.vmdk, "16M")
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", f.qcow2, "-F", "qcow2", f.backed)
+	if err := os.Mkdir(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// dirEntries lists Dir, treating a directory that was never created as empty.
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestImport(t *testing.T) {
+	f := newFixtures(t)
+	tests := []struct {
+		name        string
+		source      string
+		checksum    func(string) string
+		wantFormat  string
+		wantVirtual int64
+	}{
+		{name: "qcow2 copied", source: f.qcow2, wantFormat: "qcow2", wantVirtual: 64 << 20},
+		{name: "qcow2 with upper-case checksum", source: f.qcow2, checksum: strings.ToUpper, wantFormat: "qcow2", wantVirtual: 64 << 20},
+		{name: "raw converted", source: f.raw, checksum: func(s string) string { return s }, wantFormat: "raw", wantVirtual: 2 << 20},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			cat := New(filepath.Join(t.TempDir(), "bases"))
+			digest := sha256File(t, tc.source)
+			opts := ImportOptions{Source: tc.source}
+			if tc.checksum != nil {
+				opts.SHA256 = tc.checksum(digest)
+			}
+			imp, err := cat.Import(ctx, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(imp.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Imported{Digest: digest, Path: filepath.Join(cat.Dir, digest+".qcow2"), SourceFormat: tc.wantFormat, VirtualSize: tc.wantVirtual, FileSize: st.Size()}
+			if imp != want {
+				t.Fatalf("Import = %+v, want %+v", imp, want)
+			}
+			if cat.Path(digest) != imp.Path {
+				t.Fatalf("Path(%s) = %q, want %q", digest, cat.Path(digest), imp.Path)
+			}
+			if st.Mode().Perm() != 0o444 {
+				t.Fatalf("base mode %v, want 0444", st.Mode().Perm())
+			}
+			if dst, _ := os.Stat(cat.Dir); dst.Mode().Perm() != 0o755 {
+				t.Fatalf("catalogue dir mode %v, want 0755", dst.Mode().Perm())
+			}
+			info, err := storage.Inspect(ctx, imp.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Format != "qcow2" || info.BackingFile != "" {
+				t.Fatalf("stored base is %+v, want standalone qcow2", info)
+			}
+			run(t, "qemu-img", "compare", "-f", tc.wantFormat, "-F", "qcow2", tc.source, imp.Path)
+			if names := dirEntries(t, cat.Dir); len(names) != 1 {
+				t.Fatalf("catalogue holds %v, want only the base", names)
+			}
+		})
+	}
+}
+
+func TestImportRefuses(t *testing.T) {
+	f := newFixtures(t)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	wrong := strings.Repeat("0", 64)
+
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		opts    ImportOptions
+		wantIs  error
+		wantMsg string
+	}{
+		{name: "text file", opts: ImportOptions{Source: f.text}, wantIs: ErrUnsupportedFormat, wantMsg: "accepted: qcow2"},
+		{name: "empty file", opts: ImportOptions{Source: f.empty}, wantIs: ErrUnsupportedFormat, wantMsg: "not a disk image"},
+		{name: "vmdk", opts: ImportOptions{Source: f.vmdk}, wantIs: ErrUnsupportedFormat, wantMsg: "vmdk"},
+		{name: "qcow2 with backing file", opts: ImportOptions{Source: f.backed}, wantIs: ErrUnsupportedFormat, wantMsg: "backing file"},
+		{name: "wrong checksum", opts: ImportOptions{Source: f.qcow2, SHA256: wrong}, wantIs: ErrChecksumMismatch, wantMsg: wrong},
+		{name: "malformed checksum", opts: ImportOptions{Source: f.qcow2, SHA256: "abc"}, wantIs: ErrInvalidDigest},
+		{name: "missing source", opts: ImportOptions{Source: f.qcow2 + ".gone"}, wantIs: fs.ErrNotExist},
+		{name: "directory source", opts: ImportOptions{Source: f.dir}, wantMsg: "not a regular file"},
+		{name: "cancelled", ctx: cancelled, opts: ImportOptions{Source: f.qcow2}, wantIs: context.Canceled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := tc.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			cat := New(filepath.Join(t.TempDir(), "bases"))
+			_, err := cat.Import(ctx, tc.opts)
+			if err == nil {
+				t.Fatal("Import succeeded, want error")
+			}
+			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
+				t.Fatalf("Import error %v does not wrap %v", err, tc.wantIs)
+			}
+			if !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("Import error %q does not mention %q", err, tc.wantMsg)
+			}
+			if names := dirEntries(t, cat.Dir); len(names) != 0 {
+				t.Fatalf("failed import left %v in the catalogue", names)
+			}
+		})
+	}
+	t.Run("checksum mismatch names both digests", func(t *testing.T) {
+		_, err := New(t.TempDir()).Import(context.Background(), ImportOptions{Source: f.qcow2, SHA256: wrong})
+		if got := sha256File(t, f.qcow2); err == nil || !strings.Contains(err.Error(), got) {
+			t.Fatalf("Import error %v does not name the actual digest %s", err, got)
+		}
+	})
+}
+
+// TestStoreCancelled cancels at the copy/convert step, after validation,
+// where a temporary file already exists in Dir.
+func TestStoreCancelled(t *testing.T) {
+	f := newFixtures(t)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct{ source, format string }{{f.qcow2, "qcow2"}, {f.raw, "raw"}} {
+		t.Run(tc.format, func(t *testing.T) {
+			cat := New(t.TempDir())
+			digest := sha256File(t, tc.source)
+			err := cat.store(cancelled, tc.source, tc.format, digest, cat.Path(digest))
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("store error = %v, want context.Canceled", err)
+			}
+			if names := dirEntries(t, cat.Dir); len(names) != 0 {
+				t.Fatalf("cancelled store left %v behind", names)
+			}
+		})
+	}
+}
+
+func TestImportDedup(t *testing.T) {
+	f := newFixtures(t)
+	ctx := context.Background()
+	cat := New(t.TempDir())
+	first, err := cat.Import(ctx, ImportOptions{Source: f.qcow2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(first.Path)
+	second, err := cat.Import(ctx, ImportOptions{Source: f.qcow2, SHA256: first.Digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second != first {
+		t.Fatalf("second import = %+v, want %+v", second, first)
+	}
+	after, _ := os.Stat(first.Path)
+	if !os.SameFile(before, after) {
+		t.Fatal("second import replaced the stored base instead of reusing it")
+	}
+	if _, err := cat.Import(ctx, ImportOptions{Source: f.raw}); err != nil {
+		t.Fatal(err)
+	}
+	if names := dirEntries(t, cat.Dir); len(names) != 2 {
+		t.Fatalf("catalogue holds %v, want two bases", names)
+	}
+}
+
+func TestRemove(t *testing.T) {
+	f := newFixtures(t)
+	cat := New(t.TempDir())
+	imp, err := cat.Import(context.Background(), ImportOptions{Source: f.raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := filepath.Join(filepath.Dir(cat.Dir), "victim.qcow2")
+	writeFile(t, outside, []byte("not yours"))
+
+	tests := []struct {
+		name   string
+		digest string
+		wantIs error
+	}{
+		{name: "upper-case digest", digest: strings.ToUpper(imp.Digest)},
+		{name: "already gone", digest: imp.Digest},
+		{name: "path traversal", digest: "../victim", wantIs: ErrInvalidDigest},
+		{name: "empty", digest: "", wantIs: ErrInvalidDigest},
+		{name: "short", digest: imp.Digest[:63], wantIs: ErrInvalidDigest},
+		{name: "not hex", digest: strings.Repeat("g", 64), wantIs: ErrInvalidDigest},
+		{name: "slash padded", digest: "../" + imp.Digest[3:], wantIs: ErrInvalidDigest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := cat.Remove(tc.digest)
+			if !errors.Is(err, tc.wantIs) {
+				t.Fatalf("Remove(%q) = %v, want %v", tc.digest, err, tc.wantIs)
+			}
+			if tc.wantIs != nil && cat.Path(tc.digest) != "" {
+				t.Fatalf("Path(%q) = %q, want empty for an invalid digest", tc.digest, cat.Path(tc.digest))
+			}
+		})
+	}
+	if _, err := os.Stat(imp.Path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("base still present after Remove: %v", err)
+	}
+	if _, err := os.Stat(outside); err != nil {
+		t.Fatalf("file outside the catalogue was touched: %v", err)
+	}
+}

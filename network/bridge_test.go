@@ -1,0 +1,66 @@
+package network
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("bridge tests need root, and CI=true runs must not skip them")
+	}
+	t.Skip("skipping: creating bridges needs root (run `sudo make test`)")
+}
+
+func TestEnsureBridgeIdempotent(t *testing.T) {
+	requireRoot(t)
+	var b [3]byte
+	rand.Read(b[:])
+	name := "lvtbr" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	t.Cleanup(func() { DeleteBridge(context.Background(), name) })
+
+	br := Bridge{Name: name, Gateway: netip.MustParsePrefix("10.254.77.1/24")}
+	for i := 0; i < 2; i++ {
+		if err := EnsureBridge(ctx, br); err != nil {
+			t.Fatalf("EnsureBridge #%d: %v", i+1, err)
+		}
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.254.77.1/24" {
+		t.Fatalf("bridge addresses = %v, want exactly 10.254.77.1/24", addrs)
+	}
+	over, err := RoutesOverlapping(netip.MustParsePrefix("10.254.77.0/25"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(over) == 0 {
+		t.Fatal("overlap with the bridge's own route not found")
+	}
+	if err := DeleteBridge(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := BridgeExists(name); ok {
+		t.Fatal("bridge still exists after delete")
+	}
+	if err := DeleteBridge(ctx, name); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+}

@@ -1,0 +1,6 @@
+// Package network owns the guests' networks: VNet bridges made with
+// netlink, the host's gateway address on them, and address planning (IPAM)
+// inside a subnet. It keeps no state of its own: allocations are persisted
+// by the caller, so this package stays a set of pure planners plus the
+// kernel calls that realise them.
+package network

@@ -1,0 +1,82 @@
+package network
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+func TestNextFree(t *testing.T) {
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	tests := []struct {
+		name    string
+		subnet  netip.Prefix
+		used    []netip.Addr
+		want    netip.Addr
+		wantErr error
+	}{
+		{"empty /24", p("10.177.0.0/24"), nil, a("10.177.0.10"), nil},
+		{"skips used", p("10.177.0.0/24"), []netip.Addr{a("10.177.0.10"), a("10.177.0.11")}, a("10.177.0.12"), nil},
+		{"fills holes", p("10.177.0.0/24"), []netip.Addr{a("10.177.0.11")}, a("10.177.0.10"), nil},
+		{"small /29 starts after gateway", p("10.1.0.0/29"), nil, a("10.1.0.2"), nil},
+		{"/29 full", p("10.1.0.0/29"), []netip.Addr{a("10.1.0.2"), a("10.1.0.3"), a("10.1.0.4"), a("10.1.0.5"), a("10.1.0.6")}, netip.Addr{}, ErrSubnetFull},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := NextFree(tt.subnet, tt.used)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNextFreeNeverHandsOutBroadcast(t *testing.T) {
+	s := netip.MustParsePrefix("10.2.0.0/28")
+	var used []netip.Addr
+	for {
+		a, err := NextFree(s, used)
+		if err != nil {
+			break
+		}
+		if a == netip.MustParseAddr("10.2.0.15") || a == Gateway(s) || a == s.Addr() {
+			t.Fatalf("handed out reserved address %s", a)
+		}
+		used = append(used, a)
+	}
+	if len(used) != 13 {
+		t.Fatalf("got %d addresses from a /28, want 13", len(used))
+	}
+}
+
+func TestValidateSubnet(t *testing.T) {
+	for _, tt := range []struct {
+		in string
+		ok bool
+	}{
+		{"10.0.0.0/24", true},
+		{"10.0.0.0/29", true},
+		{"10.0.0.0/30", false},
+		{"10.0.0.1/24", false},
+		{"fd00::/64", false},
+	} {
+		err := ValidateSubnet(netip.MustParsePrefix(tt.in))
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidateSubnet(%s) = %v", tt.in, err)
+		}
+	}
+}
+
+func TestMACStable(t *testing.T) {
+	m1, m2 := MAC("abc"), MAC("abc")
+	if m1 != m2 || MAC("abd") == m1 {
+		t.Fatalf("MAC not stable per id: %s %s %s", m1, m2, MAC("abd"))
+	}
+	if m1[:9] != "52:54:00:" {
+		t.Fatalf("MAC %s outside QEMU's range", m1)
+	}
+}

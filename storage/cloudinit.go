@@ -1,0 +1,276 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The cloud-init documents below are built by hand rather than with a YAML
+// library: the shapes are fixed and tiny, and every scalar goes through
+// yamlQuote, which emits a JSON string. A JSON string is also a valid YAML
+// double-quoted scalar, so no value — however hostile — can end its line,
+// start a new key or introduce an anchor or tag.
+
+// ErrInvalidSeed is wrapped by every validation failure of a SeedSpec, so
+// callers can tell a bad request from an I/O failure.
+var ErrInvalidSeed = errors.New("invalid seed spec")
+
+// SeedSpec is everything the guest learns from its NoCloud seed.
+type SeedSpec struct {
+	InstanceID string
+	Hostname   string
+	// User is the guest account to create; "" creates none.
+	User string
+	// SSHAuthorizedKeys are installed for User. With none, the guest gets no
+	// authorized key at all, which keeps SSH closed by default.
+	SSHAuthorizedKeys []string
+	// MAC selects the NIC to configure; guests name NICs enp1s0-style, so
+	// matching by name would be guesswork.
+	MAC string
+	// Address is the static address; when invalid, the NIC uses DHCP.
+	Address netip.Prefix
+	Gateway netip.Addr
+	DNS     []netip.Addr
+	// PhoneHomeURL, when set, receives a POST once cloud-init has finished,
+	// which is how the daemon learns the guest is up.
+	PhoneHomeURL string
+}
+
+// Validate reports the first field that would produce a seed the guest
+// cannot use. Builders quote everything, so this is about usefulness and
+// clear errors, not about injection.
+func (s SeedSpec) Validate() error {
+	if s.InstanceID == "" {
+		return fmt.Errorf("%w: instance id is empty", ErrInvalidSeed)
+	}
+	if !utf8.ValidString(s.InstanceID) || strings.ContainsFunc(s.InstanceID, isControl) {
+		return fmt.Errorf("%w: instance id %q contains control characters", ErrInvalidSeed, s.InstanceID)
+	}
+	if err := validateHostname(s.Hostname); err != nil {
+		return err
+	}
+	if err := validateUser(s.User, s.SSHAuthorizedKeys); err != nil {
+		return err
+	}
+	if hw, err := net.ParseMAC(s.MAC); err != nil || len(hw) != 6 || hw.String() != strings.ToLower(s.MAC) {
+		return fmt.Errorf("%w: MAC %q: want six colon-separated hex bytes", ErrInvalidSeed, s.MAC)
+	}
+	if s.Address.IsValid() && s.Gateway.IsValid() && s.Address.Addr().Is4() != s.Gateway.Is4() {
+		return fmt.Errorf("%w: gateway %s and address %s are of different families", ErrInvalidSeed, s.Gateway, s.Address)
+	}
+	for _, d := range s.DNS {
+		if !d.IsValid() {
+			return fmt.Errorf("%w: DNS server list holds an invalid address", ErrInvalidSeed)
+		}
+	}
+	if s.PhoneHomeURL != "" {
+		u, err := url.Parse(s.PhoneHomeURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: phone-home URL %q: want an absolute http(s) URL", ErrInvalidSeed, s.PhoneHomeURL)
+		}
+	}
+	return nil
+}
+
+// validateHostname enforces a single RFC 1123 label: cloud-init writes it to
+// /etc/hostname and /etc/hosts, where anything else breaks name resolution.
+func validateHostname(h string) error {
+	if h == "" || len(h) > 63 {
+		return fmt.Errorf("%w: hostname %q: want 1 to 63 characters", ErrInvalidSeed, h)
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' || i == 0 || i == len(h)-1) {
+			return fmt.Errorf("%w: hostname %q: want a DNS label (letters, digits, inner hyphens)", ErrInvalidSeed, h)
+		}
+	}
+	return nil
+}
+
+// validateUser accepts the portable subset of Linux user names, so useradd
+// in the guest cannot reject what we accepted.
+func validateUser(user string, keys []string) error {
+	if user == "" {
+		if len(keys) > 0 {
+			return fmt.Errorf("%w: SSH keys given but no guest user to install them for", ErrInvalidSeed)
+		}
+		return nil
+	}
+	if len(user) > 32 {
+		return fmt.Errorf("%w: user %q: at most 32 characters", ErrInvalidSeed, user)
+	}
+	for i := 0; i < len(user); i++ {
+		c := user[i]
+		ok := c >= 'a' && c <= 'z' || c == '_' || i > 0 && (c >= '0' && c <= '9' || c == '-')
+		if !ok {
+			return fmt.Errorf("%w: user %q: want lowercase letters, digits, '_' or '-', not starting with a digit or '-'", ErrInvalidSeed, user)
+		}
+	}
+	if user == "root" {
+		return fmt.Errorf("%w: user %q: root login is disabled in guests", ErrInvalidSeed, user)
+	}
+	for i, k := range keys {
+		if strings.ContainsAny(k, "\r\n") {
+			return fmt.Errorf("%w: SSH key %d spans several lines; pass one key per entry", ErrInvalidSeed, i+1)
+		}
+		if _, err := ParseAuthorizedKey([]byte(k)); err != nil {
+			return fmt.Errorf("%w: SSH key %d: %w", ErrInvalidSeed, i+1, err)
+		}
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
+
+// MetaData renders the NoCloud meta-data document.
+func MetaData(s SeedSpec) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "instance-id: %s\n", yamlQuote(s.InstanceID))
+	fmt.Fprintf(&b, "local-hostname: %s\n", yamlQuote(s.Hostname))
+	return b.Bytes()
+}
+
+// NetworkConfig renders a network-config version 2 document for the single
+// NIC identified by s.MAC. It deliberately omits set-name: renaming the NIC
+// would fight the guest's own predictable naming and break images whose
+// tooling expects it.
+func NetworkConfig(s SeedSpec) []byte {
+	var b bytes.Buffer
+	b.WriteString("version: 2\n")
+	b.WriteString("ethernets:\n")
+	b.WriteString("  \"nic0\":\n")
+	b.WriteString("    match:\n")
+	fmt.Fprintf(&b, "      macaddress: %s\n", yamlQuote(strings.ToLower(s.MAC)))
+	if !s.Address.IsValid() {
+		b.WriteString("    dhcp4: true\n")
+	} else {
+		b.WriteString("    addresses:\n")
+		fmt.Fprintf(&b, "      - %s\n", yamlQuote(s.Address.String()))
+		if s.Gateway.IsValid() {
+			b.WriteString("    routes:\n")
+			b.WriteString("      - to: \"default\"\n")
+			fmt.Fprintf(&b, "        via: %s\n", yamlQuote(s.Gateway.String()))
+		}
+	}
+	if len(s.DNS) > 0 {
+		b.WriteString("    nameservers:\n")
+		b.WriteString("      addresses:\n")
+		for _, d := range s.DNS {
+			fmt.Fprintf(&b, "        - %s\n", yamlQuote(d.String()))
+		}
+	}
+	return b.Bytes()
+}
+
+// UserData renders the #cloud-config document. It fails on a spec that
+// Validate rejects, so a seed never carries a key or hostname the guest
+// would choke on.
+func UserData(s SeedSpec) ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("#cloud-config\n")
+	fmt.Fprintf(&b, "hostname: %s\n", yamlQuote(s.Hostname))
+	b.WriteString("preserve_hostname: false\n")
+	b.WriteString("ssh_pwauth: false\n")
+	b.WriteString("disable_root: true\n")
+	if s.User != "" {
+		// Listing only our user (no "default") keeps the image's stock
+		// account from being created alongside it.
+		b.WriteString("users:\n")
+		fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(s.User))
+		b.WriteString("    shell: \"/bin/bash\"\n")
+		b.WriteString("    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n")
+		b.WriteString("    lock_passwd: true\n")
+		if len(s.SSHAuthorizedKeys) > 0 {
+			b.WriteString("    ssh_authorized_keys:\n")
+			for _, k := range s.SSHAuthorizedKeys {
+				fmt.Fprintf(&b, "      - %s\n", yamlQuote(strings.TrimSpace(k)))
+			}
+		}
+	}
+	// The daemon drives guests through qemu-guest-agent, which stock cloud
+	// images do not all ship or enable; failure to start it must not fail
+	// the boot, since the daemon reports a missing agent on its own.
+	b.WriteString("packages:\n")
+	b.WriteString("  - \"qemu-guest-agent\"\n")
+	b.WriteString("runcmd:\n")
+	b.WriteString("  - \"systemctl enable --now qemu-guest-agent || true\"\n")
+	if s.PhoneHomeURL != "" {
+		b.WriteString("phone_home:\n")
+		fmt.Fprintf(&b, "  url: %s\n", yamlQuote(s.PhoneHomeURL))
+		b.WriteString("  post:\n")
+		b.WriteString("    - \"instance_id\"\n")
+		b.WriteString("  tries: 10\n")
+	}
+	return b.Bytes(), nil
+}
+
+// ParseAuthorizedKey parses the content of an SSH public key file and
+// returns it normalised to a single "type base64 [comment]" line. Private
+// keys are refused by name, because pasting the wrong half of a key pair is
+// the usual mistake and must not end up in a guest.
+func ParseAuthorizedKey(data []byte) (string, error) {
+	if bytes.Contains(data, []byte("PRIVATE KEY")) {
+		return "", errors.New("not an SSH public key: this is a private key; pass the .pub file")
+	}
+	pub, comment, options, rest, err := ssh.ParseAuthorizedKey(data)
+	if err != nil {
+		return "", fmt.Errorf("not an SSH public key: %w; pass the .pub file", err)
+	}
+	if len(options) > 0 {
+		return "", fmt.Errorf("SSH public key carries authorized_keys options %q; pass the plain .pub file", options)
+	}
+	if _, _, _, _, err := ssh.ParseAuthorizedKey(rest); err == nil {
+		return "", errors.New("input holds more than one SSH public key; pass a single .pub file")
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+	if comment = strings.TrimSpace(comment); comment != "" {
+		line += " " + comment
+	}
+	return line, nil
+}
+
+// yamlQuote returns s as a JSON string literal, which YAML reads as a
+// double-quoted scalar with the same value. Beyond what JSON requires it
+// escapes every character YAML parsers refuse to see raw (DEL, C1 controls,
+// BOM, non-characters) and YAML's own line breaks, so the output is always
+// one printable line.
+func yamlQuote(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '"':
+			b.WriteString(`\"`)
+		case '\\':
+			b.WriteString(`\\`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			if isControl(r) || r == 0x2028 || r == 0x2029 || r == 0xfeff ||
+				r == 0xfffe || r == 0xffff || r == utf8.RuneError {
+				fmt.Fprintf(&b, `\u%04x`, r)
+				continue
+			}
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

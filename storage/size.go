@@ -1,0 +1,61 @@
+package storage
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// unitShift maps an accepted suffix to a binary shift. Units are always
+// powers of 1024: the sizes users type are compared against what qemu-img and
+// guests report, and both speak binary.
+func unitShift(unit string) (uint, bool) {
+	switch strings.ToLower(unit) {
+	case "":
+		return 0, true
+	case "k", "kib":
+		return 10, true
+	case "m", "mib":
+		return 20, true
+	case "g", "gib":
+		return 30, true
+	case "t", "tib":
+		return 40, true
+	case "p", "pib":
+		return 50, true
+	}
+	return 0, false
+}
+
+// ParseSize parses a disk size such as "120G", "120GiB", "512M", "1T" or a
+// plain byte count. Units are binary and case-insensitive; the result is
+// always positive.
+func ParseSize(s string) (int64, error) {
+	in := strings.TrimSpace(s)
+	i := 0
+	for i < len(in) && in[i] >= '0' && in[i] <= '9' {
+		i++
+	}
+	if strings.HasPrefix(in, "-") {
+		return 0, fmt.Errorf("size %q: must be greater than zero", s)
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("size %q: want a whole number with an optional unit K, M, G, T or P (e.g. 120G)", s)
+	}
+	shift, ok := unitShift(strings.TrimSpace(in[i:]))
+	if !ok {
+		return 0, fmt.Errorf("size %q: unknown unit %q; use K, M, G, T or P (binary, e.g. 120G or 120GiB)", s, in[i:])
+	}
+	n, err := strconv.ParseInt(in[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: number out of range", s)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("size %q: must be greater than zero", s)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n << shift, nil
+}

@@ -1,0 +1,346 @@
+// Package e2e tells labvm's user stories end to end: the real labvmd and
+// labvm binaries, the real libvirtd and QEMU (TCG), real bridges, and the
+// small test cloud image built by test/image.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/client"
+	"github.com/labvm/labvm/network"
+)
+
+// binaries built once for the whole run.
+var bins struct {
+	dir     string
+	labvm   string
+	labvmd  string
+	buildOK bool
+}
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() != 0 {
+			return m.Run() // every test skips (or fails under CI) by itself
+		}
+		dir, err := os.MkdirTemp("", "labvm-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		bins.dir = dir
+		bins.labvm = filepath.Join(dir, "labvm")
+		bins.labvmd = filepath.Join(dir, "labvmd")
+		for _, b := range []struct{ out, pkg string }{{bins.labvm, "./cmd/labvm"}, {bins.labvmd, "./cmd/labvmd"}} {
+			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd.Dir = "../.."
+			if out, err := cmd.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
+				return 1
+			}
+		}
+		bins.buildOK = true
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// requireHost skips a test that needs root, libvirt and the test image,
+// saying why; under CI=true a missing prerequisite fails instead, so
+// coverage never silently vanishes.
+func requireHost(t *testing.T) string {
+	t.Helper()
+	missing := func(why string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("end-to-end prerequisite missing under CI: %s", why)
+		}
+		t.Skipf("skipping end-to-end test: %s", why)
+	}
+	if testing.Short() {
+		t.Skip("skipping end-to-end test in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		missing("needs root for libvirt, bridges and disks (run `sudo make test`)")
+	}
+	if !bins.buildOK {
+		missing("labvm binaries were not built")
+	}
+	img := os.Getenv("LABVM_TEST_IMAGE")
+	if img == "" {
+		img, _ = filepath.Abs("../image/out/tiny.qcow2")
+	}
+	if _, err := os.Stat(img); err != nil {
+		missing(fmt.Sprintf("test image %s not found (run `make image`)", img))
+	}
+	if err := exec.Command("virsh", "-c", "qemu:///system", "version").Run(); err != nil {
+		missing("libvirtd is not reachable at qemu:///system (run `make host`)")
+	}
+	return img
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// freeSubnet picks a /24 in 10.200.0.0/13 that no host route touches, so
+// test networks never collide with the host's or another test's.
+func freeSubnet(t *testing.T) netip.Prefix {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		n, _ := rand.Int(rand.Reader, big.NewInt(8*256))
+		v := int(n.Int64())
+		p := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 200+v/256, v%256))
+		over, err := network.RoutesOverlapping(p, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(over) == 0 {
+			return p
+		}
+	}
+	t.Fatal("no free /24 for a test subnet")
+	return netip.Prefix{}
+}
+
+// labvmd is a private daemon with its own socket, data dir, bridge and
+// subnet, so tests never touch a real installation on the same host.
+type labvmd struct {
+	t       *testing.T
+	socket  string
+	dataDir string
+	bridge  string
+	subnet  netip.Prefix
+	extra   []string
+	cmd     *exec.Cmd
+	logs    *bytes.Buffer
+	exited  chan struct{}
+}
+
+func startDaemon(t *testing.T, extraArgs ...string) *labvmd {
+	t.Helper()
+	// /var/tmp, 0755: QEMU runs as libvirt-qemu and must reach the disks.
+	dir, err := os.MkdirTemp("/var/tmp", "labvm-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	d := &labvmd{
+		t:       t,
+		socket:  filepath.Join(dir, "labvm.sock"),
+		dataDir: filepath.Join(dir, "data"),
+		bridge:  "lve" + randHex(4),
+		subnet:  freeSubnet(t),
+		extra:   extraArgs,
+	}
+	t.Cleanup(func() {
+		d.kill()
+		d.destroyOurDomains()
+		exec.Command("ip", "link", "del", d.bridge).Run()
+		if t.Failed() {
+			t.Logf("labvmd log:\n%s", d.logs.String())
+			for _, f := range mustGlob(filepath.Join(d.dataDir, "instances", "*", "console.log")) {
+				b, _ := os.ReadFile(f)
+				t.Logf("%s (last 3000 bytes):\n%s", f, tail(b, 3000))
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	d.start()
+	return d
+}
+
+func (d *labvmd) start() {
+	d.t.Helper()
+	args := append([]string{
+		"--config", "/nonexistent",
+		"--socket", d.socket, "--data-dir", d.dataDir,
+		"--bridge", d.bridge, "--subnet", d.subnet.String(),
+		"--accel", "tcg", "--phone-home-port", "0",
+		"--ready-timeout", "3m", "--stop-timeout", "60s",
+	}, d.extra...)
+	d.cmd = exec.Command(bins.labvmd, args...)
+	if d.logs == nil {
+		d.logs = &bytes.Buffer{}
+	}
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(d.cmd, d.exited)
+	c := client.New(d.socket)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.Info(context.Background()); err == nil {
+			return
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("labvmd exited at start:\n%s", d.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("labvmd not answering after 30s:\n%s", d.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends the daemon gracefully (SIGTERM); VMs keep running.
+func (d *labvmd) stop() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.t.Errorf("labvmd did not exit 30s after SIGTERM")
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.cmd = nil
+}
+
+func (d *labvmd) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Kill()
+	<-d.exited
+	d.cmd = nil
+}
+
+// destroyOurDomains removes every domain whose disks live in this
+// daemon's data dir, whatever state the test left them in.
+func (d *labvmd) destroyOurDomains() {
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
+	for _, name := range strings.Fields(string(out)) {
+		xml, _ := exec.Command("virsh", "-c", "qemu:///system", "dumpxml", name).Output()
+		if bytes.Contains(xml, []byte(d.dataDir)) {
+			exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
+			exec.Command("virsh", "-c", "qemu:///system", "undefine", name).Run()
+		}
+	}
+}
+
+// result of one labvm command.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// labvm runs the CLI against this daemon.
+func (d *labvmd) labvm(args ...string) result {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.labvm, args...)
+	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		d.t.Fatalf("run labvm %v: %v", args, err)
+	}
+	return r
+}
+
+// must runs labvm and fails the test unless it exits 0.
+func (d *labvmd) must(args ...string) string {
+	d.t.Helper()
+	r := d.labvm(args...)
+	if r.code != 0 {
+		d.t.Fatalf("labvm %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// mustFail runs labvm, expects a non-zero exit, and checks that stderr
+// says what was wrong.
+func (d *labvmd) mustFail(wantInStderr string, args ...string) result {
+	d.t.Helper()
+	r := d.labvm(args...)
+	if r.code == 0 {
+		d.t.Fatalf("labvm %s: succeeded, want failure\nstdout: %s", strings.Join(args, " "), r.stdout)
+	}
+	if !strings.Contains(r.stderr, wantInStderr) {
+		d.t.Fatalf("labvm %s: stderr does not mention %q:\n%s", strings.Join(args, " "), wantInStderr, r.stderr)
+	}
+	if !strings.HasPrefix(r.stderr, "Error: ") {
+		d.t.Fatalf("labvm %s: stderr does not start with 'Error: ':\n%s", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}
+
+func (d *labvmd) jsonOut(v any, args ...string) {
+	d.t.Helper()
+	out := d.must(append(args, "-o", "json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		d.t.Fatalf("labvm %v -o json: %v\n%s", args, err, out)
+	}
+}
+
+func (d *labvmd) instanceDirs() []string {
+	return mustGlob(filepath.Join(d.dataDir, "instances", "*"))
+}
+
+// domainsOf lists this daemon's libvirt domains.
+func (d *labvmd) domains() []string {
+	var ours []string
+	out, _ := exec.Command("virsh", "-c", "qemu:///system", "list", "--all", "--name").Output()
+	for _, name := range strings.Fields(string(out)) {
+		xml, _ := exec.Command("virsh", "-c", "qemu:///system", "dumpxml", name).Output()
+		if bytes.Contains(xml, []byte(d.dataDir)) {
+			ours = append(ours, name)
+		}
+	}
+	return ours
+}
+
+func mustGlob(p string) []string {
+	m, _ := filepath.Glob(p)
+	return m
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// qemuRunning reports whether a QEMU process for the domain exists.
+func qemuRunning(domain string) bool {
+	return exec.Command("pgrep", "-f", "guest="+domain+",").Run() == nil
+}
+
+func readSHA256(t *testing.T, image string) string {
+	t.Helper()
+	b, err := os.ReadFile(image + ".sha256")
+	if err != nil {
+		t.Fatalf("read checksum of the test image: %v", err)
+	}
+	return strings.Fields(string(b))[0]
+}

@@ -1,0 +1,110 @@
+package vm
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Instance is the persisted record of one compute instance: everything the
+// daemon needs to rebuild its domain, disk and seed after a restart. It is
+// the desired state; libvirt and the filesystem are reconciled against it.
+type Instance struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+
+	Size        Size   `json:"size"`
+	Image       string `json:"image"`
+	ImageDigest string `json:"image_digest"`
+	DiskSize    int64  `json:"disk_size"`
+
+	GuestUser         string   `json:"guest_user,omitempty"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
+
+	VNet    string     `json:"vnet"`
+	Subnet  string     `json:"subnet"`
+	Bridge  string     `json:"bridge"`
+	IP      netip.Addr `json:"ip"`
+	Prefix  int        `json:"prefix"`
+	Gateway netip.Addr `json:"gateway"`
+	MAC     string     `json:"mac"`
+
+	Creator    string `json:"creator"`
+	AssignedTo string `json:"assigned_to,omitempty"`
+
+	State       State     `json:"state"`
+	StateReason string    `json:"state_reason,omitempty"`
+	Domain      string    `json:"domain"`
+	Accel       Accel     `json:"accel"`
+	Host        string    `json:"host"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Owner is the user the instance belongs to: the assigned user when it was
+// created on someone's behalf, else its creator.
+func (i *Instance) Owner() string {
+	if i.AssignedTo != "" {
+		return i.AssignedTo
+	}
+	return i.Creator
+}
+
+// SetState moves the record to s with a reason shown to users.
+func (i *Instance) SetState(s State, reason string, now time.Time) {
+	i.State = s
+	i.StateReason = reason
+	i.UpdatedAt = now
+}
+
+// ErrInvalidName is returned for instance names outside the naming rule.
+var ErrInvalidName = errors.New("invalid instance name")
+
+// ValidateName enforces the instance naming rule: 3–24 characters of
+// [a-z0-9-], starting with a letter, not ending with '-'. The rule keeps
+// names valid as hostnames, domain names and file names at once.
+func ValidateName(name string) error {
+	const rule = "use 3-24 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+	if len(name) < 3 || len(name) > 24 {
+		return fmt.Errorf("%w %q: %d characters; %s", ErrInvalidName, clip(name), len(name), rule)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := (c >= 'a' && c <= 'z') || (i > 0 && ((c >= '0' && c <= '9') || c == '-'))
+		if !ok {
+			return fmt.Errorf("%w %q: character %q at position %d; %s", ErrInvalidName, clip(name), c, i+1, rule)
+		}
+	}
+	if name[len(name)-1] == '-' {
+		return fmt.Errorf("%w %q: ends with '-'; %s", ErrInvalidName, name, rule)
+	}
+	return nil
+}
+
+// clip keeps error messages readable when a client sends a huge name.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// NewID returns a random instance id. Ids, not names, key the store and the
+// data directory, so a name can be reused after delete without ever
+// touching the old instance's files.
+func NewID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// DomainName is the libvirt domain name of an instance. The id suffix keeps
+// two daemons (or a test daemon next to a real one) from ever colliding.
+func DomainName(name, id string) string {
+	return "labvm-" + name + "-" + id[:8]
+}
