@@ -72,7 +72,9 @@ func (f *fakeHypervisor) StartDomain(ctx context.Context, xml string) error {
 	return nil
 }
 
-func (f *fakeHypervisor) Shutdown(ctx context.Context, name string) error { return f.Destroy(ctx, name) }
+func (f *fakeHypervisor) Shutdown(ctx context.Context, name string) error {
+	return f.Destroy(ctx, name)
+}
 func (f *fakeHypervisor) WaitGone(ctx context.Context, name string) error { return nil }
 
 func (f *fakeHypervisor) Destroy(ctx context.Context, name string) error {
