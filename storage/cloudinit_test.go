@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -285,7 +286,12 @@ func TestHostileValuesCannotAddKeys(t *testing.T) {
 // the parser cloud-init itself uses, and checks each value comes back
 // verbatim under its own key.
 func TestHostileValuesRoundTripThroughYAML(t *testing.T) {
-	python := requireTool(t, "python3")
+	// Debian's python3 first: cloud-init runs on it, and a python3 from
+	// another install earlier in PATH may lack PyYAML.
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		python = requireTool(t, "python3")
+	}
 	if err := exec.Command(python, "-c", "import yaml").Run(); err != nil {
 		missingPrereq(t, "python3 PyYAML (Debian: python3-yaml): %v", err)
 	}

@@ -8,8 +8,9 @@ packages=(
 	libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
 	qemu-system-x86 qemu-utils
 	busybox-static linux-image-cloud-amd64 dropbear-bin qemu-guest-agent
-	syslinux syslinux-common mtools dosfstools e2fsprogs fdisk cpio
-	nftables iproute2 openssh-client procps
+	syslinux syslinux-common mtools dosfstools e2fsprogs fdisk cpio kmod gzip
+	nftables iproute2 openssh-client procps util-linux
+	xorriso genisoimage fuseiso python3-yaml
 )
 
 if [ "$(id -u)" -ne 0 ]; then
