@@ -26,8 +26,13 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-labvm() { "$bin/labvm" "$@"; }
+# run prints a command as a user would type it, then runs it.
+run() {
+	local shown=("${@}")
+	shown[0]=$(basename "$1")
+	printf '$'; printf ' %q' "${shown[@]}"; printf '\n'
+	"$@"
+}
 
 step "Starting labvmd (socket $LABVM_SOCKET, bridge $bridge, subnet $subnet)"
 "$bin/labvmd" --config /nonexistent --socket "$LABVM_SOCKET" --data-dir "$work/data" \
