@@ -45,6 +45,8 @@ type Config struct {
 	PhoneHomePort int
 	// Host names this host in instance details.
 	Host string
+	// Quota are the default core limits (0 = none).
+	Quota QuotaConfig
 }
 
 // VNetConfig describes a VNet: a bridge and the one subnet on it.

@@ -128,6 +128,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		ops:      newOperations(st, log),
 		ready:    newReadiness(),
 	}
+	d.ops.onAudit = d.audit
 	return d, nil
 }
 

@@ -61,6 +61,13 @@ func toAPIError(err error) *api.Error {
 	return &api.Error{Code: api.CodeInternal, Message: err.Error(), Hint: "see labvmd's log for details"}
 }
 
+// invalidError is bad input found by the daemon; it reads as its message
+// alone and matches errInvalid.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == errInvalid }
+
 func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errInvalid, fmt.Sprintf(format, args...))
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
 }

@@ -17,6 +17,9 @@ type Caller struct {
 	GID  int
 	PID  int
 	Name string
+	// Groups are the names of the Unix groups the user is in, as the
+	// host's group database says (for group role assignments).
+	Groups []string
 }
 
 // IsRoot reports whether the caller is uid 0.
@@ -48,6 +51,12 @@ func peerCredentials(conn net.Conn) (Caller, error) {
 	c.Name = strconv.Itoa(c.UID)
 	if u, err := user.LookupId(c.Name); err == nil {
 		c.Name = u.Username
+		gids, _ := u.GroupIds()
+		for _, gid := range gids {
+			if g, err := user.LookupGroupId(gid); err == nil {
+				c.Groups = append(c.Groups, g.Name)
+			}
+		}
 	}
 	return c, nil
 }

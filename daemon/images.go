@@ -49,6 +49,9 @@ func imageUsers(tx *store.Tx) (map[string][]string, error) {
 }
 
 func (d *Daemon) listImages(r *http.Request, c Caller) (response, error) {
+	if err := d.authorize(c, PermRead); err != nil {
+		return response{}, err
+	}
 	out := []api.Image{}
 	err := d.store.View(func(tx *store.Tx) error {
 		imgs, err := tx.Images()
@@ -65,6 +68,9 @@ func (d *Daemon) listImages(r *http.Request, c Caller) (response, error) {
 }
 
 func (d *Daemon) getImage(r *http.Request, c Caller) (response, error) {
+	if err := d.authorize(c, PermRead); err != nil {
+		return response{}, err
+	}
 	var out api.Image
 	err := d.store.View(func(tx *store.Tx) error {
 		img, err := tx.Image(r.PathValue("name"))
@@ -102,6 +108,10 @@ func callerMayRead(c Caller, fi os.FileInfo) bool {
 func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 	var req api.ImportImageRequest
 	if err := decode(r, &req); err != nil {
+		return response{}, err
+	}
+	noteTarget(r, req.Name)
+	if err := d.authorize(c, PermManageImages); err != nil {
 		return response{}, err
 	}
 	if err := validateImageName(req.Name); err != nil {
@@ -152,6 +162,9 @@ func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 // deleteImage removes an image unless an instance uses it; the file goes
 // only when no other name points at the same content.
 func (d *Daemon) deleteImage(r *http.Request, c Caller) (response, error) {
+	if err := d.authorize(c, PermManageImages); err != nil {
+		return response{}, err
+	}
 	name := r.PathValue("name")
 	var removeDigest string
 	err := d.store.Update(func(tx *store.Tx) error {

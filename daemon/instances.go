@@ -112,16 +112,41 @@ func (d *Daemon) listInstances(r *http.Request, c Caller) (response, error) {
 		list, err = tx.Instances()
 		return err
 	})
+	if err != nil {
+		return response{}, err
+	}
+	// Readers see every instance; anyone else sees only their own, and
+	// is refused when they have none (they have no business here).
+	seeAll := d.authorize(c, PermRead) == nil
+	owner := r.URL.Query().Get("owner")
+	if r.URL.Query().Has("mine") {
+		owner = c.Name
+	}
 	out := make([]api.Instance, 0, len(list))
+	owns := false
 	for _, inst := range list {
+		mine := inst.Owner() == c.Name || inst.Creator == c.Name
+		owns = owns || mine
+		if !seeAll && !mine {
+			continue
+		}
+		if owner != "" && inst.Owner() != owner && inst.Creator != owner {
+			continue
+		}
 		out = append(out, d.apiInstance(inst))
 	}
-	return ok(out), err
+	if !seeAll && !owns {
+		return response{}, d.authorize(c, PermRead)
+	}
+	return ok(out), nil
 }
 
 func (d *Daemon) getInstance(r *http.Request, c Caller) (response, error) {
 	inst, err := d.instanceByName(r.PathValue("name"))
 	if err != nil {
+		return response{}, err
+	}
+	if err := d.authorizeInstance(c, PermRead, inst); err != nil {
 		return response{}, err
 	}
 	return ok(d.apiInstance(inst)), nil
@@ -135,14 +160,14 @@ func (d *Daemon) consoleLog(id string) string {
 	return filepath.Join(d.cfg.instanceDir(id), "console.log")
 }
 
-// guestUser is the account made in the guest for SSH: the caller's own
+// guestUser is the account made in the guest for SSH: the owner's own
 // name, so `ssh` needs no -l. root gets a neutral name since cloud images
 // disable root logins.
-func guestUser(c Caller) string {
-	if c.IsRoot() || !validUnixName(c.Name) {
+func guestUser(owner string, isRoot bool) string {
+	if isRoot || !validUnixName(owner) {
 		return "labvm"
 	}
-	return c.Name
+	return owner
 }
 
 func validUnixName(s string) bool {
@@ -165,8 +190,22 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 	if err := decode(r, &req); err != nil {
 		return response{}, err
 	}
+	noteTarget(r, req.Name)
+	if err := d.authorize(c, PermWrite); err != nil {
+		return response{}, err
+	}
 	if err := vm.ValidateName(req.Name); err != nil {
 		return response{}, err
+	}
+	if req.AssignTo != "" {
+		if role, err := d.roleOf(c); err != nil || role < RoleOwner {
+			return response{}, &api.Error{Code: api.CodePermissionDenied,
+				Message: fmt.Sprintf("%s (role %s) may not create on behalf of others: --assign-to needs the owner role", c.Name, role),
+				Hint:    "ask an owner to create it for " + req.AssignTo}
+		}
+		if err := lookupPrincipal(req.AssignTo, false); err != nil {
+			return response{}, fmt.Errorf("--assign-to: %w", err)
+		}
 	}
 	size, err := d.sizes.Lookup(req.Size)
 	if req.Size == "" {
@@ -213,14 +252,18 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		Prefix:            d.cfg.VNet.Subnet.Bits(),
 		Gateway:           network.Gateway(d.cfg.VNet.Subnet),
 		Creator:           c.Name,
+		AssignedTo:        req.AssignTo,
 		State:             vm.StateCreating,
 		Accel:             d.accel,
 		Host:              d.cfg.Host,
 		CreatedAt:         now,
 		UpdatedAt:         now,
 	}
+	if inst.AssignedTo == c.Name {
+		inst.AssignedTo = ""
+	}
 	if len(keys) > 0 {
-		inst.GuestUser = guestUser(c)
+		inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	}
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 	inst.MAC = network.MAC(inst.ID)
@@ -239,6 +282,9 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		inst.ImageDigest = img.Digest
 		if _, err := tx.InstanceByName(inst.Name); err == nil {
 			return &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("instance %q already exists", inst.Name), Hint: "pick another name, or delete the existing instance first"}
+		}
+		if err := d.checkQuota(tx, size); err != nil {
+			return err
 		}
 		allocs, err := tx.IPAllocations(inst.VNet)
 		if err != nil {
@@ -271,10 +317,13 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 
 // beginAction starts a lifecycle operation on an existing instance after
 // checking that the state machine allows it.
-func (d *Daemon) beginAction(r *http.Request, c Caller, act vm.Action, kind api.OperationKind,
+func (d *Daemon) beginAction(r *http.Request, c Caller, act vm.Action, perm Permission, kind api.OperationKind,
 	run func(ctx context.Context, op *Op, inst vm.Instance) error) (response, error) {
 	inst, err := d.instanceByName(r.PathValue("name"))
 	if err != nil {
+		return response{}, err
+	}
+	if err := d.authorizeInstance(c, perm, inst); err != nil {
 		return response{}, err
 	}
 	op, err := d.ops.begin(kind, inst.Name, inst.ID, c)
@@ -299,19 +348,19 @@ func (d *Daemon) beginAction(r *http.Request, c Caller, act vm.Action, kind api.
 }
 
 func (d *Daemon) startInstance(r *http.Request, c Caller) (response, error) {
-	return d.beginAction(r, c, vm.ActionStart, api.OpStart, d.runStart)
+	return d.beginAction(r, c, vm.ActionStart, PermStart, api.OpStart, d.runStart)
 }
 
 func (d *Daemon) stopInstance(r *http.Request, c Caller) (response, error) {
-	return d.beginAction(r, c, vm.ActionStop, api.OpStop, d.runStop)
+	return d.beginAction(r, c, vm.ActionStop, PermStop, api.OpStop, d.runStop)
 }
 
 func (d *Daemon) restartInstance(r *http.Request, c Caller) (response, error) {
-	return d.beginAction(r, c, vm.ActionRestart, api.OpRestart, d.runRestart)
+	return d.beginAction(r, c, vm.ActionRestart, PermRestart, api.OpRestart, d.runRestart)
 }
 
 func (d *Daemon) deleteInstance(r *http.Request, c Caller) (response, error) {
-	return d.beginAction(r, c, vm.ActionDelete, api.OpDelete, d.runDelete)
+	return d.beginAction(r, c, vm.ActionDelete, PermDelete, api.OpDelete, d.runDelete)
 }
 
 // maxExecOutput bounds what one exec returns to the client.
@@ -327,6 +376,9 @@ func (d *Daemon) execInstance(r *http.Request, c Caller) (response, error) {
 	}
 	inst, err := d.instanceByName(r.PathValue("name"))
 	if err != nil {
+		return response{}, err
+	}
+	if err := d.authorizeInstance(c, PermAppAccess, inst); err != nil {
 		return response{}, err
 	}
 	if err := inst.State.Check(vm.ActionAccess); err != nil {

@@ -26,12 +26,42 @@ type operations struct {
 	// busy maps an instance id to the operation holding it: one operation
 	// per instance at a time.
 	busy map[string]string
+	// onAudit records an ended operation in the audit log.
+	onAudit func(c Caller, action, target, opID string, err error)
 }
 
 type liveOp struct {
 	op api.Operation
+	// audit, when set, is written to the audit log as the operation ends.
+	audit *opAudit
 	// changed is closed and replaced on every change, waking all waiters.
 	changed chan struct{}
+}
+
+type opAudit struct {
+	action, target string
+	caller         Caller
+}
+
+// noteAudit asks for the operation's outcome to be audited when it ends.
+// If it already ended, it is audited now.
+func (o *operations) noteAudit(id, action, target string, c Caller) {
+	o.mu.Lock()
+	live, running := o.running[id]
+	if running {
+		live.audit = &opAudit{action: action, target: target, caller: c}
+	}
+	o.mu.Unlock()
+	if !running && o.onAudit != nil {
+		op, _, err := o.get(id)
+		if err == nil {
+			var opErr error
+			if op.Error != nil {
+				opErr = op.Error
+			}
+			o.onAudit(c, action, target, id, opErr)
+		}
+	}
 }
 
 func newOperations(s *store.Store, log *slog.Logger) *operations {
@@ -123,8 +153,12 @@ func (op *Op) Finish(err error) {
 		}
 	})
 	o.mu.Lock()
+	audit := o.running[op.id].audit
 	delete(o.running, op.id)
 	o.mu.Unlock()
+	if audit != nil && o.onAudit != nil {
+		o.onAudit(audit.caller, audit.action, audit.target, op.id, err)
+	}
 }
 
 func closeStage(o *api.Operation, now time.Time) {
@@ -183,6 +217,9 @@ func (o *operations) holder(instanceID string) (string, bool) {
 }
 
 func (d *Daemon) listOperations(r *http.Request, c Caller) (response, error) {
+	if err := d.authorize(c, PermRead); err != nil {
+		return response{}, err
+	}
 	var ops []api.Operation
 	err := d.store.View(func(tx *store.Tx) error {
 		var err error
@@ -197,6 +234,9 @@ func (d *Daemon) listOperations(r *http.Request, c Caller) (response, error) {
 
 func (d *Daemon) getOperation(r *http.Request, c Caller) (response, error) {
 	op, _, err := d.ops.get(r.PathValue("id"))
+	if err == nil && op.Caller != c.Name {
+		err = d.authorize(c, PermRead)
+	}
 	return ok(op), err
 }
 
@@ -207,6 +247,11 @@ func (d *Daemon) waitOperation(w http.ResponseWriter, r *http.Request, c Caller)
 	op, changed, err := d.ops.get(id)
 	if err != nil {
 		return err
+	}
+	if op.Caller != c.Name {
+		if err := d.authorize(c, PermRead); err != nil {
+			return err
+		}
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)

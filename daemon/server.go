@@ -42,33 +42,44 @@ type streamFunc func(w http.ResponseWriter, r *http.Request, c Caller) error
 
 type route struct {
 	pattern string
-	handle  handlerFunc
-	stream  streamFunc
+	// action names the call in the audit log; mutating routes have one.
+	action string
+	handle handlerFunc
+	stream streamFunc
 }
 
 // routes is the whole API, in one table.
 func (d *Daemon) routes() []route {
 	return []route{
 		{pattern: "GET /v1/info", handle: d.getInfo},
+		{pattern: "GET /v1/whoami", handle: d.whoami},
 		{pattern: "GET /v1/sizes", handle: d.listSizes},
 
 		{pattern: "GET /v1/images", handle: d.listImages},
-		{pattern: "POST /v1/images", handle: d.importImage},
+		{pattern: "POST /v1/images", action: "images/write", handle: d.importImage},
 		{pattern: "GET /v1/images/{name}", handle: d.getImage},
-		{pattern: "DELETE /v1/images/{name}", handle: d.deleteImage},
+		{pattern: "DELETE /v1/images/{name}", action: "images/delete", handle: d.deleteImage},
 
 		{pattern: "GET /v1/instances", handle: d.listInstances},
-		{pattern: "POST /v1/instances", handle: d.createInstance},
+		{pattern: "POST /v1/instances", action: "computes/write", handle: d.createInstance},
 		{pattern: "GET /v1/instances/{name}", handle: d.getInstance},
-		{pattern: "DELETE /v1/instances/{name}", handle: d.deleteInstance},
-		{pattern: "POST /v1/instances/{name}/start", handle: d.startInstance},
-		{pattern: "POST /v1/instances/{name}/stop", handle: d.stopInstance},
-		{pattern: "POST /v1/instances/{name}/restart", handle: d.restartInstance},
-		{pattern: "POST /v1/instances/{name}/exec", handle: d.execInstance},
+		{pattern: "PATCH /v1/instances/{name}", action: "computes/write", handle: d.updateInstance},
+		{pattern: "DELETE /v1/instances/{name}", action: "computes/delete", handle: d.deleteInstance},
+		{pattern: "POST /v1/instances/{name}/start", action: "computes/start/action", handle: d.startInstance},
+		{pattern: "POST /v1/instances/{name}/stop", action: "computes/stop/action", handle: d.stopInstance},
+		{pattern: "POST /v1/instances/{name}/restart", action: "computes/restart/action", handle: d.restartInstance},
+		{pattern: "POST /v1/instances/{name}/exec", action: "computes/applicationaccess/action:exec", handle: d.execInstance},
 
 		{pattern: "GET /v1/operations", handle: d.listOperations},
 		{pattern: "GET /v1/operations/{id}", handle: d.getOperation},
 		{pattern: "GET /v1/operations/{id}/wait", stream: d.waitOperation},
+
+		{pattern: "GET /v1/roles", handle: d.listRoles},
+		{pattern: "POST /v1/roles", action: "roles/write", handle: d.assignRole},
+		{pattern: "DELETE /v1/roles/{principal}/{role}", action: "roles/delete", handle: d.removeRole},
+		{pattern: "GET /v1/quota", handle: d.getQuota},
+		{pattern: "PUT /v1/quota", action: "quotas/write", handle: d.setQuota},
+		{pattern: "GET /v1/audit", handle: d.listAudit},
 	}
 }
 
@@ -108,7 +119,20 @@ func (d *Daemon) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		}
 		return
 	}
+	var note *auditNote
+	if rt.action != "" {
+		r, note = withAuditNote(r, rt.action)
+	}
 	resp, err := rt.handle(r, c)
+	if note != nil {
+		// Accepted operations are audited when they finish, with their
+		// outcome; everything else now.
+		if op, isOp := resp.body.(api.Operation); err == nil && isOp && resp.status == http.StatusAccepted {
+			d.ops.noteAudit(op.ID, note.action, note.target, c)
+		} else {
+			d.audit(c, note.action, note.target, "", err)
+		}
+	}
 	if err != nil {
 		ae := toAPIError(err)
 		level := slog.LevelInfo

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/client"
 	"github.com/spf13/cobra"
 )
 
@@ -51,6 +52,7 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&sshKey, "ssh-key", "", "OpenSSH public key file to allow SSH logins with (SSH is off without it)")
 	cmd.Flags().StringVar(&req.VNet, "vnet", "", "VNet to join (default: the daemon's default VNet)")
 	cmd.Flags().StringVar(&req.Subnet, "subnet", "", "subnet of the VNet")
+	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	wf.register(cmd)
 	return cmd
 }
@@ -123,14 +125,15 @@ func short(digest string) string {
 }
 
 func newListCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	var opts client.ListOptions
+	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List instances",
 		GroupID: "instances",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			list, err := a.client().Instances(cmd.Context())
+			list, err := a.client().InstancesFiltered(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
@@ -148,6 +151,31 @@ func newListCommand(a *app) *cobra.Command {
 			return table(a.stdout, []string{"name", "state", "size", "image", "ip", "owner", "created"}, rows)
 		},
 	}
+	cmd.Flags().BoolVar(&opts.Mine, "mine", false, "only instances you created or that are assigned to you")
+	cmd.Flags().StringVar(&opts.Owner, "owner", "", "only instances created by or assigned to this user")
+	return cmd
+}
+
+func newResizeCommand(a *app) *cobra.Command {
+	var size string
+	cmd := &cobra.Command{
+		Use:     "resize NAME --size SIZE",
+		Short:   "Explain that sizes are fixed (an instance's size never changes)",
+		GroupID: "instances",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if size == "" {
+				return usageErrorf("--size is required")
+			}
+			_, err := a.client().UpdateInstance(cmd.Context(), args[0], api.UpdateInstanceRequest{Size: size})
+			if err == nil {
+				fmt.Fprintf(a.stdout, "%s already has size %s\n", args[0], size)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "the size you wanted")
+	return cmd
 }
 
 // lifecycleCommand builds start, stop and restart, which differ only in

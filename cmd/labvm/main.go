@@ -54,6 +54,7 @@ stopped.`,
 		&cobra.Group{ID: "instances", Title: "Instances:"},
 		&cobra.Group{ID: "access", Title: "Working in an instance:"},
 		&cobra.Group{ID: "catalogue", Title: "Images and sizes:"},
+		&cobra.Group{ID: "access-control", Title: "Who may do what:"},
 		&cobra.Group{ID: "daemon", Title: "Daemon and operations:"},
 	)
 	root.AddCommand(
@@ -61,7 +62,9 @@ stopped.`,
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
 		newExecCommand(a),
 		newImageCommand(a), newSizesCommand(a),
+		newResizeCommand(a),
 		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a),
+		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
 	)
 	return root
 }

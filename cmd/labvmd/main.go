@@ -36,6 +36,10 @@ type fileConfig struct {
 	PhoneHomePort *int      `yaml:"phone_home_port"`
 	DefaultVNet   *vnetFile `yaml:"default_vnet"`
 	Sizes         []vm.Size `yaml:"sizes"`
+	Quota         *struct {
+		Total    int            `yaml:"total"`
+		Families map[string]int `yaml:"families"`
+	} `yaml:"quota"`
 }
 
 type vnetFile struct {
@@ -54,6 +58,7 @@ func run() error {
 	var (
 		configPath = flag.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)")
 		socket     = flag.String("socket", "", "API socket path (default /run/labvm/labvm.sock)")
+		sockGroup  = flag.String("socket-group", "", "group allowed to use the socket (default labvm)")
 		dataDir    = flag.String("data-dir", "", "data directory (default /var/lib/labvm)")
 		libvirtURI = flag.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)")
 		accel      = flag.String("accel", "", "accelerator: auto, kvm or tcg (default auto)")
@@ -82,6 +87,7 @@ func run() error {
 		return err
 	}
 	setIf(&cfg.SocketPath, *socket)
+	setIf(&cfg.SocketGroup, *sockGroup)
 	setIf(&cfg.DataDir, *dataDir)
 	setIf(&cfg.LibvirtURI, *libvirtURI)
 	setIf(&cfg.VNet.Bridge, *bridge)
@@ -188,5 +194,8 @@ func applyFile(cfg *daemon.Config, path string) error {
 		}
 	}
 	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
+	if fc.Quota != nil {
+		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
+	}
 	return nil
 }

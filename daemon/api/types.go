@@ -61,6 +61,9 @@ type CreateInstanceRequest struct {
 	SSHPublicKey string `json:"ssh_public_key,omitempty"`
 	VNet         string `json:"vnet,omitempty"`
 	Subnet       string `json:"subnet,omitempty"`
+	// AssignTo creates the instance on behalf of this user (owners only):
+	// they, not the creator, get application access.
+	AssignTo string `json:"assign_to,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -106,4 +109,63 @@ type ExecResult struct {
 	Stdout    []byte `json:"stdout"`
 	Stderr    []byte `json:"stderr"`
 	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// AuditEntry is one call recorded in the audit log.
+type AuditEntry struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Caller    string    `json:"caller"`
+	UID       int       `json:"uid"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target,omitempty"`
+	Outcome   string    `json:"outcome"` // succeeded, failed or denied
+	Code      string    `json:"code,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	Operation string    `json:"operation,omitempty"`
+}
+
+// WhoAmI is the caller as the daemon sees them.
+type WhoAmI struct {
+	User   string   `json:"user"`
+	UID    int      `json:"uid"`
+	Groups []string `json:"groups"`
+	Role   string   `json:"role"`
+	Rights []string `json:"rights"`
+	Note   string   `json:"note,omitempty"`
+}
+
+// RoleAssignment gives a role to a user, or to a group written "@group".
+type RoleAssignment struct {
+	Principal  string    `json:"principal"`
+	Role       string    `json:"role"`
+	AssignedBy string    `json:"assigned_by,omitempty"`
+	AssignedAt time.Time `json:"assigned_at,omitempty"`
+}
+
+// Quota shows core limits and use.
+type Quota struct {
+	Total    QuotaLine   `json:"total"`
+	Families []QuotaLine `json:"families"`
+}
+
+// QuotaLine is used/limit for one family (or the total); Limit 0 means
+// unlimited.
+type QuotaLine struct {
+	Family string `json:"family,omitempty"`
+	Used   int    `json:"used"`
+	Limit  int    `json:"limit"`
+}
+
+// SetQuotaRequest sets one limit: a family's, or the total when Family
+// is empty. Limit 0 removes it.
+type SetQuotaRequest struct {
+	Family string `json:"family,omitempty"`
+	Limit  int    `json:"limit"`
+}
+
+// UpdateInstanceRequest changes an instance. Nothing about an instance's
+// shape can change; the type exists so such attempts get a clear answer.
+type UpdateInstanceRequest struct {
+	Size string `json:"size,omitempty"`
 }

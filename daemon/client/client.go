@@ -159,8 +159,7 @@ func (c *Client) DeleteImage(ctx context.Context, name string) error {
 
 // Instances lists all instances.
 func (c *Client) Instances(ctx context.Context) ([]api.Instance, error) {
-	var out []api.Instance
-	return out, c.do(ctx, http.MethodGet, "/v1/instances", nil, &out)
+	return c.InstancesFiltered(ctx, ListOptions{})
 }
 
 // Instance shows one instance.
@@ -250,4 +249,92 @@ func (c *Client) Wait(ctx context.Context, id string, progress func(api.Operatio
 		return last, ctx.Err()
 	}
 	return last, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd closed the stream of operation %s before it finished", id), Hint: "`labvm wait " + id + "` resumes waiting"}
+}
+
+// WhoAmI tells who the daemon thinks the caller is, and their rights.
+func (c *Client) WhoAmI(ctx context.Context) (api.WhoAmI, error) {
+	var out api.WhoAmI
+	return out, c.do(ctx, http.MethodGet, "/v1/whoami", nil, &out)
+}
+
+// Roles lists role assignments.
+func (c *Client) Roles(ctx context.Context) ([]api.RoleAssignment, error) {
+	var out []api.RoleAssignment
+	return out, c.do(ctx, http.MethodGet, "/v1/roles", nil, &out)
+}
+
+// AssignRole gives principal ("alice" or "@group") a role.
+func (c *Client) AssignRole(ctx context.Context, principal, role string) (api.RoleAssignment, error) {
+	var out api.RoleAssignment
+	return out, c.do(ctx, http.MethodPost, "/v1/roles", api.RoleAssignment{Principal: principal, Role: role}, &out)
+}
+
+// RemoveRole takes a role away.
+func (c *Client) RemoveRole(ctx context.Context, principal, role string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/roles/"+esc(principal)+"/"+esc(role), nil, nil)
+}
+
+// Quota shows core use and limits.
+func (c *Client) Quota(ctx context.Context) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodGet, "/v1/quota", nil, &out)
+}
+
+// SetQuota sets a family's limit, or the total when family is "".
+func (c *Client) SetQuota(ctx context.Context, family string, limit int) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodPut, "/v1/quota", api.SetQuotaRequest{Family: family, Limit: limit}, &out)
+}
+
+// AuditQuery selects audit entries.
+type AuditQuery struct {
+	Since    string // a duration, e.g. "1h"
+	Instance string
+	Caller   string
+	Limit    int
+}
+
+// Audit lists audit entries, oldest first.
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]api.AuditEntry, error) {
+	v := url.Values{}
+	if q.Since != "" {
+		v.Set("since", q.Since)
+	}
+	if q.Instance != "" {
+		v.Set("instance", q.Instance)
+	}
+	if q.Caller != "" {
+		v.Set("caller", q.Caller)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", fmt.Sprint(q.Limit))
+	}
+	var out []api.AuditEntry
+	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+v.Encode(), nil, &out)
+}
+
+// ListOptions filter instances.
+type ListOptions struct {
+	Mine  bool
+	Owner string
+}
+
+// InstancesFiltered lists instances by owner.
+func (c *Client) InstancesFiltered(ctx context.Context, o ListOptions) ([]api.Instance, error) {
+	v := url.Values{}
+	if o.Mine {
+		v.Set("mine", "1")
+	}
+	if o.Owner != "" {
+		v.Set("owner", o.Owner)
+	}
+	var out []api.Instance
+	return out, c.do(ctx, http.MethodGet, "/v1/instances?"+v.Encode(), nil, &out)
+}
+
+// UpdateInstance asks for a change; sizes never change, so today this
+// only ever explains that.
+func (c *Client) UpdateInstance(ctx context.Context, name string, req api.UpdateInstanceRequest) (api.Instance, error) {
+	var out api.Instance
+	return out, c.do(ctx, http.MethodPatch, "/v1/instances/"+esc(name), req, &out)
 }

@@ -17,7 +17,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
 // older databases forward and refuses newer ones.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta       = []byte("meta")
@@ -26,6 +26,9 @@ var (
 	bucketImages     = []byte("images")
 	bucketOperations = []byte("operations")
 	bucketIPs        = []byte("ip_allocations")
+	bucketRoles      = []byte("roles")
+	bucketQuota      = []byte("quota")
+	bucketAudit      = []byte("audit")
 
 	keySchema = []byte("schema_version")
 )
@@ -67,6 +70,14 @@ func Open(path string) (*Store, error) {
 var migrations = []func(tx *bolt.Tx) error{
 	0: func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketNames, bucketImages, bucketOperations, bucketIPs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	1: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRoles, bucketQuota, bucketAudit} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
