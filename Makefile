@@ -37,11 +37,15 @@ unit:
 demo: host image build
 	bash test/demo.sh $(CURDIR)/$(BIN) $(CURDIR)/$(IMAGE_DIR)/tiny.qcow2
 
-## install: binaries to $(PREFIX)/bin and the labvm group
+## install: binaries, the systemd units, the labvm group and an example config
 install: build
 	install -D -m 0755 $(BIN)/labvmd $(DESTDIR)$(PREFIX)/sbin/labvmd
 	install -D -m 0755 $(BIN)/labvm $(DESTDIR)$(PREFIX)/bin/labvm
+	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/labvm
+	$(BIN)/labvmd --write-units $(DESTDIR)/etc/systemd/system
+	test -e $(DESTDIR)/etc/labvm/labvmd.yaml.example || install -m 0644 docs/labvmd.yaml.example $(DESTDIR)/etc/labvm/labvmd.yaml.example
 	getent group labvm >/dev/null || groupadd --system labvm
+	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service"
 
 ## lint: gofmt and go vet must be clean
 lint:

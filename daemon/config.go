@@ -33,11 +33,20 @@ type Config struct {
 	// ReadyTimeout bounds SettingUp: a full cloud image under TCG needs
 	// minutes before cloud-init finishes.
 	ReadyTimeout time.Duration
+	// ReadyProbe is how a booted guest is judged ready: "agent" (the
+	// default; empty means the same) waits for the guest agent or
+	// phone-home; "none" calls it ready once its domain runs, for
+	// libvirt drivers with no guest at all (test:///default in
+	// benchmarks), where the agent would never answer.
+	ReadyProbe string
 	// StopTimeout bounds a graceful shutdown before the domain is
 	// destroyed.
 	StopTimeout time.Duration
 	// ExecTimeout is the default bound of `labvm exec`.
 	ExecTimeout time.Duration
+	// ShutdownGrace is how long in-flight operations may run on after
+	// the daemon is told to stop.
+	ShutdownGrace time.Duration
 	// Sizes are added to (or override) the default size catalogue.
 	Sizes []vm.Size
 	// PhoneHomePort is where cloud-init's phone_home reaches the daemon on
@@ -48,6 +57,12 @@ type Config struct {
 	// Quota are the default core limits (0 = none).
 	Quota QuotaConfig
 }
+
+// Ready probes (Config.ReadyProbe).
+const (
+	ReadyProbeAgent = "agent"
+	ReadyProbeNone  = "none"
+)
 
 // VNetConfig describes a VNet: a bridge and the one subnet on it.
 type VNetConfig struct {
@@ -77,6 +92,7 @@ func DefaultConfig() Config {
 		ReadyTimeout:    15 * time.Minute,
 		StopTimeout:     2 * time.Minute,
 		ExecTimeout:     5 * time.Minute,
+		ShutdownGrace:   20 * time.Second,
 		PhoneHomePort:   8719,
 		Host:            host,
 	}
@@ -89,10 +105,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("socket path %q must be absolute", c.SocketPath)
 	case c.DataDir == "" || !filepath.IsAbs(c.DataDir):
 		return fmt.Errorf("data dir %q must be absolute", c.DataDir)
-	case c.ReadyTimeout <= 0 || c.StopTimeout <= 0 || c.ExecTimeout <= 0:
+	case c.ReadyTimeout <= 0 || c.StopTimeout <= 0 || c.ExecTimeout <= 0 || c.ShutdownGrace <= 0:
 		return fmt.Errorf("timeouts must be positive")
 	case c.DefaultDiskSize < 1<<30:
 		return fmt.Errorf("default disk size %d is below 1 GiB", c.DefaultDiskSize)
+	case c.ReadyProbe != "" && c.ReadyProbe != ReadyProbeAgent && c.ReadyProbe != ReadyProbeNone:
+		return fmt.Errorf("ready probe %q: use %q or %q", c.ReadyProbe, ReadyProbeAgent, ReadyProbeNone)
 	}
 	if err := network.ValidateBridgeName(c.VNet.Bridge); err != nil {
 		return fmt.Errorf("default vnet: %w", err)

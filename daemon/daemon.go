@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/images"
@@ -61,8 +62,13 @@ type Daemon struct {
 	// work owns every operation goroutine; Run waits for it before
 	// returning so no goroutine outlives the daemon.
 	work sync.WaitGroup
-	// ctx is the daemon's lifetime; operations run under it.
+	// ctx is what operations run under: it ends ShutdownGrace after the
+	// daemon starts stopping.
 	ctx context.Context
+	// stopping is closed when the daemon starts stopping; long waits
+	// (readiness) give up at once and leave the rest to reconcile.
+	stopping <-chan struct{}
+	onStatus func(string)
 }
 
 // Options are what New needs besides the config.
@@ -72,6 +78,9 @@ type Options struct {
 	Hypervisor Hypervisor
 	// Network overrides the kernel's networking (unit tests).
 	Network HostNetwork
+	// Status receives a one-line summary whenever it changes (systemd's
+	// STATUS=).
+	Status func(string)
 }
 
 // New opens the store and connects to libvirt. It changes nothing on the
@@ -127,32 +136,45 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		accelWhy: why,
 		ops:      newOperations(st, log),
 		ready:    newReadiness(),
+		onStatus: opts.Status,
 	}
 	d.ops.onAudit = d.audit
 	return d, nil
 }
 
 // Run sets up the host side (bridge), reconciles, serves the API until ctx
-// ends, then waits for in-flight operations. onReady is called once the
-// daemon accepts calls (systemd's READY=1).
+// ends, then gives in-flight operations ShutdownGrace to reach a safe
+// point before cancelling them. onReady is called once the daemon accepts
+// calls (systemd's READY=1). ln may be a socket handed over by systemd;
+// nil makes the daemon listen on cfg.SocketPath itself.
 func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	d.ctx = ctx
-	defer d.work.Wait()
+	// Operations outlive ctx by up to ShutdownGrace: a create halfway
+	// through writing its disk should finish rather than roll back.
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+	d.ctx = opsCtx
+	d.stopping = ctx.Done()
+	defer func() {
+		grace := time.AfterFunc(d.cfg.ShutdownGrace, cancelOps)
+		d.work.Wait()
+		grace.Stop()
+	}()
 
 	if ln == nil {
 		var err error
 		if ln, err = listen(d.cfg.SocketPath, d.cfg.SocketGroup); err != nil {
 			return err
 		}
+		// Only a socket we made is ours to remove; systemd's stays.
+		defer os.Remove(d.cfg.SocketPath)
 	}
-	defer os.Remove(d.cfg.SocketPath)
 
+	d.status("setting up the default VNet")
 	if err := d.net.EnsureBridge(ctx, d.bridge()); err != nil {
 		ln.Close()
 		return fmt.Errorf("default vnet: %w", err)
 	}
+	d.status("reconciling instances with libvirt")
 	if err := d.reconcile(ctx); err != nil {
 		ln.Close()
 		return fmt.Errorf("reconcile: %w", err)
@@ -163,11 +185,56 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	if onReady != nil {
 		onReady()
 	}
+	d.reportStatus()
 	err := d.serveHTTP(ctx, ln)
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
+	d.log.Info("labvmd stopping; VMs keep running", "grace", d.cfg.ShutdownGrace)
 	return err
+}
+
+// status reports a one-line status (systemd's STATUS=).
+func (d *Daemon) status(line string) {
+	if d.onStatus != nil {
+		d.onStatus(line)
+	}
+}
+
+// reportStatus summarises the instances and operations in one line.
+func (d *Daemon) reportStatus() {
+	if d.onStatus == nil {
+		return
+	}
+	var list []vm.Instance
+	if err := d.store.View(func(tx *store.Tx) error {
+		var err error
+		list, err = tx.Instances()
+		return err
+	}); err != nil {
+		return
+	}
+	counts := map[vm.State]int{}
+	for _, inst := range list {
+		counts[inst.State]++
+	}
+	d.ops.mu.Lock()
+	inFlight := len(d.ops.running)
+	d.ops.mu.Unlock()
+	d.status(fmt.Sprintf("%d instances: %d running, %d stopped, %d other; %d operations in flight",
+		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], inFlight))
+}
+
+// Healthy proves the daemon can do its job: the store answers and libvirt
+// is reachable. systemd's watchdog is fed only while it holds.
+func (d *Daemon) Healthy(ctx context.Context) error {
+	if err := d.store.View(func(tx *store.Tx) error { _, err := tx.Instances(); return err }); err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	if _, err := d.hv.OwnedDomains(ctx); err != nil {
+		return fmt.Errorf("libvirt: %w", err)
+	}
+	return nil
 }
 
 // Close releases the store and the libvirt connection.
@@ -195,5 +262,6 @@ func (d *Daemon) goOp(op *Op, fn func(ctx context.Context, op *Op) error) {
 			d.log.Warn("operation failed", "op", op.ID(), "error", err)
 		}
 		op.Finish(err)
+		d.reportStatus()
 	}()
 }

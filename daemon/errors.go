@@ -19,6 +19,10 @@ var errBusy = errors.New("instance busy")
 // errInUse is returned when something still needs the thing to delete.
 var errInUse = errors.New("in use")
 
+// errInterrupted ends a wait because the daemon is stopping; the next
+// start's reconcile picks the work up again.
+var errInterrupted = errors.New("interrupted: labvmd is stopping; the wait resumes when it starts again")
+
 // errInvalid marks bad input found by the daemon itself.
 var errInvalid = errors.New("invalid argument")
 
@@ -45,6 +49,7 @@ var errorCodes = []struct {
 	{vm.ErrUnavailable, api.CodeUnavailable, "is libvirtd running? start it with `libvirtd -d` or `systemctl start libvirtd`"},
 	{vm.ErrAgentUnavailable, api.CodeUnavailable, "the guest agent is not answering; wait for the instance to finish booting"},
 	{context.DeadlineExceeded, api.CodeUnavailable, ""},
+	{errInterrupted, api.CodeUnavailable, "`labvm show` tells how the instance ended up once labvmd is back"},
 }
 
 // toAPIError turns any error into the wire error with a stable code.

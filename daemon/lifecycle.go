@@ -103,7 +103,7 @@ func (d *Daemon) settle(ctx context.Context, op *Op, inst *vm.Instance) error {
 	}
 	op.Stage("Waiting for the guest", fmt.Sprintf("QEMU guest agent or cloud-init phone-home, up to %s", d.cfg.ReadyTimeout))
 	if err := d.waitReady(ctx, *inst, phoned); err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, errInterrupted) {
 			// The daemon is stopping: reconcile resumes the wait.
 			return fmt.Errorf("interrupted while waiting for %s: %w", inst.Name, err)
 		}

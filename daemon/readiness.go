@@ -66,6 +66,14 @@ func (r *readiness) forget(id string) {
 func (d *Daemon) waitReady(ctx context.Context, inst vm.Instance, phoned <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReadyTimeout)
 	defer cancel()
+	if d.cfg.ReadyProbe == ReadyProbeNone {
+		// No guest to ask: the running domain is all there is.
+		st, err := d.hv.DomainState(ctx, inst.Domain)
+		if err == nil && st != vm.DomainRunning {
+			err = fmt.Errorf("domain %s is %s, not running", inst.Domain, st)
+		}
+		return err
+	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -81,6 +89,8 @@ func (d *Daemon) waitReady(ctx context.Context, inst vm.Instance, phoned <-chan 
 		select {
 		case <-phoned:
 			return nil
+		case <-d.stopping:
+			return errInterrupted
 		case <-tick.C:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -14,11 +14,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/systemd"
 	"github.com/labvm/labvm/vm"
 	"gopkg.in/yaml.v3"
 )
@@ -66,14 +68,19 @@ func run() error {
 		subnet     = flag.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)")
 		phonePort  = flag.Int("phone-home-port", -1, "port for cloud-init phone_home on the gateway; 0 disables (default 8719)")
 		readyTO    = flag.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)")
+		readyProbe = flag.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)")
 		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		version    = flag.Bool("version", false, "print the version and exit")
+		units      = flag.String("write-units", "", "write labvmd.service and labvmd.socket into this directory and exit")
 	)
 	flag.Parse()
 	if *version {
 		fmt.Println("labvmd", daemon.Version)
 		return nil
+	}
+	if *units != "" {
+		return writeUnits(*units)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -111,20 +118,45 @@ func run() error {
 	if *readyTO > 0 {
 		cfg.ReadyTimeout = *readyTO
 	}
+	setIf(&cfg.ReadyProbe, *readyProbe)
 	if *stopTO > 0 {
 		cfg.StopTimeout = *stopTO
 	}
 
+	notifier, activation, err := systemd.FromEnvironment()
+	if err != nil {
+		log.Warn("systemd environment", "error", err) // the rest still works
+	}
+	ln, err := activation.UnixListener("labvmd.socket")
+	if err != nil {
+		return fmt.Errorf("socket activation: %w", err)
+	}
+	if ln != nil {
+		if addr := ln.Addr().String(); addr != cfg.SocketPath {
+			log.Warn("activated socket differs from the configured one; serving the activated one", "activated", addr, "configured", cfg.SocketPath)
+			cfg.SocketPath = addr
+		}
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log})
+	context.AfterFunc(ctx, func() { _ = notifier.Stopping() })
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, Status: func(line string) { _ = notifier.Status(line) }})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+
+	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go func() {
+		if err := notifier.RunWatchdog(watchdogCtx, d.Healthy); err != nil {
+			log.Error("watchdog stopped: labvmd is unhealthy", "error", err)
+		}
+	}()
 	// Stopping labvmd never stops the VMs: domains are libvirt's, and the
 	// next start adopts them.
-	return d.Run(ctx, nil, nil)
+	return d.Run(ctx, ln, func() { _ = notifier.Ready() })
 }
 
 func setIf(dst *string, v string) {
@@ -196,6 +228,18 @@ func applyFile(cfg *daemon.Config, path string) error {
 	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
 	if fc.Quota != nil {
 		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
+	}
+	return nil
+}
+
+// writeUnits installs the systemd units (make install uses it).
+func writeUnits(dir string) error {
+	for name, body := range systemd.Units() {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, body, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		fmt.Println("wrote", path)
 	}
 	return nil
 }

@@ -128,12 +128,24 @@ type labvmd struct {
 	bridge  string
 	subnet  netip.Prefix
 	extra   []string
-	cmd     *exec.Cmd
-	logs    *bytes.Buffer
-	exited  chan struct{}
+	// wrap runs labvmd under another program (systemd-socket-activate).
+	wrap []string
+	// env is added to labvmd's environment.
+	env    []string
+	cmd    *exec.Cmd
+	logs   *bytes.Buffer
+	exited chan struct{}
 }
 
 func startDaemon(t *testing.T, extraArgs ...string) *labvmd {
+	t.Helper()
+	d := newDaemon(t, extraArgs...)
+	d.start()
+	return d
+}
+
+// newDaemon prepares a private daemon without starting it.
+func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 	t.Helper()
 	// /var/tmp, 0755: QEMU runs as libvirt-qemu and must reach the disks.
 	dir, err := os.MkdirTemp("/var/tmp", "labvm-e2e-")
@@ -162,7 +174,6 @@ func startDaemon(t *testing.T, extraArgs ...string) *labvmd {
 		}
 		os.RemoveAll(dir)
 	})
-	d.start()
 	return d
 }
 
@@ -175,7 +186,12 @@ func (d *labvmd) start() {
 		"--accel", "tcg", "--phone-home-port", "0",
 		"--ready-timeout", "3m", "--stop-timeout", "60s",
 	}, d.extra...)
-	d.cmd = exec.Command(bins.labvmd, args...)
+	if len(d.wrap) > 0 {
+		d.cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], bins.labvmd), args...)...)
+	} else {
+		d.cmd = exec.Command(bins.labvmd, args...)
+	}
+	d.cmd.Env = append(os.Environ(), d.env...)
 	if d.logs == nil {
 		d.logs = &bytes.Buffer{}
 	}

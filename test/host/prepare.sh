@@ -10,7 +10,7 @@ packages=(
 	busybox-static linux-image-cloud-amd64 dropbear-bin qemu-guest-agent
 	syslinux syslinux-common mtools dosfstools e2fsprogs fdisk cpio kmod gzip
 	nftables iproute2 openssh-client procps util-linux
-	xorriso genisoimage fuseiso python3-yaml
+	xorriso genisoimage fuseiso python3-yaml systemd iptables
 )
 
 if [ "$(id -u)" -ne 0 ]; then

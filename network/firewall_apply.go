@@ -1,0 +1,363 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// applyAttempts bounds retries of a transaction that lost a race with
+// another program editing iptables' chains between our listing and our
+// commit (the kernel then rejects the whole batch with ENOENT).
+const applyAttempts = 3
+
+// ApplyFirewall makes the kernel's firewall match spec, in one nftables
+// transaction: our table is deleted and re-created with the new rules,
+// and our accept rules in iptables' filter FORWARD/DOCKER-USER chain are
+// replaced, all in the same batch. Packets therefore see either the old
+// or the new policy, never a moment without rules. Calling it again with
+// the same spec leaves the same ruleset.
+//
+// It acts on the network namespace of the calling thread.
+func ApplyFirewall(ctx context.Context, spec FirewallSpec) error {
+	rs, err := BuildFirewall(spec)
+	if err != nil {
+		return err
+	}
+	if err := commitWithRetry(ctx, rs, true); err != nil {
+		return fmt.Errorf("apply firewall table inet %s: %w", rs.Table, err)
+	}
+	return nil
+}
+
+// RemoveFirewall deletes our table and our rules in iptables' chains. It
+// is idempotent: nothing to remove is not an error.
+func RemoveFirewall(ctx context.Context, tableName string) error {
+	if tableName == "" {
+		tableName = DefaultFirewallTable
+	}
+	if err := validateTableName(tableName); err != nil {
+		return err
+	}
+	if err := commitWithRetry(ctx, Ruleset{Table: tableName}, false); err != nil {
+		return fmt.Errorf("remove firewall table inet %s: %w", tableName, err)
+	}
+	return nil
+}
+
+func commitWithRetry(ctx context.Context, rs Ruleset, install bool) error {
+	var err error
+	for range applyAttempts {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		if err = commit(rs, install); !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+	}
+	return err
+}
+
+// commit replaces (install) or removes (!install) rs in one batch.
+func commit(rs Ruleset, install bool) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables netlink socket: %w", err)
+	}
+	foreign, err := findForeignForward(conn, foreignComment(rs.Table))
+	if err != nil {
+		return err
+	}
+
+	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: rs.Table}
+	// Adding first makes the delete valid whether or not the table
+	// exists, without a listing that could race with another writer.
+	conn.AddTable(table)
+	conn.DelTable(table)
+	if install {
+		conn.AddTable(table)
+		if err := addChains(conn, table, rs.Chains); err != nil {
+			return err
+		}
+	}
+	for _, r := range foreign.ours {
+		if err := conn.DelRule(r); err != nil {
+			return fmt.Errorf("delete old rule in ip filter %s: %w", r.Chain.Name, err)
+		}
+	}
+	if install && foreign.target != nil {
+		// Inserting puts a rule first, so go backwards to keep our order.
+		for i := len(rs.ForeignForward) - 1; i >= 0; i-- {
+			exprs, err := compileRule(nftables.TableFamilyIPv4, rs.ForeignForward[i], true)
+			if err != nil {
+				return err
+			}
+			conn.InsertRule(&nftables.Rule{Table: foreign.target.Table, Chain: foreign.target, Exprs: exprs})
+		}
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("commit nftables transaction: %w", err)
+	}
+	return nil
+}
+
+func chainHook(name string) (*nftables.ChainHook, bool) {
+	switch name {
+	case "forward":
+		return nftables.ChainHookForward, true
+	case "input":
+		return nftables.ChainHookInput, true
+	case "output":
+		return nftables.ChainHookOutput, true
+	case "postrouting":
+		return nftables.ChainHookPostrouting, true
+	}
+	return nil, false
+}
+
+func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error {
+	accept := nftables.ChainPolicyAccept
+	for _, c := range chains {
+		hook, ok := chainHook(c.Hook)
+		if !ok {
+			return fmt.Errorf("chain %s: unsupported hook %q", c.Name, c.Hook)
+		}
+		ch := conn.AddChain(&nftables.Chain{
+			Name:     c.Name,
+			Table:    table,
+			Type:     nftables.ChainType(c.Type),
+			Hooknum:  hook,
+			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(c.Priority)),
+			Policy:   &accept,
+		})
+		for i, r := range c.Rules {
+			exprs, err := compileRule(table.Family, r, false)
+			if err != nil {
+				return fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, r, err)
+			}
+			rule := &nftables.Rule{Table: table, Chain: ch, Exprs: exprs}
+			if r.Comment != "" {
+				rule.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+			}
+			conn.AddRule(rule)
+		}
+	}
+	return nil
+}
+
+// foreignForward is what we found in iptables' filter table.
+type foreignForward struct {
+	target *nftables.Chain  // where our accepts go; nil: no such chain
+	ours   []*nftables.Rule // our rules from an earlier run, to delete
+}
+
+// findForeignForward looks for the table iptables-nft calls "filter" (in
+// the ip family). Docker's FORWARD policy DROP lives there, and a DROP in
+// any base chain on the forward hook is final, whatever our table says.
+// Docker reserves DOCKER-USER for the admin's rules and never flushes it,
+// so that is the preferred place; otherwise FORWARD itself.
+func findForeignForward(conn *nftables.Conn, comment string) (foreignForward, error) {
+	var found foreignForward
+	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return found, fmt.Errorf("list ip chains: %w", err)
+	}
+	var forward, dockerUser *nftables.Chain
+	for _, c := range chains {
+		if c.Table.Name != "filter" {
+			continue
+		}
+		switch {
+		case c.Name == "DOCKER-USER":
+			dockerUser = c
+		case c.Name == "FORWARD" && c.Hooknum != nil && *c.Hooknum == *nftables.ChainHookForward:
+			forward = c
+		}
+	}
+	found.target = forward
+	if dockerUser != nil && forward != nil {
+		found.target = dockerUser
+	}
+	for _, c := range []*nftables.Chain{forward, dockerUser} {
+		if c == nil {
+			continue
+		}
+		rules, err := conn.GetRules(c.Table, c)
+		if err != nil {
+			return found, fmt.Errorf("list rules of ip filter %s: %w", c.Name, err)
+		}
+		for _, r := range rules {
+			if hasXtComment(r, comment) {
+				r.Table, r.Chain = c.Table, c
+				found.ours = append(found.ours, r)
+			}
+		}
+	}
+	return found, nil
+}
+
+func hasXtComment(r *nftables.Rule, comment string) bool {
+	for _, e := range r.Exprs {
+		m, ok := e.(*expr.Match)
+		if !ok || m.Name != "comment" {
+			continue
+		}
+		if c, ok := m.Info.(*xt.Comment); ok && string(*c) == comment {
+			return true
+		}
+	}
+	return false
+}
+
+// compileRule turns r into kernel expressions. With iptablesCompat the
+// rule is built the way iptables-nft builds it (xt matches for conntrack
+// and comment, a counter), so `iptables -S` can still show the chain
+// instead of refusing to parse it.
+func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]expr.Any, error) {
+	var out []expr.Any
+	// Payload matches need their protocol checked first, or they read the
+	// wrong bytes of other protocols' packets. nft adds these dependencies
+	// silently and hides them again when listing, and so do we.
+	haveIPv4 := family == nftables.TableFamilyIPv4
+	l4 := ""
+	needL4 := func(proto string) error {
+		num, ok := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}[proto]
+		switch {
+		case !ok:
+			return fmt.Errorf("unsupported protocol %q", proto)
+		case l4 == proto:
+			return nil
+		case l4 != "":
+			return fmt.Errorf("rule matches both %s and %s", l4, proto)
+		}
+		l4 = proto
+		out = append(out, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{num}))
+		return nil
+	}
+
+	for _, m := range r.Match {
+		switch m := m.(type) {
+		case IfaceMatch:
+			key := expr.MetaKeyIIFNAME
+			if m.Out {
+				key = expr.MetaKeyOIFNAME
+			}
+			out = append(out, &expr.Meta{Key: key, Register: 1}, cmp(cmpOp(m.Not), ifname(m.Name)))
+		case AddrMatch:
+			if !m.Prefix.Addr().Is4() {
+				return nil, fmt.Errorf("%s: only IPv4 addresses are supported", m)
+			}
+			if !haveIPv4 {
+				haveIPv4 = true
+				out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{unix.NFPROTO_IPV4}))
+			}
+			offset := uint32(12) // source address in the IPv4 header
+			if m.Dst {
+				offset = 16
+			}
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4})
+			if !m.Prefix.IsSingleIP() {
+				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+					Mask: net.CIDRMask(m.Prefix.Bits(), 32), Xor: make([]byte, 4)})
+			}
+			addr := m.Prefix.Masked().Addr().As4()
+			out = append(out, cmp(expr.CmpOpEq, addr[:]))
+		case ProtoMatch:
+			if err := needL4(m.Proto); err != nil {
+				return nil, err
+			}
+		case PortMatch:
+			if err := needL4(m.Proto); err != nil {
+				return nil, err
+			}
+			offset := uint32(0) // source port, same place in TCP and UDP
+			if m.Dst {
+				offset = 2
+			}
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: 2},
+				cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(m.Port)))
+		case MarkMatch:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+				cmp(cmpOp(m.Not), binaryutil.NativeEndian.PutUint32(m.Mark)))
+		case CtEstablishedRelated:
+			out = append(out, ctEstablishedRelated(iptablesCompat)...)
+		default:
+			return nil, fmt.Errorf("unsupported match %T", m)
+		}
+	}
+	if iptablesCompat && r.Comment != "" {
+		comment := xt.Comment(r.Comment)
+		out = append(out, &expr.Match{Name: "comment", Info: &comment}, &expr.Counter{})
+	}
+
+	switch r.Verdict {
+	case Accept:
+		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
+	case Drop:
+		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
+	case RejectAdmin:
+		if family != nftables.TableFamilyINet {
+			return nil, errors.New("icmpx reject needs an inet table")
+		}
+		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
+	case RejectTCPReset:
+		if l4 != "tcp" {
+			return nil, errors.New("tcp reset needs a tcp match before it")
+		}
+		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	case Masquerade:
+		out = append(out, &expr.Masq{})
+	default:
+		return nil, fmt.Errorf("unsupported verdict %v", r.Verdict)
+	}
+	return out, nil
+}
+
+// ctStateEstablishedRelated is "ct state established,related" as a bit
+// mask. nft and xt_conntrack share the encoding 1<<(ctinfo+1), with
+// IP_CT_ESTABLISHED = 0 and IP_CT_RELATED = 1.
+const ctStateEstablishedRelated = 1<<(0+1) | 1<<(1+1)
+
+func ctEstablishedRelated(iptablesCompat bool) []expr.Any {
+	if iptablesCompat {
+		return []expr.Any{&expr.Match{Name: "conntrack", Rev: 3, Info: &xt.ConntrackMtinfo3{
+			ConntrackMtinfo2: xt.ConntrackMtinfo2{
+				ConntrackMtinfoBase: xt.ConntrackMtinfoBase{MatchFlags: uint16(xt.ConntrackState)},
+				StateMask:           ctStateEstablishedRelated,
+			},
+		}}}
+	}
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ctStateEstablishedRelated), Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, make([]byte, 4)),
+	}
+}
+
+func cmp(op expr.CmpOp, data []byte) *expr.Cmp {
+	return &expr.Cmp{Op: op, Register: 1, Data: data}
+}
+
+func cmpOp(not bool) expr.CmpOp {
+	if not {
+		return expr.CmpOpNeq
+	}
+	return expr.CmpOpEq
+}
+
+// ifname pads name to IFNAMSIZ as nft does, so it compares exactly and
+// not as a prefix.
+func ifname(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
