@@ -23,4 +23,5 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
 )

@@ -56,6 +56,12 @@ type Config struct {
 	Host string
 	// Quota are the default core limits (0 = none).
 	Quota QuotaConfig
+	// FirewallTable is the nftables table labvm owns.
+	FirewallTable string
+	// BridgePrefix starts the bridge names of VNets made through the API.
+	BridgePrefix string
+	// Nameservers are handed to guests of NAT VNets as their resolvers.
+	Nameservers []netip.Addr
 }
 
 // Ready probes (Config.ReadyProbe).
@@ -70,6 +76,7 @@ type VNetConfig struct {
 	Bridge     string
 	SubnetName string
 	Subnet     netip.Prefix
+	Egress     network.EgressMode
 }
 
 // DefaultConfig is the zero-config daemon: data in /var/lib/labvm, the
@@ -87,7 +94,10 @@ func DefaultConfig() Config {
 			Bridge:     "labvm0",
 			SubnetName: "default",
 			Subnet:     netip.MustParsePrefix("10.177.0.0/24"),
+			Egress:     network.EgressNAT,
 		},
+		FirewallTable:   network.DefaultFirewallTable,
+		BridgePrefix:    "lv",
 		DefaultDiskSize: storage.DefaultDiskSize,
 		ReadyTimeout:    15 * time.Minute,
 		StopTimeout:     2 * time.Minute,
@@ -111,6 +121,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("default disk size %d is below 1 GiB", c.DefaultDiskSize)
 	case c.ReadyProbe != "" && c.ReadyProbe != ReadyProbeAgent && c.ReadyProbe != ReadyProbeNone:
 		return fmt.Errorf("ready probe %q: use %q or %q", c.ReadyProbe, ReadyProbeAgent, ReadyProbeNone)
+	}
+	if c.BridgePrefix == "" || len(c.BridgePrefix) > 6 {
+		return fmt.Errorf("bridge prefix %q: use 1-6 characters", c.BridgePrefix)
 	}
 	if err := network.ValidateBridgeName(c.VNet.Bridge); err != nil {
 		return fmt.Errorf("default vnet: %w", err)

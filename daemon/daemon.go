@@ -33,16 +33,14 @@ type Hypervisor interface {
 
 var _ Hypervisor = (*vm.Libvirt)(nil)
 
-// HostNetwork is what the daemon needs from the host's networking.
+// HostNetwork is what the daemon needs from the host's networking;
+// kernelNetwork (netlink, nftables) is the real one.
 type HostNetwork interface {
 	EnsureBridge(ctx context.Context, b network.Bridge) error
-}
-
-// kernelNetwork is the real HostNetwork: netlink.
-type kernelNetwork struct{}
-
-func (kernelNetwork) EnsureBridge(ctx context.Context, b network.Bridge) error {
-	return network.EnsureBridge(ctx, b)
+	DeleteBridge(ctx context.Context, name string) error
+	ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error
+	EnableForwarding() error
+	RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error)
 }
 
 // Daemon is one labvmd.
@@ -58,6 +56,9 @@ type Daemon struct {
 	accelWhy string
 	ops      *operations
 	ready    *readiness
+
+	// netMu serialises host network changes (bridges, firewall).
+	netMu sync.Mutex
 
 	// work owns every operation goroutine; Run waits for it before
 	// returning so no goroutine outlives the daemon.
@@ -169,10 +170,14 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		defer os.Remove(d.cfg.SocketPath)
 	}
 
-	d.status("setting up the default VNet")
-	if err := d.net.EnsureBridge(ctx, d.bridge()); err != nil {
+	d.status("setting up VNets: bridges and firewall")
+	if err := d.ensureDefaultVNet(); err != nil {
 		ln.Close()
 		return fmt.Errorf("default vnet: %w", err)
+	}
+	if err := d.syncNetworks(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("networks: %w", err)
 	}
 	d.status("reconciling instances with libvirt")
 	if err := d.reconcile(ctx); err != nil {
@@ -243,13 +248,6 @@ func (d *Daemon) Close() error {
 		c.Close()
 	}
 	return d.store.Close()
-}
-
-func (d *Daemon) bridge() network.Bridge {
-	return network.Bridge{
-		Name:    d.cfg.VNet.Bridge,
-		Gateway: netip.PrefixFrom(network.Gateway(d.cfg.VNet.Subnet), d.cfg.VNet.Subnet.Bits()),
-	}
 }
 
 // goOp runs fn as an operation owned by the daemon.

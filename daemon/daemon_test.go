@@ -120,13 +120,57 @@ func (f *fakeHypervisor) running() int {
 	return len(f.domains)
 }
 
-type fakeNetwork struct{}
+// fakeNetwork records what the daemon asks of the host's networking.
+type fakeNetwork struct {
+	mu       sync.Mutex
+	bridges  map[string]network.Bridge
+	firewall network.FirewallSpec
+	// routes are host routes RoutesOverlapping reports.
+	routes []netip.Prefix
+}
 
-func (fakeNetwork) EnsureBridge(ctx context.Context, b network.Bridge) error { return nil }
+func newFakeNetwork() *fakeNetwork { return &fakeNetwork{bridges: map[string]network.Bridge{}} }
+
+func (f *fakeNetwork) EnsureBridge(ctx context.Context, b network.Bridge) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bridges[b.Name] = b
+	return nil
+}
+
+func (f *fakeNetwork) DeleteBridge(ctx context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.bridges, name)
+	return nil
+}
+
+func (f *fakeNetwork) ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error {
+	if _, err := network.BuildFirewall(spec); err != nil && len(spec.VNets) > 0 {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.firewall = spec
+	return nil
+}
+
+func (f *fakeNetwork) EnableForwarding() error { return nil }
+
+func (f *fakeNetwork) RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error) {
+	var out []string
+	for _, r := range f.routes {
+		if r.Overlaps(p) {
+			out = append(out, r.String())
+		}
+	}
+	return out, nil
+}
 
 type testDaemon struct {
 	*Daemon
 	hv     *fakeHypervisor
+	net    *fakeNetwork
 	client *client.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -143,7 +187,9 @@ func newTestDaemon(t *testing.T, hv *fakeHypervisor, seed func(tx *store.Tx) err
 	cfg.ReadyTimeout = 5 * time.Second
 	cfg.Accel = vm.AccelForceTCG
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := New(context.Background(), cfg, Options{Log: log, Hypervisor: hv, Network: fakeNetwork{}})
+	fn := newFakeNetwork()
+	fn.routes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	d, err := New(context.Background(), cfg, Options{Log: log, Hypervisor: hv, Network: fn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +207,7 @@ func newTestDaemon(t *testing.T, hv *fakeHypervisor, seed func(tx *store.Tx) err
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{Daemon: d, hv: hv, client: client.New(cfg.SocketPath), cancel: cancel, done: make(chan error, 1)}
+	td := &testDaemon{Daemon: d, hv: hv, net: fn, client: client.New(cfg.SocketPath), cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() { td.done <- d.Run(ctx, nil, func() { close(ready) }) }()
 	select {
@@ -490,5 +536,35 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 	got, err = td.client.Instance(ctx, "was-running")
 	if err != nil || got.State != "Unknown" || !strings.Contains(got.StateReason, "missing") {
 		t.Fatalf("running without disk: %+v %v", got, err)
+	}
+}
+
+// noAgent is a hypervisor whose guests never answer, like test:///default.
+type noAgent struct{ *fakeHypervisor }
+
+func (noAgent) AgentPing(ctx context.Context, name string) error { return vm.ErrAgentUnavailable }
+
+// TestReadyProbeNone: with --ready-probe none a running domain is ready
+// at once, without a guest agent; a domain that is not running is not.
+func TestReadyProbeNone(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ReadyProbe = "bogus"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ready probe") {
+		t.Fatalf("Validate with ready probe bogus = %v", err)
+	}
+	cfg.ReadyProbe = ReadyProbeNone
+	cfg.ReadyTimeout = time.Minute
+	hv := newFakeHypervisor()
+	d := &Daemon{cfg: cfg, hv: noAgent{hv}}
+	hv.domains["labvm-a-12345678"] = "1234567890abcdef"
+	start := time.Now()
+	if err := d.waitReady(context.Background(), vm.Instance{ID: "1234567890abcdef", Domain: "labvm-a-12345678"}, nil); err != nil {
+		t.Fatalf("running domain: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("ready took %s, want at once", took)
+	}
+	if err := d.waitReady(context.Background(), vm.Instance{ID: "2234567890abcdef", Domain: "labvm-b-22345678"}, nil); err == nil {
+		t.Fatal("absent domain reported ready")
 	}
 }

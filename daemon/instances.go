@@ -217,12 +217,6 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 	if req.Image == "" {
 		return response{}, invalidf("--image is required; `labvm image list` lists the imported images")
 	}
-	if req.VNet != "" && req.VNet != d.cfg.VNet.Name {
-		return response{}, invalidf("unknown vnet %q; this daemon has only %q", req.VNet, d.cfg.VNet.Name)
-	}
-	if req.Subnet != "" && req.Subnet != d.cfg.VNet.SubnetName {
-		return response{}, invalidf("unknown subnet %q in vnet %q; it has only %q", req.Subnet, d.cfg.VNet.Name, d.cfg.VNet.SubnetName)
-	}
 	diskSize := d.cfg.DefaultDiskSize
 	if req.DiskSize != "" {
 		if diskSize, err = storage.ParseSize(req.DiskSize); err != nil {
@@ -246,11 +240,6 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		Image:             req.Image,
 		DiskSize:          diskSize,
 		SSHAuthorizedKeys: keys,
-		VNet:              d.cfg.VNet.Name,
-		Subnet:            d.cfg.VNet.SubnetName,
-		Bridge:            d.cfg.VNet.Bridge,
-		Prefix:            d.cfg.VNet.Subnet.Bits(),
-		Gateway:           network.Gateway(d.cfg.VNet.Subnet),
 		Creator:           c.Name,
 		AssignedTo:        req.AssignTo,
 		State:             vm.StateCreating,
@@ -286,6 +275,15 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		if err := d.checkQuota(tx, size); err != nil {
 			return err
 		}
+		vnet, subnet, err := d.placement(tx, req.VNet, req.Subnet)
+		if err != nil {
+			return err
+		}
+		inst.VNet, inst.Subnet, inst.Bridge = vnet.Name, subnet.Name, vnet.Bridge
+		inst.Prefix, inst.Gateway = subnet.CIDR.Bits(), network.Gateway(subnet.CIDR)
+		if vnet.Egress == network.EgressNAT.String() {
+			inst.DNS = d.cfg.Nameservers
+		}
 		allocs, err := tx.IPAllocations(inst.VNet)
 		if err != nil {
 			return err
@@ -294,7 +292,7 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		for _, a := range allocs {
 			used = append(used, a.IP)
 		}
-		if inst.IP, err = network.NextFree(d.cfg.VNet.Subnet, used); err != nil {
+		if inst.IP, err = network.NextFree(subnet.CIDR, used); err != nil {
 			return err
 		}
 		if err := tx.AllocateIP(inst.VNet, inst.IP, inst.ID); err != nil {

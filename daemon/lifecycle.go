@@ -66,8 +66,8 @@ func (d *Daemon) seedSpec(inst vm.Instance) storage.SeedSpec {
 		MAC:               inst.MAC,
 		Address:           netipPrefix(inst),
 		Gateway:           inst.Gateway,
-		DNS:               nil,
-		PhoneHomeURL:      d.phoneHomeURL(inst.ID),
+		DNS:               inst.DNS,
+		PhoneHomeURL:      d.phoneHomeURL(inst),
 	}
 }
 

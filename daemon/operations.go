@@ -36,7 +36,16 @@ type liveOp struct {
 	audit *opAudit
 	// changed is closed and replaced on every change, waking all waiters.
 	changed chan struct{}
+	// persisted is when the operation was last written to the store.
+	persisted time.Time
 }
+
+// persistEvery bounds how often a running operation's progress (stages,
+// details) is written to the store, each write being an fsync. Running
+// operations are served from memory; the stored copy matters only after
+// a crash, so it may lag by this much. The start and the end of every
+// operation are always written at once.
+const persistEvery = time.Second
 
 type opAudit struct {
 	action, target string
@@ -89,10 +98,10 @@ type Op struct {
 // the first.
 func (o *operations) begin(kind api.OperationKind, target, instanceID string, c Caller) (*Op, error) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	if instanceID != "" {
 		if holder, ok := o.busy[instanceID]; ok {
 			kind := o.running[holder].op.Kind
+			o.mu.Unlock()
 			return nil, fmt.Errorf("%s is busy with operation %s (%s): %w", target, holder, kind, errBusy)
 		}
 	}
@@ -105,12 +114,22 @@ func (o *operations) begin(kind api.OperationKind, target, instanceID string, c 
 		Stages:    []api.Stage{},
 		CreatedAt: time.Now().UTC(),
 	}
-	if err := o.store.Update(func(tx *store.Tx) error { return tx.PutOperation(op) }); err != nil {
-		return nil, fmt.Errorf("record operation: %w", err)
-	}
-	o.running[op.ID] = &liveOp{op: op, changed: make(chan struct{})}
+	// Claim first, persist outside the lock: holding o.mu across a bbolt
+	// commit (which waits for every other writer) stalled every
+	// operation's progress and every waiter behind it.
+	o.running[op.ID] = &liveOp{op: op, changed: make(chan struct{}), persisted: time.Now()}
 	if instanceID != "" {
 		o.busy[instanceID] = op.ID
+	}
+	o.mu.Unlock()
+	if err := o.store.Update(func(tx *store.Tx) error { return tx.PutOperation(op) }); err != nil {
+		o.mu.Lock()
+		delete(o.running, op.ID)
+		if instanceID != "" && o.busy[instanceID] == op.ID {
+			delete(o.busy, instanceID)
+		}
+		o.mu.Unlock()
+		return nil, fmt.Errorf("record operation: %w", err)
 	}
 	return &Op{ops: o, id: op.ID, instanceID: instanceID}, nil
 }
@@ -130,6 +149,17 @@ func (op *Op) Stage(name, detail string) {
 	op.update(func(o *api.Operation, now time.Time) {
 		closeStage(o, now)
 		o.Stages = append(o.Stages, api.Stage{Name: name, Detail: detail, StartedAt: now})
+	})
+}
+
+// Progress replaces the current stage's detail, so a long stage (a
+// download) can say how far it got without adding stages. Writes to the
+// store are throttled by update (persistEvery).
+func (op *Op) Progress(detail string) {
+	op.update(func(o *api.Operation, now time.Time) {
+		if n := len(o.Stages); n > 0 && o.Stages[n-1].DoneAt == nil {
+			o.Stages[n-1].Detail = detail
+		}
 	})
 }
 
@@ -175,7 +205,14 @@ func (op *Op) update(fn func(o *api.Operation, now time.Time)) {
 	snap := cloneOp(live.op)
 	close(live.changed)
 	live.changed = make(chan struct{})
+	persist := snap.Status.Done() || time.Since(live.persisted) >= persistEvery
+	if persist {
+		live.persisted = time.Now()
+	}
 	o.mu.Unlock()
+	if !persist {
+		return
+	}
 	// Persisted outside the lock: bbolt serialises writers itself, and a
 	// slow fsync must not block readers of other operations.
 	if err := o.store.Update(func(tx *store.Tx) error { return tx.PutOperation(snap) }); err != nil {

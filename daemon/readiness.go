@@ -102,22 +102,23 @@ func (d *Daemon) waitReady(ctx context.Context, inst vm.Instance, phoned <-chan 
 	}
 }
 
-func (d *Daemon) phoneHomeURL(id string) string {
+func (d *Daemon) phoneHomeURL(inst vm.Instance) string {
 	if d.cfg.PhoneHomePort == 0 {
 		return ""
 	}
-	gw := d.bridge().Gateway.Addr()
-	return "http://" + net.JoinHostPort(gw.String(), strconv.Itoa(d.cfg.PhoneHomePort)) + "/v1/phone-home/" + id
+	return "http://" + net.JoinHostPort(inst.Gateway.String(), strconv.Itoa(d.cfg.PhoneHomePort)) + "/v1/phone-home/" + inst.ID
 }
 
-// startPhoneHome serves cloud-init's phone_home on the gateway address.
-// It only believes a call that comes from the instance's own address, so
-// one guest cannot mark another ready.
+// startPhoneHome serves cloud-init's phone_home. It listens on all
+// addresses, since VNet gateways come and go, but answers only calls that
+// arrive on the calling instance's own gateway from the instance's own
+// address, so one guest cannot mark another ready and nothing outside
+// the VNets is served; the firewall admits the port only from VNets.
 func (d *Daemon) startPhoneHome(ctx context.Context) {
 	if d.cfg.PhoneHomePort == 0 {
 		return
 	}
-	addr := net.JoinHostPort(d.bridge().Gateway.Addr().String(), strconv.Itoa(d.cfg.PhoneHomePort))
+	addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(d.cfg.PhoneHomePort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		d.log.Warn("phone-home listener not started; readiness relies on the guest agent", "addr", addr, "error", err)
@@ -134,7 +135,9 @@ func (d *Daemon) startPhoneHome(ctx context.Context) {
 			return err
 		})
 		from, _ := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil || from.Addr() != inst.IP {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		to, _ := netip.ParseAddrPort(fmt.Sprint(local))
+		if err != nil || from.Addr() != inst.IP || to.Addr().Unmap() != inst.Gateway {
 			http.Error(w, "unknown instance", http.StatusNotFound)
 			return
 		}

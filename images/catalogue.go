@@ -41,6 +41,9 @@ const (
 // Catalogue stores base images as Dir/<sha256hex>.qcow2.
 type Catalogue struct {
 	Dir string
+	// Puller fetches images for Pull and shares concurrent downloads of
+	// one URL, so it lives as long as the catalogue (see pull.go).
+	Puller Puller
 }
 
 // New returns a catalogue rooted at dir. The directory is created on first

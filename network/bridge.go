@@ -11,10 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Bridge describes a VNet's Linux bridge and the host's gateway on it.
+// Bridge describes a VNet's Linux bridge and the host's addresses on it:
+// one gateway per subnet, e.g. 10.177.0.1/24.
 type Bridge struct {
-	Name    string
-	Gateway netip.Prefix // e.g. 10.177.0.1/24
+	Name      string
+	Addresses []netip.Prefix
 }
 
 // ValidateBridgeName checks a Linux interface name.
@@ -30,9 +31,10 @@ func ValidateBridgeName(name string) error {
 	return nil
 }
 
-// EnsureBridge makes the bridge exist, carry the gateway address and be up.
-// It is idempotent: calling it on a bridge that is already right changes
-// nothing, so the daemon can call it at every start.
+// EnsureBridge makes the bridge exist, carry exactly the given IPv4
+// addresses and be up. It is idempotent: calling it on a bridge that is
+// already right changes nothing, so the daemon can call it at every start
+// and after every subnet change (a removed subnet's gateway goes away).
 func EnsureBridge(ctx context.Context, b Bridge) error {
 	if err := ValidateBridgeName(b.Name); err != nil {
 		return err
@@ -58,9 +60,29 @@ func EnsureBridge(ctx context.Context, b Bridge) error {
 		return fmt.Errorf("interface %s exists but is a %s, not a bridge; pick another bridge name", b.Name, link.Type())
 	}
 
-	addr := &netlink.Addr{IPNet: prefixToIPNet(b.Gateway)}
-	if err := netlink.AddrReplace(link, addr); err != nil {
-		return fmt.Errorf("set gateway %s on %s: %w", b.Gateway, b.Name, err)
+	want := map[netip.Prefix]bool{}
+	for _, p := range b.Addresses {
+		want[p] = true
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixToIPNet(p)}); err != nil {
+			return fmt.Errorf("set gateway %s on %s: %w", p, b.Name, err)
+		}
+	}
+	have, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", b.Name, err)
+	}
+	for _, a := range have {
+		p, ok := ipNetToPrefix(a.IPNet)
+		if !ok {
+			continue
+		}
+		// ipNetToPrefix masks; compare with the host address kept.
+		addr, _ := netip.AddrFromSlice(a.IPNet.IP)
+		if !want[netip.PrefixFrom(addr.Unmap(), p.Bits())] {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, b.Name, err)
+			}
+		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up %s: %w", b.Name, err)
@@ -103,24 +125,28 @@ func BridgeExists(name string) (bool, error) {
 	return link.Type() == "bridge", nil
 }
 
-// RoutesOverlapping returns the host's routes that overlap p on interfaces
-// other than the bridge named exclude. A subnet that overlaps a host route
-// would make guests unreachable or hijack host traffic.
-func RoutesOverlapping(p netip.Prefix, exclude string) ([]string, error) {
+// RoutesOverlapping returns the host's routes that overlap p, ignoring
+// routes on the named interfaces (labvm's own bridges, whose subnets the
+// caller checks itself). A subnet that overlaps a host route would make
+// guests unreachable or hijack host traffic.
+func RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error) {
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list host routes: %w", err)
 	}
-	var excludeIndex int
-	if l, err := netlink.LinkByName(exclude); err == nil {
-		excludeIndex = l.Attrs().Index
+	skip := map[int]bool{}
+	for _, name := range exclude {
+		if l, err := netlink.LinkByName(name); err == nil {
+			skip[l.Attrs().Index] = true
+		}
 	}
 	var out []string
 	for _, r := range routes {
-		if r.Dst == nil || r.LinkIndex == excludeIndex {
-			continue // the default route overlaps everything by design
+		if r.Dst == nil || skip[r.LinkIndex] {
+			continue
 		}
 		rp, ok := ipNetToPrefix(r.Dst)
+		// The default route overlaps everything by design.
 		if ok && rp.Bits() > 0 && rp.Overlaps(p) {
 			out = append(out, rp.String())
 		}

@@ -30,7 +30,7 @@ func TestEnsureBridgeIdempotent(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { DeleteBridge(context.Background(), name) })
 
-	br := Bridge{Name: name, Gateway: netip.MustParsePrefix("10.254.77.1/24")}
+	br := Bridge{Name: name, Addresses: []netip.Prefix{netip.MustParsePrefix("10.254.77.1/24"), netip.MustParsePrefix("10.254.78.1/24")}}
 	for i := 0; i < 2; i++ {
 		if err := EnsureBridge(ctx, br); err != nil {
 			t.Fatalf("EnsureBridge #%d: %v", i+1, err)
@@ -44,10 +44,19 @@ func TestEnsureBridgeIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(addrs) != 2 {
+		t.Fatalf("bridge addresses = %v, want the two gateways", addrs)
+	}
+	// Dropping a subnet drops its gateway.
+	br.Addresses = br.Addresses[:1]
+	if err := EnsureBridge(ctx, br); err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ = netlink.AddrList(link, netlink.FAMILY_V4)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.254.77.1/24" {
 		t.Fatalf("bridge addresses = %v, want exactly 10.254.77.1/24", addrs)
 	}
-	over, err := RoutesOverlapping(netip.MustParsePrefix("10.254.77.0/25"), "")
+	over, err := RoutesOverlapping(netip.MustParsePrefix("10.254.77.0/25"))
 	if err != nil {
 		t.Fatal(err)
 	}

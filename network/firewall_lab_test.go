@@ -129,7 +129,7 @@ func (l *fwLab) addVNet(bridge string, subnet netip.Prefix) {
 	l.t.Helper()
 	gw := netip.PrefixFrom(Gateway(subnet), subnet.Bits())
 	err := inNetns(l.host, func() error {
-		return EnsureBridge(context.Background(), Bridge{Name: bridge, Gateway: gw})
+		return EnsureBridge(context.Background(), Bridge{Name: bridge, Addresses: []netip.Prefix{gw}})
 	})
 	if err != nil {
 		l.t.Fatalf("bridge %s: %v", bridge, err)

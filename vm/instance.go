@@ -31,6 +31,8 @@ type Instance struct {
 	Prefix  int        `json:"prefix"`
 	Gateway netip.Addr `json:"gateway"`
 	MAC     string     `json:"mac"`
+	// DNS are the resolvers the guest is told about.
+	DNS []netip.Addr `json:"dns,omitempty"`
 
 	Creator    string `json:"creator"`
 	AssignedTo string `json:"assigned_to,omitempty"`

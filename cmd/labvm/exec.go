@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"time"
 
@@ -48,6 +49,11 @@ use sh -c '…' for pipes.`,
 			} else {
 				a.stdout.Write(res.Stdout)
 				a.stderr.Write(res.Stderr)
+			}
+			if res.Signal != 0 {
+				// The shell convention, so scripts see a killed command fail.
+				fmt.Fprintf(a.stderr, "labvm: command killed by signal %d\n", res.Signal)
+				return &exitError{code: 128 + res.Signal}
 			}
 			if res.ExitCode != 0 {
 				return &exitError{code: res.ExitCode}

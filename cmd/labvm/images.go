@@ -15,7 +15,7 @@ func newImageCommand(a *app) *cobra.Command {
 		Short:   "Manage base images",
 		GroupID: "catalogue",
 	}
-	cmd.AddCommand(newImageImportCommand(a), newImageListCommand(a), newImageDeleteCommand(a))
+	cmd.AddCommand(newImageImportCommand(a), newImagePullCommand(a), newImageListCommand(a), newImageDeleteCommand(a))
 	return cmd
 }
 

@@ -98,7 +98,7 @@ func newShowCommand(a *app) *cobra.Command {
 				{"Size", fmt.Sprintf("%s (%d vCPU, %s memory, family %s)", inst.Size.Name, inst.Size.VCPUs, bytesIEC(int64(inst.Size.MemoryMiB)<<20), inst.Size.Family)},
 				{"Image", fmt.Sprintf("%s (sha256 %s)", inst.Image, short(inst.ImageDigest))},
 				{"IP", orDash(inst.IP)},
-				{"VNet/subnet", inst.VNet + "/" + inst.Subnet},
+				{"VNet/subnet", inst.VNet + "/" + inst.Subnet + " (no port open outside the host; use labvm ssh/forward)"},
 				{"MAC", inst.MAC},
 				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", bytesIEC(inst.DiskVirtual), bytesIEC(inst.DiskUsed))},
 				{"SSH", ssh},

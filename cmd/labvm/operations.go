@@ -119,6 +119,12 @@ func (p *progress) update(op api.Operation) {
 				} else {
 					fmt.Fprintf(p.w, "  … %s %s\n", st.Name, dim(st.Detail))
 				}
+			} else if p.current.Detail != st.Detail {
+				// A long stage reports progress in its detail (a download's
+				// bar): redraw it now, not at the next tick. Logs get only
+				// the stage's first line.
+				p.current.Detail = st.Detail
+				p.redrawLocked()
 			}
 			break
 		}

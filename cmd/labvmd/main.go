@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon"
+	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/systemd"
 	"github.com/labvm/labvm/vm"
@@ -36,6 +37,7 @@ type fileConfig struct {
 	ReadyTimeout  string    `yaml:"ready_timeout"`
 	StopTimeout   string    `yaml:"stop_timeout"`
 	PhoneHomePort *int      `yaml:"phone_home_port"`
+	FirewallTable string    `yaml:"firewall_table"`
 	DefaultVNet   *vnetFile `yaml:"default_vnet"`
 	Sizes         []vm.Size `yaml:"sizes"`
 	Quota         *struct {
@@ -47,6 +49,7 @@ type fileConfig struct {
 type vnetFile struct {
 	Bridge string `yaml:"bridge"`
 	Subnet string `yaml:"subnet"`
+	Egress string `yaml:"egress"`
 }
 
 func main() {
@@ -66,6 +69,8 @@ func run() error {
 		accel      = flag.String("accel", "", "accelerator: auto, kvm or tcg (default auto)")
 		bridge     = flag.String("bridge", "", "default VNet's bridge (default labvm0)")
 		subnet     = flag.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)")
+		fwTable    = flag.String("firewall-table", "", "nftables table labvm owns (default labvm)")
+		brPrefix   = flag.String("bridge-prefix", "", "prefix of the bridges of VNets made through the API (default lv)")
 		phonePort  = flag.Int("phone-home-port", -1, "port for cloud-init phone_home on the gateway; 0 disables (default 8719)")
 		readyTO    = flag.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)")
 		readyProbe = flag.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)")
@@ -98,6 +103,11 @@ func run() error {
 	setIf(&cfg.DataDir, *dataDir)
 	setIf(&cfg.LibvirtURI, *libvirtURI)
 	setIf(&cfg.VNet.Bridge, *bridge)
+	setIf(&cfg.FirewallTable, *fwTable)
+	setIf(&cfg.BridgePrefix, *brPrefix)
+	if rc, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		cfg.Nameservers = network.Nameservers(rc)
+	}
 	if *accel != "" {
 		m, err := vm.ParseAccelMode(*accel)
 		if err != nil {
@@ -182,6 +192,7 @@ func applyFile(cfg *daemon.Config, path string) error {
 	setIf(&cfg.SocketPath, fc.Socket)
 	setIf(&cfg.DataDir, fc.DataDir)
 	setIf(&cfg.LibvirtURI, fc.LibvirtURI)
+	setIf(&cfg.FirewallTable, fc.FirewallTable)
 	if fc.SocketGroup != nil {
 		cfg.SocketGroup = *fc.SocketGroup
 	}
@@ -217,6 +228,13 @@ func applyFile(cfg *daemon.Config, path string) error {
 	}
 	if fc.DefaultVNet != nil {
 		setIf(&cfg.VNet.Bridge, fc.DefaultVNet.Bridge)
+		if fc.DefaultVNet.Egress != "" {
+			e, err := network.ParseEgress(fc.DefaultVNet.Egress)
+			if err != nil {
+				return fmt.Errorf("config %s: default_vnet.egress: %w", path, err)
+			}
+			cfg.VNet.Egress = e
+		}
 		if fc.DefaultVNet.Subnet != "" {
 			p, err := netip.ParsePrefix(fc.DefaultVNet.Subnet)
 			if err != nil {

@@ -24,6 +24,7 @@ const (
 	OpRestart     OperationKind = "restart"
 	OpDelete      OperationKind = "delete"
 	OpImageImport OperationKind = "image-import"
+	OpImagePull   OperationKind = "image-pull"
 )
 
 // Operation is a piece of asynchronous work. Every mutating call returns

@@ -169,3 +169,43 @@ type SetQuotaRequest struct {
 type UpdateInstanceRequest struct {
 	Size string `json:"size,omitempty"`
 }
+
+// VNet is an isolated network of instances.
+type VNet struct {
+	Name      string    `json:"name"`
+	Bridge    string    `json:"bridge"`
+	CIDR      string    `json:"cidr"`
+	Egress    string    `json:"egress"` // nat or none
+	Subnets   []Subnet  `json:"subnets"`
+	Addresses []Address `json:"addresses_in_use"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Subnet is a CIDR of a VNet with its gateway on the host.
+type Subnet struct {
+	Name    string `json:"name"`
+	CIDR    string `json:"cidr"`
+	Gateway string `json:"gateway"`
+}
+
+// Address is an address held by an instance.
+type Address struct {
+	IP       string `json:"ip"`
+	Subnet   string `json:"subnet"`
+	Instance string `json:"instance"`
+	State    string `json:"state"`
+}
+
+// CreateVNetRequest creates a VNet.
+type CreateVNetRequest struct {
+	Name   string `json:"name"`
+	CIDR   string `json:"cidr"`
+	Egress string `json:"egress,omitempty"`
+}
+
+// CreateSubnetRequest adds a subnet to a VNet.
+type CreateSubnetRequest struct {
+	Name string `json:"name"`
+	CIDR string `json:"cidr"`
+}

@@ -2,8 +2,10 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,5 +135,73 @@ func TestOpenLockedFailsFast(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Fatal("second open hung")
+	}
+}
+
+// TestGroupCommit: concurrent updates share commits, yet each keeps its
+// own outcome: a failed call's writes never land, the others' all do, and
+// two creates of one name leave exactly one winner.
+func TestGroupCommit(t *testing.T) {
+	s, _ := openTemp(t)
+	const n = 64
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.Update(func(tx *Tx) error {
+				// Every third call writes, then fails: none of it may land.
+				if err := tx.tx.Bucket(bucketMeta).Put([]byte(fmt.Sprintf("k%02d", i)), []byte("v")); err != nil {
+					return err
+				}
+				if i%3 == 0 {
+					return fmt.Errorf("call %d fails", i)
+				}
+				// Two calls race to create one name.
+				if i == 1 || i == 2 {
+					return tx.CreateInstance(vm.Instance{ID: fmt.Sprintf("id%d", i), Name: "same-name"})
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed, exists := 0, 0
+	for err := range errs {
+		switch {
+		case errors.Is(err, ErrExists):
+			exists++
+		case err != nil:
+			failed++
+		}
+	}
+	if want := (n + 2) / 3; failed != want || exists != 1 {
+		t.Fatalf("failed = %d (want %d), name conflicts = %d (want 1)", failed, want, exists)
+	}
+	s.View(func(tx *Tx) error {
+		for i := range n {
+			got := tx.tx.Bucket(bucketMeta).Get([]byte(fmt.Sprintf("k%02d", i)))
+			if wantWritten := i%3 != 0 && i != 1 && i != 2; i != 1 && i != 2 && (got != nil) != wantWritten {
+				t.Errorf("key k%02d written = %v, want %v", i, got != nil, wantWritten)
+			}
+		}
+		if _, err := tx.InstanceByName("same-name"); err != nil {
+			t.Errorf("the winning create is missing: %v", err)
+		}
+		return nil
+	})
+	// A panic reaches its own caller, and the store still works after.
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want boom", p)
+			}
+		}()
+		s.Update(func(tx *Tx) error { panic("boom") })
+	}()
+	if err := s.Update(func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("update after a panic: %v", err)
 	}
 }

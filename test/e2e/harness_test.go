@@ -127,7 +127,10 @@ type labvmd struct {
 	dataDir string
 	bridge  string
 	subnet  netip.Prefix
-	extra   []string
+	// table and prefix keep this daemon's firewall and VNet bridges apart
+	// from any other daemon's on the host.
+	table, brPrefix string
+	extra           []string
 	// wrap runs labvmd under another program (systemd-socket-activate).
 	wrap []string
 	// env is added to labvmd's environment.
@@ -154,17 +157,23 @@ func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 	}
 	os.Chmod(dir, 0o755)
 	d := &labvmd{
-		t:       t,
-		socket:  filepath.Join(dir, "labvm.sock"),
-		dataDir: filepath.Join(dir, "data"),
-		bridge:  "lve" + randHex(4),
-		subnet:  freeSubnet(t),
-		extra:   extraArgs,
+		t:        t,
+		socket:   filepath.Join(dir, "labvm.sock"),
+		dataDir:  filepath.Join(dir, "data"),
+		bridge:   "lve" + randHex(4),
+		subnet:   freeSubnet(t),
+		table:    "lvt_" + randHex(4),
+		brPrefix: "lx" + randHex(2),
+		extra:    extraArgs,
 	}
 	t.Cleanup(func() {
 		d.kill()
 		d.destroyOurDomains()
 		exec.Command("ip", "link", "del", d.bridge).Run()
+		network.RemoveFirewall(context.Background(), d.table)
+		for _, br := range d.vnetBridges() {
+			exec.Command("ip", "link", "del", br).Run()
+		}
 		if t.Failed() {
 			t.Logf("labvmd log:\n%s", d.logs.String())
 			for _, f := range mustGlob(filepath.Join(d.dataDir, "instances", "*", "console.log")) {
@@ -185,6 +194,7 @@ func (d *labvmd) start() {
 		"--bridge", d.bridge, "--subnet", d.subnet.String(),
 		"--accel", "tcg", "--phone-home-port", "0",
 		"--ready-timeout", "3m", "--stop-timeout", "60s",
+		"--firewall-table", d.table, "--bridge-prefix", d.brPrefix,
 	}, d.extra...)
 	if len(d.wrap) > 0 {
 		d.cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], bins.labvmd), args...)...)
@@ -359,4 +369,20 @@ func readSHA256(t *testing.T, image string) string {
 		t.Fatalf("read checksum of the test image: %v", err)
 	}
 	return strings.Fields(string(b))[0]
+}
+
+// vnetBridges lists the bridges of VNets this daemon made.
+func (d *labvmd) vnetBridges() []string {
+	out, _ := exec.Command("ip", "-o", "link", "show", "type", "bridge").Output()
+	var brs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 {
+			name := strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
+			if strings.HasPrefix(name, d.brPrefix) {
+				brs = append(brs, name)
+			}
+		}
+	}
+	return brs
 }

@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// detachKey is Ctrl-], telnet's and virsh's escape to leave a console.
+const detachKey = 0x1d
+
+func newTunnelCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "tunnel NAME PORT",
+		Short: "Connect standard input and output to a TCP port of the instance",
+		Long: `Connect labvm's standard input and output to a TCP port in the guest,
+through labvmd: the guest's network is reachable only by the daemon. Made
+for ssh's ProxyCommand (see ` + "`labvm ssh` and `labvm ssh-config`" + `). It ends when the
+guest closes the connection; end of input is passed on as a half-close.`,
+		Example: `  ssh -o ProxyCommand='labvm tunnel alice-dev 22' labvm@alice-dev
+  printf 'GET / HTTP/1.0\r\n\r\n' | labvm tunnel alice-dev 80`,
+		GroupID: "access",
+		Args:    exactArgs(2, "NAME and PORT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			port, err := parsePort(args[1])
+			if err != nil {
+				return usageErrorf("PORT %v", err)
+			}
+			conn, err := a.client().Tunnel(cmd.Context(), args[0], port)
+			if err != nil {
+				return err
+			}
+			return pipeStdio(cmd.Context(), conn, a.stdin, a.stdout, func() { closeWrite(conn) })
+		},
+	}
+}
+
+func newForwardCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "forward NAME [LOCAL:]REMOTE",
+		Short: "Forward a local port to a port of the instance",
+		Long: `Listen on 127.0.0.1:LOCAL and connect every connection made to it to port
+REMOTE in the guest, through labvmd. Without LOCAL a free port is chosen and
+printed. Runs until interrupted.`,
+		Example: `  labvm forward alice-dev 8888:80     # http://127.0.0.1:8888 is the guest's port 80
+  labvm forward alice-dev 5432         # a free local port to the guest's PostgreSQL`,
+		GroupID: "access",
+		Args:    exactArgs(2, "NAME and [LOCAL:]REMOTE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			local, remote, err := parseForward(args[1])
+			if err != nil {
+				return usageErrorf("%v; usage: %s", err, cmd.UseLine())
+			}
+			return a.forward(cmd.Context(), args[0], local, remote)
+		},
+	}
+}
+
+// forward serves tunnels until ctx ends. It opens one tunnel before
+// listening so a refusal (SSH off, not Running, nobody listening) shows
+// now rather than at the first connection.
+func (a *app) forward(ctx context.Context, name string, local, remote int) error {
+	c := a.client()
+	probe, err := c.Tunnel(ctx, name, remote)
+	if err != nil {
+		return err
+	}
+	probe.Close()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)))
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("local port %d is already in use; pick another, e.g. `labvm forward %s %d:%d`, or give only %d to get a free port", local, name, local+1, remote, remote)
+		}
+		return fmt.Errorf("listen on 127.0.0.1:%d: %w", local, err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	fmt.Fprintf(a.stdout, "Forwarding 127.0.0.1:%d -> %s:%d (Ctrl-C to stop)\n", port, name, remote)
+
+	// Closing the listener is what ends Accept when the user interrupts.
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept on 127.0.0.1:%d: %w", port, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tunnel, err := c.Tunnel(ctx, name, remote)
+			if err != nil {
+				// One failed connection must not end the others.
+				fmt.Fprintf(a.stderr, "connection from %s: %s\n", conn.RemoteAddr(), errorText(err))
+				conn.Close()
+				return
+			}
+			splice(ctx, conn, tunnel)
+		}()
+	}
+}
+
+// errorText is an error as report prints it, on one line.
+func errorText(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Hint != "" {
+		return ae.Message + " (" + ae.Hint + ")"
+	}
+	return err.Error()
+}
+
+// parseForward reads [LOCAL:]REMOTE; LOCAL 0 means any free port.
+func parseForward(s string) (local, remote int, err error) {
+	localStr, remoteStr, hasLocal := strings.Cut(s, ":")
+	if !hasLocal {
+		localStr, remoteStr = "", s
+	}
+	if remote, err = parsePort(remoteStr); err != nil {
+		return 0, 0, fmt.Errorf("REMOTE %w", err)
+	}
+	if hasLocal {
+		if local, err = parsePort(localStr); err != nil {
+			return 0, 0, fmt.Errorf("LOCAL %w", err)
+		}
+	}
+	return local, remote, nil
+}
+
+// parsePort reads a TCP port, 1-65535.
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", s)
+	}
+	return n, nil
+}
+
+func newConsoleCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to the instance's serial console (detach with Ctrl-])",
+		Long: `Attach to the guest's serial console, the way to reach an instance whose
+network or SSH is broken. On a terminal, keys go to the guest as typed;
+detach with Ctrl-] (the instance keeps running). Attaching takes the console
+over from any other session on the same instance.`,
+		GroupID: "access",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, err := a.client().Console(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			in := a.stdin
+			if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				restore, err := rawMode(f)
+				if err != nil {
+					return err
+				}
+				defer restore()
+				in = &detachReader{r: f}
+				fmt.Fprintf(a.stderr, "Connected to %s's console. Detach with Ctrl-]\r\n", args[0])
+				defer fmt.Fprintf(a.stderr, "\r\nDetached from %s's console.\r\n", args[0])
+			}
+			err = pipeStdio(cmd.Context(), conn, in, a.stdout, func() { conn.Close() })
+			if errors.Is(err, net.ErrClosed) {
+				err = nil // detached: closing the console ended the read
+			}
+			return err
+		},
+	}
+}
+
+// rawMode passes every key to the guest (Ctrl-C included) and returns
+// how to restore the terminal; the caller defers it so any exit restores.
+func rawMode(f *os.File) (restore func(), err error) {
+	old, err := term.MakeRaw(int(f.Fd()))
+	if err != nil {
+		return nil, fmt.Errorf("put the terminal in raw mode: %w", err)
+	}
+	return func() { _ = term.Restore(int(f.Fd()), old) }, nil
+}
+
+// detachReader ends input at the detach key, passing what came before it.
+type detachReader struct {
+	r        io.Reader
+	detached bool
+}
+
+func (d *detachReader) Read(p []byte) (int, error) {
+	if d.detached {
+		return 0, io.EOF
+	}
+	n, err := d.r.Read(p)
+	if i := bytes.IndexByte(p[:n], detachKey); i >= 0 {
+		d.detached = true
+		return i, nil
+	}
+	return n, err
+}
+
+// pipeStdio copies in→conn and conn→out. It returns when conn's side
+// ends (the guest closed, or ctx ended); the end of in calls inputEnded,
+// a half-close for tunnels and a detach for the console. A read of in
+// blocked in its goroutine cannot be interrupted (a terminal or pipe has
+// no deadline), so that goroutine ends at its next read or with the
+// process, which follows at once.
+func pipeStdio(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer, inputEnded func()) error {
+	go func() {
+		_, _ = io.Copy(conn, in)
+		inputEnded()
+	}()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	_, err := io.Copy(out, conn)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// closeWrite half-closes c so the far end reads EOF while replies still
+// flow back; connections without a half-close are closed.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// splice copies both ways between a and b, half-closing each side when
+// the other reaches EOF, until both are done or ctx ends; then it closes
+// both.
+func splice(ctx context.Context, a, b net.Conn) {
+	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	half := func(dst, src net.Conn) {
+		defer wg.Done()
+		if _, err := io.Copy(dst, src); err != nil {
+			// A broken direction ends the session: unblock the other.
+			a.Close()
+			b.Close()
+			return
+		}
+		closeWrite(dst)
+	}
+	wg.Add(2)
+	go half(a, b)
+	go half(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+// lookSSH finds the system ssh client.
+func lookSSH() (string, error) {
+	path, err := exec.LookPath("ssh")
+	if err != nil {
+		return "", &api.Error{Code: api.CodeUnavailable, Message: "no ssh client found in PATH",
+			Hint: "install OpenSSH's client (`sudo apt install openssh-client`), or use `labvm tunnel` with another client"}
+	}
+	return path, nil
+}
+
+func newSSHCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh NAME [-- SSH-ARGS…]",
+		Short: "Log in to the instance with ssh, through labvmd",
+		Long: `Run the system's ssh to the instance as its guest user, with labvm tunnel
+as the ProxyCommand: the guest's network is reachable only through labvmd.
+SSH works only on instances created with --ssh-key; it logs in with that key.
+Anything after -- is passed to ssh: options, then a command to run.
+
+Host keys: ssh records the instance's key under the alias
+labvm-NAME-ID8 (ID8 is the first 8 characters of the instance's id, see
+` + "`labvm show`" + `), accepting it without a prompt the first time
+(StrictHostKeyChecking=accept-new) since it comes from your own instance
+through labvmd's tunnel, not from a network that could be spoofed. Later
+logins must present the same key. An instance created again under the same
+name has a new id, hence a new alias, so there is no host-key mismatch to
+resolve; ` + "`ssh-keygen -R labvm-NAME-ID8`" + ` forgets an old one.
+
+labvm's options come first and ssh keeps the first value it sees, so
+SSH-ARGS cannot change the user, the proxy or the host key alias.`,
+		Example: `  labvm ssh alice-dev
+  labvm ssh alice-dev -- -i ~/.ssh/id_ed25519 hostname
+  labvm ssh alice-dev -- -L 8080:localhost:80`,
+		GroupID: "access",
+		Args: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.ArgsLenAtDash()
+			if len(args) < 1 || (dash == -1 && len(args) != 1) || (dash != -1 && dash != 1) {
+				return usageErrorf("usage: %s", cmd.UseLine())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sshPath, err := lookSSH()
+			if err != nil {
+				return err
+			}
+			inst, err := a.sshTarget(cmd.Context(), args[0], true)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the labvm binary for ssh's ProxyCommand: %w", err)
+			}
+			argv := append([]string{"ssh"}, sshArgs(self, a.socket, inst, args[1:])...)
+			// exec, not a child: ssh owns the terminal, signals and exit code.
+			if err := syscall.Exec(sshPath, argv, os.Environ()); err != nil {
+				return fmt.Errorf("run %s: %w", sshPath, err)
+			}
+			return nil
+		},
+	}
+}
+
+func newSSHConfigCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ssh-config NAME",
+		Short: "Print an ssh_config block for the instance",
+		Long: `Print a Host block that makes plain ssh, scp, rsync and editors' remote
+modes reach the instance through labvmd. Host keys are handled as for
+` + "`labvm ssh`" + ` (see its help).`,
+		Example: `  labvm ssh-config alice-dev >> ~/.ssh/config && ssh alice-dev`,
+		GroupID: "access",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inst, err := a.sshTarget(cmd.Context(), args[0], false)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the labvm binary for ssh's ProxyCommand: %w", err)
+			}
+			_, err = io.WriteString(a.stdout, sshConfig(self, a.socket, inst))
+			return err
+		},
+	}
+}
+
+// sshTarget is the instance to log in to. With probe it opens and closes
+// one tunnel to port 22 first, so any refusal (SSH off, not Running, not
+// yours) is labvmd's explanation rather than ssh's "Connection closed".
+func (a *app) sshTarget(ctx context.Context, name string, probe bool) (api.Instance, error) {
+	if probe {
+		conn, err := a.client().Tunnel(ctx, name, 22)
+		if err != nil {
+			return api.Instance{}, err
+		}
+		conn.Close()
+	}
+	inst, err := a.client().Instance(ctx, name)
+	if err != nil {
+		return inst, err
+	}
+	if !inst.SSH {
+		return inst, &api.Error{Code: api.CodeConflict,
+			Message: fmt.Sprintf("SSH is off on %s: it was created without --ssh-key, and SSH can only be enabled when an instance is created", name),
+			Hint:    "create a new instance with a key: labvm create NAME … --ssh-key ~/.ssh/id_ed25519.pub"}
+	}
+	return inst, nil
+}
+
+// hostKeyAlias names the instance's host key in known_hosts; the id part
+// makes a re-created instance a different host.
+func hostKeyAlias(inst api.Instance) string {
+	id := inst.ID
+	if len(id) > 8 {
+		id = id[:8]
+	}
+	return "labvm-" + inst.Name + "-" + id
+}
+
+// proxyCommand is the ProxyCommand line: ssh runs it through the shell
+// after expanding %-tokens, so both are escaped.
+func proxyCommand(self, socket, name string) string {
+	cmd := strings.Join([]string{shellQuote(self), "--socket", shellQuote(socket), "tunnel", shellQuote(name), "22"}, " ")
+	return strings.ReplaceAll(cmd, "%", "%%")
+}
+
+// sshArgs are ssh's arguments after argv[0]. ssh takes options again
+// after the destination, so the user's extra options may follow it.
+func sshArgs(self, socket string, inst api.Instance, extra []string) []string {
+	args := []string{
+		"-o", "ProxyCommand=" + proxyCommand(self, socket, inst.Name),
+		"-o", "HostKeyAlias=" + hostKeyAlias(inst),
+		"-o", "StrictHostKeyChecking=accept-new",
+		"-l", inst.GuestUser,
+		inst.Name,
+	}
+	return append(args, extra...)
+}
+
+func sshConfig(self, socket string, inst api.Instance) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# labvm instance %s (id %s), written by `labvm ssh-config`\n", inst.Name, inst.ID)
+	fmt.Fprintf(&b, "Host %s\n", inst.Name)
+	fmt.Fprintf(&b, "    HostName %s\n", inst.Name)
+	fmt.Fprintf(&b, "    User %s\n", inst.GuestUser)
+	fmt.Fprintf(&b, "    HostKeyAlias %s\n", hostKeyAlias(inst))
+	fmt.Fprintf(&b, "    ProxyCommand %s\n", proxyCommand(self, socket, inst.Name))
+	fmt.Fprintf(&b, "    StrictHostKeyChecking accept-new\n")
+	return b.String()
+}
+
+// shellQuote quotes s for sh unless it is plainly safe.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@=+-,", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/labvm/labvm/daemon/api"
+)
+
+func TestParseForward(t *testing.T) {
+	tests := []struct {
+		in            string
+		local, remote int
+		wantErr       string
+	}{
+		{in: "80", local: 0, remote: 80},
+		{in: "8888:80", local: 8888, remote: 80},
+		{in: "65535:1", local: 65535, remote: 1},
+		{in: "70000", wantErr: `REMOTE port "70000"`},
+		{in: "0", wantErr: `REMOTE port "0"`},
+		{in: "8888:", wantErr: `REMOTE port ""`},
+		{in: ":80", wantErr: `LOCAL port ""`},
+		{in: "x:80", wantErr: `LOCAL port "x"`},
+		{in: "1:2:3", wantErr: `REMOTE port "2:3"`},
+		{in: "", wantErr: `REMOTE port ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			local, remote, err := parseForward(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || local != tt.local || remote != tt.remote {
+				t.Fatalf("= %d, %d, %v; want %d, %d", local, remote, err, tt.local, tt.remote)
+			}
+		})
+	}
+}
+
+var sshInst = api.Instance{Name: "alice-dev", ID: "0123456789abcdef", GuestUser: "alice", SSH: true}
+
+func TestSSHArgs(t *testing.T) {
+	tests := []struct {
+		name         string
+		self, socket string
+		extra        []string
+		want         []string
+	}{
+		{
+			name: "plain login",
+			self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock",
+			want: []string{
+				"-o", "ProxyCommand=/usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22",
+				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
+				"-o", "StrictHostKeyChecking=accept-new",
+				"-l", "alice", "alice-dev",
+			},
+		},
+		{
+			name: "user options and a command follow the destination",
+			self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock",
+			extra: []string{"-i", "/k/id", "hostname"},
+			want: []string{
+				"-o", "ProxyCommand=/usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22",
+				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
+				"-o", "StrictHostKeyChecking=accept-new",
+				"-l", "alice", "alice-dev", "-i", "/k/id", "hostname",
+			},
+		},
+		{
+			name: "paths with spaces, quotes and percent signs survive sh and ssh",
+			self: "/opt/my tools/labvm", socket: "/tmp/it's 100%.sock",
+			want: []string{
+				"-o", `ProxyCommand='/opt/my tools/labvm' --socket '/tmp/it'\''s 100%%.sock' tunnel alice-dev 22`,
+				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
+				"-o", "StrictHostKeyChecking=accept-new",
+				"-l", "alice", "alice-dev",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sshArgs(tt.self, tt.socket, sshInst, tt.extra); !slices.Equal(got, tt.want) {
+				t.Fatalf("sshArgs =\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSSHConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		inst api.Instance
+		want string
+	}{
+		{"alice's instance", sshInst, `# labvm instance alice-dev (id 0123456789abcdef), written by ` + "`labvm ssh-config`" + `
+Host alice-dev
+    HostName alice-dev
+    User alice
+    HostKeyAlias labvm-alice-dev-01234567
+    ProxyCommand /usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22
+    StrictHostKeyChecking accept-new
+`},
+		{"created by root", api.Instance{Name: "ci-box", ID: "ffffffff00000000", GuestUser: "labvm", SSH: true}, `# labvm instance ci-box (id ffffffff00000000), written by ` + "`labvm ssh-config`" + `
+Host ci-box
+    HostName ci-box
+    User labvm
+    HostKeyAlias labvm-ci-box-ffffffff
+    ProxyCommand /usr/bin/labvm --socket /run/labvm/labvm.sock tunnel ci-box 22
+    StrictHostKeyChecking accept-new
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sshConfig("/usr/bin/labvm", "/run/labvm/labvm.sock", tt.inst); got != tt.want {
+				t.Fatalf("sshConfig =\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDetachReader(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"no detach key passes everything", "ls -l\r", "ls -l\r"},
+		{"input stops at Ctrl-]", "echo hi\r\x1dexit\r", "echo hi\r"},
+		{"Ctrl-] alone", "\x1d", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := io.ReadAll(&detachReader{r: strings.NewReader(tt.in)})
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("read %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestAccessCommandsWithoutDaemon checks what is refused before any call.
+func TestAccessCommandsWithoutDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"tunnel", "alice-dev"}, 2, "tunnel takes NAME and PORT"},
+		{[]string{"tunnel", "alice-dev", "70000"}, 2, `port "70000": want a number from 1 to 65535`},
+		{[]string{"forward", "alice-dev", "70000"}, 2, `REMOTE port "70000"`},
+		{[]string{"forward", "alice-dev", "x:80"}, 2, `LOCAL port "x"`},
+		{[]string{"ssh"}, 2, "usage: labvm ssh NAME"},
+		{[]string{"ssh", "alice-dev", "hostname"}, 2, "usage: labvm ssh NAME"},
+		{[]string{"ssh-config"}, 2, "ssh-config takes NAME"},
+		{[]string{"console", "a", "b"}, 2, "console takes NAME"},
+		{[]string{"tunnel", "alice-dev", "22"}, 1, "labvmd is not running"},
+		{[]string{"console", "alice-dev"}, 1, "labvmd is not running"},
+		{[]string{"forward", "alice-dev", "80"}, 1, "labvmd is not running"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
+			root := newRootCommand(a)
+			root.SetArgs(append([]string{"--socket", sock}, tt.args...))
+			code := report(&errb, root.ExecuteContext(context.Background()))
+			if code != tt.code || !strings.Contains(errb.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", code, errb.String(), tt.code, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+)
+
+func TestImagePullArguments(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"image", "pull", "debian"}, 2, "pull takes NAME and URL"},
+		{[]string{"image", "pull", "debian", "http://x/d.qcow2", "--sha256", "ab", "--checksums", "http://x/SHA256SUMS"}, 2, "not both"},
+		{[]string{"image", "pull", "debian", "http://x/d.qcow2"}, 1, "labvmd is not running"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
+			root := newRootCommand(a)
+			root.SetArgs(append([]string{"--socket", sock}, tt.args...))
+			code := report(&errb, root.ExecuteContext(context.Background()))
+			if code != tt.code || !strings.Contains(errb.String(), tt.want) {
+				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", code, errb.String(), tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// TestProgressRedrawsDetail checks that a stage whose detail changes (a
+// download's bar) is redrawn on a terminal, and printed once in logs.
+func TestProgressRedrawsDetail(t *testing.T) {
+	started := time.Now()
+	at := func(detail string) api.Operation {
+		return api.Operation{Stages: []api.Stage{{Name: "Downloading", Detail: detail, StartedAt: started}}}
+	}
+	tests := []struct {
+		name     string
+		live     bool
+		want     []string
+		wantNone string
+	}{
+		{name: "terminal", live: true, want: []string{"(1.0 MiB / 4.0 MiB (25%))", "(2.0 MiB / 4.0 MiB (50%))"}},
+		{name: "log", live: false, want: []string{"  … Downloading (1.0 MiB / 4.0 MiB (25%))\n"}, wantNone: "50%"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			p := newProgress(&buf, tc.live)
+			p.update(at("1.0 MiB / 4.0 MiB (25%)"))
+			p.update(at("2.0 MiB / 4.0 MiB (50%)"))
+			p.stop()
+			for _, w := range tc.want {
+				if !strings.Contains(buf.String(), w) {
+					t.Errorf("output %q lacks %q", buf.String(), w)
+				}
+			}
+			if tc.wantNone != "" && strings.Contains(buf.String(), tc.wantNone) {
+				t.Errorf("output %q has %q", buf.String(), tc.wantNone)
+			}
+		})
+	}
+}

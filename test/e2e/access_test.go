@@ -1,0 +1,221 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/client"
+)
+
+// TestAccessThroughTheDaemon is the story of working in an instance whose
+// network only labvmd reaches: Alice logs in with ssh, uses her own ssh
+// config, forwards a web server's port, and uses the serial console. An
+// instance created without a key has no SSH, a stopped one no tunnels,
+// and nobody but Alice gets in.
+func TestAccessThroughTheDaemon(t *testing.T) {
+	image := requireHost(t)
+	binariesReadableByAll(t)
+	group := "lva" + randHex(3)
+	testGroup(t, group)
+	carol := testUser(t, group+"-carol", group)
+	d := startDaemon(t, "--socket-group", group)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "id")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	d.must("image", "import", "tiny", image, "--sha256", readSHA256(t, image))
+
+	t.Log("Alice creates her instance with her SSH key")
+	d.must("create", "alice-dev", "--image", "tiny", "--size", "Standard_B1s", "--ssh-key", key+".pub")
+	var inst api.Instance
+	d.jsonOut(&inst, "show", "alice-dev")
+
+	// Running means the guest agent answered; sshd may start a moment later.
+	waitForPort(t, client.New(d.socket), "alice-dev", 22)
+
+	t.Log("labvm ssh runs a command in it, recording the host key under the instance's alias")
+	knownHosts := filepath.Join(dir, "known_hosts")
+	sshOpts := []string{"-i", key, "-o", "UserKnownHostsFile=" + knownHosts, "-o", "BatchMode=yes"}
+	out := d.must(append([]string{"ssh", "alice-dev", "--"}, append(sshOpts, "hostname")...)...)
+	if got := strings.TrimSpace(out); got != "alice-dev" {
+		t.Fatalf("labvm ssh alice-dev -- hostname printed %q", got)
+	}
+	// ssh-keygen -F finds the alias even when known_hosts is hashed.
+	alias := "labvm-alice-dev-" + inst.ID[:8]
+	if out, err := exec.Command("ssh-keygen", "-F", alias, "-f", knownHosts).CombinedOutput(); err != nil {
+		t.Fatalf("known_hosts has no key for %s: %v\n%s", alias, err, out)
+	}
+
+	t.Log("the block from labvm ssh-config works with plain ssh")
+	config := filepath.Join(dir, "config")
+	if err := os.WriteFile(config, []byte(d.must("ssh-config", "alice-dev")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ssh := exec.Command("ssh", append([]string{"-F", config}, append(sshOpts, "alice-dev", "id -un")...)...)
+	if b, err := ssh.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "labvm" {
+		t.Fatalf("ssh -F (ssh-config output) alice-dev 'id -un': %v\n%s", err, b)
+	}
+
+	t.Log("labvm forward reaches a web server in the guest")
+	d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && busybox httpd -p 8888 -h /tmp/www")
+	local := freeLocalPort(t)
+	stopForward := d.forward(t, "alice-dev", strconv.Itoa(local)+":8888")
+	if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(local)+"/"); body != "hello\n" {
+		t.Fatalf("GET through the forward = %q, want %q", body, "hello\n")
+	}
+	d.mustFail("local port "+strconv.Itoa(local)+" is already in use", "forward", "alice-dev", strconv.Itoa(local)+":8888")
+	stopForward()
+	d.mustFail(`port "70000"`, "forward", "alice-dev", "70000")
+	d.mustFail("cannot reach port 9999 of alice-dev", "forward", "alice-dev", "9999")
+
+	t.Log("the serial console answers")
+	consoleSays(t, client.New(d.socket), "alice-dev", "echo console-ok-$((6*7))", "console-ok-42")
+
+	t.Log("Carol cannot use Alice's instance, even knowing its name")
+	if r := d.as(carol, "tunnel", "alice-dev", "22"); r.code == 0 || !strings.Contains(r.stderr, "only root may use") {
+		t.Fatalf("carol's tunnel: exit %d, stderr %q; want a refusal naming the owner", r.code, r.stderr)
+	}
+
+	t.Log("an instance created without a key has no SSH, and says how to get it")
+	d.must("create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s")
+	d.mustFail("created without --ssh-key", append([]string{"ssh", "bob-dev", "--"}, sshOpts...)...)
+	d.mustFail("created without --ssh-key", "tunnel", "bob-dev", "22")
+	d.mustFail("created without --ssh-key", "ssh-config", "bob-dev")
+
+	t.Log("a stopped instance has no tunnels")
+	d.must("stop", "bob-dev")
+	d.mustFail("start it first", "tunnel", "bob-dev", "80")
+}
+
+// waitForPort waits until a tunnel to the guest's port opens.
+func waitForPort(t *testing.T, c *client.Client, name string, port int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		conn, err := c.Tunnel(context.Background(), name, port)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if !api.IsCode(err, api.CodeUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("port %d of %s: %v", port, name, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// freeLocalPort is a TCP port nobody listens on right now.
+func freeLocalPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// forward runs `labvm forward` until the returned func interrupts it, as
+// Ctrl-C would, and checks that it then exits cleanly.
+func (d *labvmd) forward(t *testing.T, args ...string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(bins.labvm, append([]string{"forward"}, args...)...)
+	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	first := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		first <- line
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	select {
+	case line := <-first:
+		if !strings.HasPrefix(line, "Forwarding 127.0.0.1:") {
+			t.Fatalf("labvm forward %v printed %q; stderr: %s", args, line, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("labvm forward %v printed nothing in a minute", args)
+	}
+	return func() {
+		t.Helper()
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("labvm forward after Ctrl-C: %v; stderr: %s", err, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("labvm forward still running 30s after Ctrl-C")
+		}
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s, %v", url, resp.Status, err)
+	}
+	return string(b)
+}
+
+// consoleSays types line on the instance's console and waits for want.
+func consoleSays(t *testing.T, c *client.Client, name, line, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := c.Console(ctx, name)
+	if err != nil {
+		t.Fatalf("console of %s: %v", name, err)
+	}
+	defer conn.Close()
+	// The deadline ends the read below if want never comes.
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if _, err := io.WriteString(conn, "\n"+line+"\n"); err != nil {
+		t.Fatalf("write to the console: %v", err)
+	}
+	var seen strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(seen.String(), want) {
+		n, err := conn.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("console of %s never said %q (%v); it said:\n%s", name, want, err, seen.String())
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+)
+
+// outsideHost is another machine on the network, made as a network
+// namespace joined to this host by a veth pair, with a route to the
+// VNets through this host.
+type outsideHost struct {
+	ns       string
+	addr     netip.Addr // the outside host's address
+	hostSide netip.Addr // this host's address on the link
+}
+
+func newOutsideHost(t *testing.T, routeTo ...netip.Prefix) outsideHost {
+	t.Helper()
+	link := freeSubnet(t) // a /24; the link uses its first two addresses
+	o := outsideHost{ns: "lvtout" + randHex(3), hostSide: link.Addr().Next(), addr: link.Addr().Next().Next()}
+	hostIf, nsIf := "lvo"+randHex(3), "lvi"+randHex(3)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", o.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", o.ns).Run() })
+	run("ip", "link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", hostIf).Run() })
+	run("ip", "link", "set", nsIf, "netns", o.ns)
+	run("ip", "addr", "add", o.hostSide.String()+"/24", "dev", hostIf)
+	run("ip", "link", "set", hostIf, "up")
+	run("ip", "-n", o.ns, "addr", "add", o.addr.String()+"/24", "dev", nsIf)
+	run("ip", "-n", o.ns, "link", "set", nsIf, "up")
+	run("ip", "-n", o.ns, "link", "set", "lo", "up")
+	for _, p := range routeTo {
+		run("ip", "-n", o.ns, "route", "add", p.String(), "via", o.hostSide.String())
+	}
+	return o
+}
+
+// connect tries a TCP connection from the outside host.
+func (o outsideHost) connect(addr netip.Addr, port int) error {
+	out, err := exec.Command("ip", "netns", "exec", o.ns, "busybox", "nc", "-w", "3", addr.String(), fmt.Sprint(port)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// serve starts a one-page HTTP server on the outside host until the test ends.
+func (o outsideHost) serve(t *testing.T, port int) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", o.ns, "busybox", "httpd", "-f", "-p", fmt.Sprint(port), "-h", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+}
+
+// guestHTTP starts an HTTP server in the guest and returns a probe that
+// fetches a URL from inside another guest.
+func serveInGuest(t *testing.T, d *labvmd, name string, port int) {
+	t.Helper()
+	d.must("exec", name, "--", "sh", "-c", fmt.Sprintf("mkdir -p /tmp/www && echo hello-from-%s > /tmp/www/index.html && busybox httpd -p %d -h /tmp/www", name, port))
+}
+
+// httpGetFromGuest sends a plain HTTP request from inside guest name with
+// busybox nc (the test image's static wget cannot resolve names) and
+// returns what came back.
+func httpGetFromGuest(d *labvmd, name string, ip string, port int) string {
+	r := d.labvm("exec", name, "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s %d`, ip, port))
+	return r.stdout
+}
+
+// fetchFromGuest reports whether guest name gets the page of the guest
+// server at ip:port.
+func fetchFromGuest(d *labvmd, name, ip string, port int) bool {
+	return strings.Contains(httpGetFromGuest(d, name, ip, port), "hello-from-")
+}
+
+func (d *labvmd) showInstance(name string) api.Instance {
+	d.t.Helper()
+	var inst api.Instance
+	d.jsonOut(&inst, "show", name)
+	return inst
+}
+
+func (d *labvmd) nftTable() string {
+	out, _ := exec.Command("nft", "list", "table", "inet", d.table).CombinedOutput()
+	return string(out)
+}
+
+// TestNetworkIsolation: guests are reachable only through the daemon.
+// Nothing outside the host connects in, VNets cannot see each other,
+// local users cannot reach guests, egress follows each VNet's setting, and
+// the rules survive a daemon crash exactly as they were.
+func TestNetworkIsolation(t *testing.T) {
+	image := requireHost(t)
+	d := startDaemon(t)
+	d.must("image", "import", "tiny", image)
+
+	t.Log("an owner makes a second VNet without egress, with one subnet")
+	research := freeSubnet(t)
+	gpu := netip.PrefixFrom(research.Addr(), 25)
+	d.must("network", "create", "research", "--cidr", research.String(), "--egress", "none")
+	d.mustFail("not inside", "network", "subnet", "add", "research", "bad", "--cidr", "10.1.2.0/24")
+	d.mustFail("overlaps", "network", "create", "again", "--cidr", research.String())
+	d.mustFail("not a CIDR", "network", "create", "broken", "--cidr", "10.300.0.0/16")
+	d.mustFail("--egress", "network", "create", "weird", "--cidr", freeSubnet(t).String(), "--egress", "sometimes")
+	d.must("network", "subnet", "add", "research", "gpu", "--cidr", gpu.String())
+	d.mustFail("unknown vnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "nowhere")
+	d.mustFail("unknown subnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "cpu")
+
+	t.Log("two instances share the default subnet; a third sits in research/gpu")
+	d.must("create", "web-one", "--image", "tiny", "--size", "Standard_B1s")
+	d.must("create", "web-two", "--image", "tiny", "--size", "Standard_B1s")
+	d.must("create", "lab-one", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "gpu")
+	one, two, lab := d.showInstance("web-one"), d.showInstance("web-two"), d.showInstance("lab-one")
+	if lab.VNet != "research" || lab.Subnet != "gpu" || !gpu.Contains(netip.MustParseAddr(lab.IP)) {
+		t.Fatalf("lab-one placed at %s/%s %s", lab.VNet, lab.Subnet, lab.IP)
+	}
+	var vnet api.VNet
+	d.jsonOut(&vnet, "network", "show", "default")
+	if len(vnet.Addresses) != 2 {
+		t.Fatalf("network show lists %d addresses in use, want 2: %+v", len(vnet.Addresses), vnet.Addresses)
+	}
+	d.mustFail("used by lab-one", "network", "delete", "research")
+
+	t.Log("guests in the same subnet reach each other; across VNets they do not")
+	serveInGuest(t, d, "web-two", 8080)
+	serveInGuest(t, d, "lab-one", 8080)
+	if !fetchFromGuest(d, "web-one", two.IP, 8080) {
+		t.Fatal("web-one cannot reach web-two in the same subnet")
+	}
+	if fetchFromGuest(d, "web-one", lab.IP, 8080) {
+		rt, _ := exec.Command("ip", "route").CombinedOutput()
+		t.Fatalf("web-one reached lab-one in another VNet\n%s\n%s", d.nftTable(), rt)
+	}
+	if fetchFromGuest(d, "lab-one", two.IP, 8080) {
+		t.Fatal("lab-one reached web-one in another VNet")
+	}
+
+	t.Log("an outside host cannot open anything in a VNet: not SSH, not the web port")
+	out := newOutsideHost(t, d.subnet, research)
+	for _, target := range []struct {
+		ip   string
+		port int
+	}{{one.IP, 22}, {two.IP, 8080}, {lab.IP, 22}, {lab.IP, 8080}} {
+		if err := out.connect(netip.MustParseAddr(target.ip), target.port); err == nil {
+			t.Fatalf("outside host connected to %s:%d", target.ip, target.port)
+		}
+	}
+
+	t.Log("egress: the default VNet NATs out, research reaches nothing outside")
+	out.serve(t, 9090)
+	waitFor(t, 10*time.Second, "nat egress from web-one", func() bool {
+		return strings.Contains(httpGetFromGuest(d, "web-one", out.addr.String(), 9090), "HTTP/1")
+	})
+	if got := httpGetFromGuest(d, "lab-one", out.addr.String(), 9090); strings.Contains(got, "HTTP/1") {
+		t.Fatal("lab-one reached the outside although its VNet has egress none")
+	}
+
+	t.Log("on the host, a local user cannot connect to a guest; only the daemon can")
+	nc := exec.Command("timeout", "10", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "nc", "-w", "3", two.IP, "8080")
+	if outb, err := nc.CombinedOutput(); err == nil {
+		t.Fatalf("user nobody connected to web-two:8080 from the host: %s", outb)
+	}
+
+	t.Log("killing labvmd and starting it again leaves bridges and rules exactly as they were")
+	before, bridgesBefore := d.nftTable(), strings.Join(d.vnetBridges(), ",")
+	if !strings.Contains(before, "table inet "+d.table) {
+		t.Fatalf("no firewall table:\n%s", before)
+	}
+	d.kill()
+	d.start()
+	if after := d.nftTable(); after != before {
+		t.Fatalf("ruleset changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if after := strings.Join(d.vnetBridges(), ","); after != bridgesBefore {
+		t.Fatalf("bridges changed across a restart: %s → %s", bridgesBefore, after)
+	}
+
+	t.Log("deleting the last instance and then its VNet removes its bridge and rules")
+	d.must("delete", "lab-one", "--yes")
+	d.must("network", "subnet", "remove", "research", "gpu")
+	d.must("network", "delete", "research")
+	if brs := d.vnetBridges(); len(brs) != 0 {
+		t.Fatalf("bridges left after deleting the VNet: %v", brs)
+	}
+	if strings.Contains(d.nftTable(), lab.IP) || strings.Contains(d.nftTable(), research.String()) {
+		t.Fatalf("rules for research left:\n%s", d.nftTable())
+	}
+	var vnets []api.VNet
+	if err := json.Unmarshal([]byte(d.must("network", "list", "-o", "json")), &vnets); err != nil || len(vnets) != 1 {
+		t.Fatalf("network list after delete: %+v %v", vnets, err)
+	}
+}
+
+func waitFor(t *testing.T, max time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(max)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", max, what)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
