@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/labvm/labvm/daemon.Version=$(VERSION)
 PREFIX ?= /usr/local
 
-.PHONY: all build test unit e2e demo image install lint fmt host clean
+.PHONY: all build test unit e2e demo image install lint fmt host bench clean fuzz fuzz-short
 
 all: build
 
@@ -25,9 +25,27 @@ host:
 image: host
 	bash test/image/build.sh $(IMAGE_DIR)
 
-## test: everything: unit tests and end-to-end tests on real libvirt/QEMU
+## test: everything: unit tests, then end-to-end tests on real libvirt/QEMU.
+## The end-to-end tests run after the others, alone: some restart libvirtd.
 test: host image
-	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v /test/e2e)
+	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 30m ./test/e2e/
+	$(MAKE) fuzz-short
+
+# Fuzz targets as package:Target; go test -fuzz takes one target per run.
+FUZZ_TARGETS := ./daemon:FuzzDecodeCreateRequest ./vm:FuzzValidateName ./storage:FuzzSeedDocuments
+FUZZTIME ?= 5s
+
+## fuzz-short: each fuzz target for FUZZTIME (5s); crashers land in testdata/fuzz and then run as regular tests
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
+	done
+
+## fuzz: the same, 2 minutes per target
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=2m
 
 ## unit: only the fast tests (no VM boots)
 unit:
@@ -36,6 +54,12 @@ unit:
 ## demo: walk one instance through its whole life, printing each step
 demo: host image build
 	bash test/demo.sh $(CURDIR)/$(BIN) $(CURDIR)/$(IMAGE_DIR)/tiny.qcow2
+
+## bench: measure on the real libvirtd/QEMU (TCG) and write docs/BENCHMARKS.md (~10 min, root)
+bench: host image build
+	bash cmd/labvm-bench/prepare.sh
+	$(GO) build -o $(BIN)/labvm-bench ./cmd/labvm-bench
+	$(BIN)/labvm-bench -labvm $(BIN)/labvm -labvmd $(BIN)/labvmd -image $(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 -out docs/BENCHMARKS.md
 
 ## install: binaries, the systemd units, the labvm group and an example config
 install: build

@@ -62,6 +62,10 @@ type Config struct {
 	BridgePrefix string
 	// Nameservers are handed to guests of NAT VNets as their resolvers.
 	Nameservers []netip.Addr
+	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
+	// when an operation reaches this point, OP/STAGE[/after]; see
+	// crashpoint.go. Empty in production.
+	CrashAt string
 }
 
 // Ready probes (Config.ReadyProbe).

@@ -56,9 +56,14 @@ type Daemon struct {
 	accelWhy string
 	ops      *operations
 	ready    *readiness
+	// jobs is the in-memory side of the job queue (jobs.go).
+	jobs *jobScheduler
 
 	// netMu serialises host network changes (bridges, firewall).
 	netMu sync.Mutex
+
+	// doctorMu serialises doctor runs: a repair must not race a rebuild.
+	doctorMu sync.Mutex
 
 	// work owns every operation goroutine; Run waits for it before
 	// returning so no goroutine outlives the daemon.
@@ -95,6 +100,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		log = slog.Default()
 	}
 	sizes, err := vm.NewCatalogue(vm.DefaultSizes(), cfg.Sizes)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	crash, err := parseCrashPoint(cfg.CrashAt)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -137,9 +146,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		accelWhy: why,
 		ops:      newOperations(st, log),
 		ready:    newReadiness(),
+		jobs:     newJobScheduler(),
 		onStatus: opts.Status,
 	}
 	d.ops.onAudit = d.audit
+	d.ops.crash = crash
+	if crash != nil {
+		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
+	}
 	return d, nil
 }
 
@@ -185,6 +199,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	d.startPhoneHome(ctx)
+	// Deferred after the wait for d.work, so it runs first.
+	stopJobs := d.startJobs(ctx)
+	defer stopJobs()
 	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
 		"accelerator", d.accel.String(), "why", d.accelWhy, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
 	if onReady != nil {

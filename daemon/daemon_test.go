@@ -428,9 +428,11 @@ func TestOneOperationPerInstance(t *testing.T) {
 	}
 }
 
+// TestParallelCreatesGetDistinctAddresses: 20 creates at once all
+// succeed, each with its own address.
 func TestParallelCreatesGetDistinctAddresses(t *testing.T) {
 	td := newTestDaemon(t, newFakeHypervisor(), nil)
-	const n = 10
+	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {

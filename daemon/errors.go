@@ -55,6 +55,10 @@ var errorCodes = []struct {
 	{vm.ErrAgentUnavailable, api.CodeUnavailable, "the guest agent is not answering; wait for the instance to finish booting"},
 	{context.DeadlineExceeded, api.CodeUnavailable, ""},
 	{errInterrupted, api.CodeUnavailable, "`labvm show` tells how the instance ended up once labvmd is back"},
+	{errNoSuchJob, api.CodeNotFound, "`labvm job list NAME` shows the instance's jobs"},
+	{vm.ErrJobFinished, api.CodeConflict, "only Queued or Running jobs can be cancelled; `labvm job list NAME` shows each job's state"},
+	{errJobStillStopping, api.CodeUnavailable, "`labvm job list NAME` shows when it has ended"},
+	{errNoJobRunner, api.CodeUnavailable, "jobs need the QEMU guest agent through libvirt's qemu driver"},
 }
 
 // toAPIError turns any error into the wire error with a stable code.

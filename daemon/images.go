@@ -35,6 +35,7 @@ func (d *Daemon) apiImage(img store.Image, users []string) api.Image {
 		Name: img.Name, Digest: img.Digest, Format: "qcow2", SourceFmt: img.SourceFormat,
 		VirtualSize: img.VirtualSize, FileSize: img.FileSize,
 		ImportedBy: img.ImportedBy, ImportedAt: img.ImportedAt, UsedBy: users,
+		Apps: apiApps(appsOf(img)),
 	}
 }
 
@@ -120,6 +121,10 @@ func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 	if !filepath.IsAbs(req.Path) || strings.ContainsRune(req.Path, 0) {
 		return response{}, invalidf("image path %q must be absolute", req.Path)
 	}
+	apps, err := validateApps(req.Apps)
+	if err != nil {
+		return response{}, err
+	}
 	fi, err := os.Stat(req.Path)
 	switch {
 	case err != nil:
@@ -152,7 +157,7 @@ func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 			return tx.CreateImage(store.Image{
 				Name: req.Name, Digest: imp.Digest, Path: imp.Path, SourceFormat: imp.SourceFormat,
 				VirtualSize: imp.VirtualSize, FileSize: imp.FileSize,
-				ImportedBy: c.Name, ImportedAt: time.Now().UTC(),
+				ImportedBy: c.Name, ImportedAt: time.Now().UTC(), Apps: apps,
 			})
 		})
 	})

@@ -88,6 +88,9 @@ func (d *Daemon) apiInstance(inst vm.Instance) api.Instance {
 		Owner:       inst.Owner(),
 		Domain:      inst.Domain,
 		Accel:       inst.Accel.String(),
+		SetupScript: inst.Scripts.Setup,
+		SetupExit:   inst.Scripts.SetupExit,
+		Startup:     inst.Scripts.Startup,
 		Host:        inst.Host,
 		CreatedAt:   inst.CreatedAt,
 		UpdatedAt:   inst.UpdatedAt,
@@ -95,6 +98,7 @@ func (d *Daemon) apiInstance(inst vm.Instance) api.Instance {
 	if inst.IP.IsValid() {
 		out.IP = inst.IP.String()
 	}
+	out.JobsRunning, out.JobsQueued = d.jobs.counts(inst.ID)
 	if holder, busy := d.ops.holder(inst.ID); busy {
 		out.StateReason = strings.TrimSpace(out.StateReason + " (operation " + holder + ")")
 	}
@@ -149,7 +153,16 @@ func (d *Daemon) getInstance(r *http.Request, c Caller) (response, error) {
 	if err := d.authorizeInstance(c, PermRead, inst); err != nil {
 		return response{}, err
 	}
-	return ok(d.apiInstance(inst)), nil
+	out := d.apiInstance(inst)
+	apps := defaultApps
+	d.store.View(func(tx *store.Tx) error {
+		if img, err := tx.Image(inst.Image); err == nil {
+			apps = appsOf(img)
+		}
+		return nil
+	})
+	out.Apps = apiApps(apps)
+	return ok(out), nil
 }
 
 func (d *Daemon) diskPath(id string) string {
@@ -232,6 +245,11 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		keys = []string{key}
 	}
 
+	scripts, err := d.scriptsOf(req)
+	if err != nil {
+		return response{}, err
+	}
+
 	now := time.Now().UTC()
 	inst := vm.Instance{
 		ID:                vm.NewID(),
@@ -242,11 +260,15 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		SSHAuthorizedKeys: keys,
 		Creator:           c.Name,
 		AssignedTo:        req.AssignTo,
-		State:             vm.StateCreating,
-		Accel:             d.accel,
-		Host:              d.cfg.Host,
-		CreatedAt:         now,
-		UpdatedAt:         now,
+		Scripts: vm.InstanceScripts{
+			Setup: len(scripts.Setup) > 0, Startup: len(scripts.Startup) > 0,
+			TimeoutSeconds: int(scripts.Timeout.Seconds()),
+		},
+		State:     vm.StateCreating,
+		Accel:     d.accel,
+		Host:      d.cfg.Host,
+		CreatedAt: now,
+		UpdatedAt: now,
 	}
 	if inst.AssignedTo == c.Name {
 		inst.AssignedTo = ""
@@ -305,11 +327,11 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 	}
 	op, err := d.ops.begin(api.OpCreate, inst.Name, inst.ID, c)
 	if err != nil {
-		d.rollbackCreate(context.Background(), inst)
+		d.rollbackCreate(context.Background(), &inst)
 		d.deleteRecord(inst)
 		return response{}, err
 	}
-	d.goOp(op, func(ctx context.Context, op *Op) error { return d.runCreate(ctx, op, inst) })
+	d.goOp(op, func(ctx context.Context, op *Op) error { return d.runCreate(ctx, op, inst, scripts) })
 	return accepted(op.Snapshot()), nil
 }
 
@@ -409,7 +431,11 @@ func (d *Daemon) execInstance(r *http.Request, c Caller) (response, error) {
 func (d *Daemon) setState(inst *vm.Instance, s vm.State, reason string) error {
 	inst.SetState(s, reason, time.Now().UTC())
 	snapshot := *inst
-	return d.store.Update(func(tx *store.Tx) error { return tx.PutInstance(snapshot) })
+	if err := d.store.Update(func(tx *store.Tx) error { return tx.PutInstance(snapshot) }); err != nil {
+		return err
+	}
+	d.keepManifest(snapshot)
+	return nil
 }
 
 // removeInstanceFiles deletes an instance's directory: disk, seed, logs.

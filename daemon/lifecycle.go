@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"time"
 
@@ -17,10 +18,10 @@ import (
 // far and leaves the record as CreateFailed with the reason; a guest that
 // boots but never becomes ready is SetupFailed and keeps its disk for
 // inspection.
-func (d *Daemon) runCreate(ctx context.Context, op *Op, inst vm.Instance) error {
-	if err := d.provision(ctx, op, inst); err != nil {
+func (d *Daemon) runCreate(ctx context.Context, op *Op, inst vm.Instance, scripts storage.Scripts) error {
+	if err := d.provision(ctx, op, inst, scripts); err != nil {
 		// The rollback must run even when ctx was cancelled mid-step.
-		d.rollbackCreate(context.WithoutCancel(ctx), inst)
+		d.rollbackCreate(context.WithoutCancel(ctx), &inst)
 		if serr := d.setState(&inst, vm.StateCreateFailed, err.Error()); serr != nil {
 			d.log.Error("record CreateFailed", "instance", inst.Name, "error", serr)
 		}
@@ -29,7 +30,7 @@ func (d *Daemon) runCreate(ctx context.Context, op *Op, inst vm.Instance) error 
 	return d.settle(ctx, op, &inst)
 }
 
-func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance) error {
+func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance, scripts storage.Scripts) error {
 	var img store.Image
 	err := d.store.View(func(tx *store.Tx) error {
 		var err error
@@ -42,6 +43,10 @@ func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance) error 
 	if err := os.MkdirAll(d.cfg.instanceDir(inst.ID), 0o755); err != nil {
 		return fmt.Errorf("create instance dir: %w", err)
 	}
+	// Before the disk: no disk is ever without the record that explains it.
+	if err := d.writeManifest(inst); err != nil {
+		return err
+	}
 
 	op.Stage("Creating disk", fmt.Sprintf("%s qcow2 overlay on %s", formatSize(inst.DiskSize), inst.Image))
 	if err := storage.CreateOverlay(ctx, storage.OverlayOptions{
@@ -51,7 +56,9 @@ func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance) error 
 	}
 
 	op.Stage("Writing cloud-init seed", "NoCloud cidata: meta-data, user-data, network-config v2")
-	if err := storage.WriteSeed(ctx, d.seedPath(inst.ID), d.seedSpec(inst)); err != nil {
+	spec := d.seedSpec(inst)
+	spec.Scripts = scripts
+	if err := storage.WriteSeed(ctx, d.seedPath(inst.ID), spec); err != nil {
 		return fmt.Errorf("write seed for %s: %w", inst.Name, err)
 	}
 	return d.bootDomain(ctx, op, inst)
@@ -112,35 +119,52 @@ func (d *Daemon) settle(ctx context.Context, op *Op, inst *vm.Instance) error {
 		}
 		return err
 	}
+	if err := d.awaitScripts(ctx, op, inst, phoned); err != nil {
+		if ctx.Err() != nil || errors.Is(err, errInterrupted) {
+			return fmt.Errorf("interrupted while waiting for %s's scripts: %w", inst.Name, err)
+		}
+		if serr := d.setState(inst, vm.StateSetupFailed, err.Error()); serr != nil {
+			return serr
+		}
+		return err
+	}
 	d.ready.forget(inst.ID)
-	return d.setState(inst, vm.StateRunning, "")
+	if err := d.setState(inst, vm.StateRunning, ""); err != nil {
+		return err
+	}
+	d.resumeJobs(inst.ID) // queued jobs run again
+	return nil
 }
 
 // rollbackCreate undoes a create: domain, files and address. Each undo is
 // idempotent, so it is safe after any partial create, and again at
-// reconcile after a crash.
-func (d *Daemon) rollbackCreate(ctx context.Context, inst vm.Instance) {
+// reconcile after a crash. The address leaves the record in the same
+// transaction that frees it, so a CreateFailed record never shows an
+// address another instance may now hold.
+func (d *Daemon) rollbackCreate(ctx context.Context, inst *vm.Instance) {
 	if err := d.hv.Destroy(ctx, inst.Domain); err != nil {
 		d.log.Warn("rollback: destroy domain", "instance", inst.Name, "error", err)
 	}
 	if err := d.removeInstanceFiles(inst.ID); err != nil {
 		d.log.Warn("rollback: remove files", "instance", inst.Name, "error", err)
 	}
-	if err := d.store.Update(func(tx *store.Tx) error { return tx.ReleaseIP(inst.VNet, inst.IP) }); err != nil {
+	if err := d.store.Update(func(tx *store.Tx) error { return releaseAddress(tx, inst) }); err != nil {
 		d.log.Warn("rollback: release address", "instance", inst.Name, "error", err)
+		return
 	}
+	inst.IP = netip.Addr{}
 }
 
 // deleteRecord drops the instance and its address from the store.
 func (d *Daemon) deleteRecord(inst vm.Instance) error {
 	return d.store.Update(func(tx *store.Tx) error {
-		if err := tx.ReleaseIP(inst.VNet, inst.IP); err != nil {
+		if err := tx.ReleaseIPOf(inst.VNet, inst.IP, inst.ID); err != nil {
 			return err
 		}
 		if err := tx.DeleteInstance(inst.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		return nil
+		return tx.DeleteJobs(inst.ID)
 	})
 }
 
@@ -197,6 +221,8 @@ func (d *Daemon) runDelete(ctx context.Context, op *Op, inst vm.Instance) error 
 // StopTimeout, then destroys the domain so no QEMU process stays either
 // way. The disk is untouched.
 func (d *Daemon) shutdownDomain(ctx context.Context, op *Op, inst vm.Instance) error {
+	// Running jobs are cancelled; queued ones wait for the next start.
+	d.haltJobs(ctx, inst, "cancelled: the instance was stopped")
 	st, err := d.hv.DomainState(ctx, inst.Domain)
 	if err != nil {
 		return fmt.Errorf("state of %s: %w", inst.Name, err)

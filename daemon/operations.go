@@ -28,6 +28,8 @@ type operations struct {
 	busy map[string]string
 	// onAudit records an ended operation in the audit log.
 	onAudit func(c Caller, action, target, opID string, err error)
+	// crash is the test-only fault injector (nil in production).
+	crash *crashPoint
 }
 
 type liveOp struct {
@@ -144,12 +146,16 @@ func (op *Op) Snapshot() api.Operation {
 	return cloneOp(op.ops.running[op.id].op)
 }
 
-// Stage marks the previous stage done and starts a new one.
+// Stage marks the previous stage done and starts a new one. Both are
+// written to the store at once (see update), so the stage log is the
+// operation's intent and progress as of a crash.
 func (op *Op) Stage(name, detail string) {
+	op.crashCheck(false)
 	op.update(func(o *api.Operation, now time.Time) {
 		closeStage(o, now)
 		o.Stages = append(o.Stages, api.Stage{Name: name, Detail: detail, StartedAt: now})
 	})
+	op.crashCheck(true)
 }
 
 // Progress replaces the current stage's detail, so a long stage (a
@@ -167,6 +173,7 @@ func (op *Op) Progress(detail string) {
 // The instance is released before the operation reads as done: a client
 // that saw it done must be able to start the next operation at once.
 func (op *Op) Finish(err error) {
+	op.crashCheck(false)
 	o := op.ops
 	o.mu.Lock()
 	if op.instanceID != "" && o.busy[op.instanceID] == op.id {
@@ -201,11 +208,14 @@ func (op *Op) update(fn func(o *api.Operation, now time.Time)) {
 	o := op.ops
 	o.mu.Lock()
 	live := o.running[op.id]
+	stages := len(live.op.Stages)
 	fn(&live.op, time.Now().UTC())
 	snap := cloneOp(live.op)
 	close(live.changed)
 	live.changed = make(chan struct{})
-	persist := snap.Status.Done() || time.Since(live.persisted) >= persistEvery
+	// A new stage is written at once: it records the step's intent and
+	// the previous step's completion, which reconcile reads after a crash.
+	persist := snap.Status.Done() || len(snap.Stages) != stages || time.Since(live.persisted) >= persistEvery
 	if persist {
 		live.persisted = time.Now()
 	}

@@ -36,15 +36,19 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	for _, inst := range list {
 		known[inst.ID] = true
 		_, hasDomain := running[inst.ID]
+		// Manifests of instances made before manifests existed, or
+		// whose last write a crash cut short, are brought up to date.
+		d.keepManifest(inst)
 		if err := d.reconcileInstance(ctx, inst, hasDomain); err != nil {
 			d.log.Error("reconcile instance", "instance", inst.Name, "error", err)
 		}
 	}
 	for _, dom := range domains {
 		if !known[dom.InstanceID] {
-			d.log.Warn("domain carries labvm metadata but no instance owns it; left alone", "domain", dom.Name, "instance_id", dom.InstanceID)
+			d.log.Warn("domain carries labvm metadata but no instance owns it; left alone (`labvm doctor` tells whether it is this daemon's)", "domain", dom.Name, "instance_id", dom.InstanceID)
 		}
 	}
+	d.warnUnowned(known)
 	// Operations that were running when the daemon died can never finish.
 	return d.store.Update(func(tx *store.Tx) error {
 		ops, err := tx.Operations()
@@ -54,7 +58,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 		for _, op := range ops {
 			if op.Status == api.OperationRunning {
 				op.Status = api.OperationFailed
-				op.Error = api.Errorf(api.CodeUnavailable, "labvmd stopped while this operation ran; the instance was reconciled at restart")
+				op.Error = api.Errorf(api.CodeUnavailable, "labvmd stopped while this operation ran%s; the instance was reconciled at restart", lastStage(op))
 				if err := tx.PutOperation(op); err != nil {
 					return err
 				}
@@ -70,7 +74,7 @@ func (d *Daemon) reconcileInstance(ctx context.Context, inst vm.Instance, hasDom
 	switch {
 	case inst.State == vm.StateCreating:
 		d.log.Info("rolling back interrupted create", "instance", inst.Name)
-		d.rollbackCreate(ctx, inst)
+		d.rollbackCreate(ctx, &inst)
 		return d.setState(&inst, vm.StateCreateFailed, "labvmd stopped during create; delete the instance and create it again")
 	case inst.State == vm.StateDeleting:
 		d.log.Info("finishing interrupted delete", "instance", inst.Name)
@@ -82,16 +86,22 @@ func (d *Daemon) reconcileInstance(ctx context.Context, inst vm.Instance, hasDom
 		}
 		return d.deleteRecord(inst)
 	case inst.State == vm.StateCreateFailed:
-		if hasDomain {
-			return d.hv.Destroy(ctx, inst.Domain)
-		}
+		// Idempotent: a crash during an earlier rollback left some of it.
+		d.rollbackCreate(ctx, &inst)
 		return nil
 	case diskMissing:
 		if hasDomain {
 			d.hv.Destroy(ctx, inst.Domain)
 		}
 		return d.setState(&inst, vm.StateUnknown, fmt.Sprintf("disk %s is missing", d.diskPath(inst.ID)))
-	case hasDomain && (inst.State == vm.StateSettingUp || inst.State == vm.StateStarting || inst.State == vm.StateRestarting):
+	case inst.State == vm.StateRestarting:
+		// Whether the domain is the old guest shutting down or the new
+		// one booting, a fresh boot is what the restart asked for.
+		return d.resumeBoot(inst, api.OpRestart, hasDomain)
+	case !hasDomain && inst.State == vm.StateStarting:
+		// The start stopped before its domain ran: finish it.
+		return d.resumeBoot(inst, api.OpStart, false)
+	case hasDomain && (inst.State == vm.StateSettingUp || inst.State == vm.StateStarting):
 		// The guest is booting: wait for it again under a new operation.
 		op, err := d.ops.begin(api.OpStart, inst.Name, inst.ID, Caller{Name: "labvmd"})
 		if err != nil {

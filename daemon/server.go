@@ -69,7 +69,14 @@ func (d *Daemon) routes() []route {
 		{pattern: "POST /v1/instances/{name}/start", action: "computes/start/action", handle: d.startInstance},
 		{pattern: "POST /v1/instances/{name}/stop", action: "computes/stop/action", handle: d.stopInstance},
 		{pattern: "POST /v1/instances/{name}/restart", action: "computes/restart/action", handle: d.restartInstance},
+		{pattern: "GET /v1/instances/{name}/logs", handle: d.getLogs},
 		{pattern: "POST /v1/instances/{name}/exec", action: "computes/applicationaccess/action:exec", handle: d.execInstance},
+		{pattern: "POST /v1/instances/{name}/jobs", action: "computes/applicationaccess/action:job-submit", handle: d.submitJob},
+		{pattern: "GET /v1/instances/{name}/jobs", handle: d.listJobs},
+		{pattern: "PUT /v1/instances/{name}/jobs/parallel", action: "computes/applicationaccess/action:job-parallel", handle: d.setJobParallel},
+		{pattern: "GET /v1/instances/{name}/jobs/{id}", handle: d.getJob},
+		{pattern: "POST /v1/instances/{name}/jobs/{id}/cancel", action: "computes/applicationaccess/action:job-cancel", handle: d.cancelJobHandler},
+		{pattern: "GET /v1/instances/{name}/jobs/{id}/logs", stream: d.jobLogs}, // audits itself
 		// Upgraded to raw byte streams; they audit themselves.
 		{pattern: "GET /v1/instances/{name}/tunnel", stream: d.tunnelInstance},
 		{pattern: "GET /v1/instances/{name}/console", stream: d.consoleInstance},
@@ -90,6 +97,8 @@ func (d *Daemon) routes() []route {
 		{pattern: "GET /v1/quota", handle: d.getQuota},
 		{pattern: "PUT /v1/quota", action: "quotas/write", handle: d.setQuota},
 		{pattern: "GET /v1/audit", handle: d.listAudit},
+		{pattern: "GET /v1/doctor", handle: d.getDoctor},
+		{pattern: "POST /v1/doctor", action: "doctor/repair", handle: d.runDoctor},
 	}
 }
 

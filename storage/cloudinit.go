@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
@@ -42,6 +43,8 @@ type SeedSpec struct {
 	// PhoneHomeURL, when set, receives a POST once cloud-init has finished,
 	// which is how the daemon learns the guest is up.
 	PhoneHomeURL string
+	// Scripts are the instance's setup and startup scripts, if any.
+	Scripts Scripts
 }
 
 // Validate reports the first field that would produce a seed the guest
@@ -75,6 +78,17 @@ func (s SeedSpec) Validate() error {
 		u, err := url.Parse(s.PhoneHomeURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%w: phone-home URL %q: want an absolute http(s) URL", ErrInvalidSeed, s.PhoneHomeURL)
+		}
+	}
+	for kind, body := range map[ScriptKind][]byte{ScriptSetup: s.Scripts.Setup, ScriptStartup: s.Scripts.Startup} {
+		if len(body) == 0 {
+			continue
+		}
+		if err := ValidateScript(kind, body); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSeed, err)
+		}
+		if s.Scripts.Timeout < time.Second {
+			return fmt.Errorf("%w: script timeout %s: want at least 1s", ErrInvalidSeed, s.Scripts.Timeout)
 		}
 	}
 	return nil
@@ -202,10 +216,16 @@ func UserData(s SeedSpec) ([]byte, error) {
 	// The daemon drives guests through qemu-guest-agent, which stock cloud
 	// images do not all ship or enable; failure to start it must not fail
 	// the boot, since the daemon reports a missing agent on its own.
+	runcmd := []string{"systemctl enable --now qemu-guest-agent || true"}
+	if !s.Scripts.empty() {
+		runcmd = append(runcmd, writeScripts(&b, s.Scripts)...)
+	}
 	b.WriteString("packages:\n")
 	b.WriteString("  - \"qemu-guest-agent\"\n")
 	b.WriteString("runcmd:\n")
-	b.WriteString("  - \"systemctl enable --now qemu-guest-agent || true\"\n")
+	for _, c := range runcmd {
+		fmt.Fprintf(&b, "  - %s\n", yamlQuote(c))
+	}
 	if s.PhoneHomeURL != "" {
 		b.WriteString("phone_home:\n")
 		fmt.Fprintf(&b, "  url: %s\n", yamlQuote(s.PhoneHomeURL))

@@ -34,6 +34,8 @@ type Instance struct {
 	// DNS are the resolvers the guest is told about.
 	DNS []netip.Addr `json:"dns,omitempty"`
 
+	Scripts InstanceScripts `json:"scripts"`
+
 	Creator    string `json:"creator"`
 	AssignedTo string `json:"assigned_to,omitempty"`
 
@@ -44,6 +46,18 @@ type Instance struct {
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// InstanceScripts records which scripts the instance was given (their
+// text lives only in its seed) and how far they got.
+type InstanceScripts struct {
+	Setup          bool `json:"setup,omitempty"`
+	Startup        bool `json:"startup,omitempty"`
+	TimeoutSeconds int  `json:"timeout_seconds,omitempty"`
+	// SetupDone is set once the setup script has run; it never runs again.
+	SetupDone bool `json:"setup_done,omitempty"`
+	// SetupExit is the setup script's exit code once known.
+	SetupExit *int `json:"setup_exit,omitempty"`
 }
 
 // Owner is the user the instance belongs to: the assigned user when it was

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -39,16 +40,21 @@ func TestValidateName(t *testing.T) {
 	}
 }
 
+var nameRule = regexp.MustCompile(`^[a-z][a-z0-9-]{1,22}[a-z0-9]$`)
+
 func FuzzValidateName(f *testing.F) {
 	for _, s := range []string{"alice-dev", "a", "ab-", "x\x00y", strings.Repeat("z", 100)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if ValidateName(s) != nil {
-			return
+		// The rule, restated independently of the loop in ValidateName,
+		// must agree both ways; refusals must stay InvalidArgument.
+		err := ValidateName(s)
+		if (err == nil) != nameRule.MatchString(s) {
+			t.Fatalf("ValidateName(%q) = %v, but the rule says valid=%v", s, err, nameRule.MatchString(s))
 		}
-		if len(s) < 3 || len(s) > 24 || strings.ContainsAny(s, "/\x00. _") || strings.HasSuffix(s, "-") {
-			t.Fatalf("accepted bad name %q", s)
+		if err != nil && !errors.Is(err, ErrInvalidName) {
+			t.Fatalf("ValidateName(%q) = %v, want ErrInvalidName", s, err)
 		}
 	})
 }

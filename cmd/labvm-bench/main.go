@@ -130,6 +130,7 @@ func run(o options) error {
 	}
 
 	if o.profileDir != "" {
+		o.image = img
 		return profile(o)
 	}
 

@@ -44,6 +44,9 @@ func (e *env) qemuFigures() error {
 		if err := e.floorRun(d, base, i); err != nil {
 			return err
 		}
+		if err := e.bareRun(i); err != nil {
+			return err
+		}
 	}
 
 	// Figure 3: whole commands, labvm create --no-wait vs virt-install.
@@ -227,6 +230,26 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	dom.Destroy()
 	dom.Free()
 	return os.RemoveAll(dir)
+}
+
+// bareRun starts the barest q35 TCG domain (no disk, no NIC, no
+// console): what libvirt and QEMU take with nothing to set up, a bound
+// under any tool's create.
+func (e *env) bareRun(i int) error {
+	size := e.sizeSpec()
+	name := fmt.Sprintf("lvbench-%s-bare-%02d", e.id, i)
+	xml := fmt.Sprintf(`<domain type="qemu"><name>%s</name><memory unit="MiB">%d</memory><vcpu>%d</vcpu>`+
+		`<os><type arch="x86_64" machine="q35">hvm</type></os>`+
+		`<devices><controller type="usb" model="none"/><memballoon model="none"/></devices></domain>`, name, size.MemoryMiB, size.VCPUs)
+	t0 := time.Now()
+	dom, err := e.lv.DomainCreateXML(xml, 0)
+	if err != nil {
+		return fmt.Errorf("bare domain: %w", err)
+	}
+	e.report.bare.add(time.Since(t0))
+	dom.Destroy()
+	dom.Free()
+	return nil
 }
 
 func (e *env) sizeSpec() vm.Size {

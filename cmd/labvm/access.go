@@ -64,7 +64,9 @@ printed. Runs until interrupted.`,
 			if err != nil {
 				return usageErrorf("%v; usage: %s", err, cmd.UseLine())
 			}
-			return a.forward(cmd.Context(), args[0], local, remote)
+			return a.forward(cmd.Context(), args[0], local, remote, func(port int) {
+				fmt.Fprintf(a.stdout, "Forwarding 127.0.0.1:%d -> %s:%d (Ctrl-C to stop)\n", port, args[0], remote)
+			})
 		},
 	}
 }
@@ -72,7 +74,7 @@ printed. Runs until interrupted.`,
 // forward serves tunnels until ctx ends. It opens one tunnel before
 // listening so a refusal (SSH off, not Running, nobody listening) shows
 // now rather than at the first connection.
-func (a *app) forward(ctx context.Context, name string, local, remote int) error {
+func (a *app) forward(ctx context.Context, name string, local, remote int, listening func(port int)) error {
 	c := a.client()
 	probe, err := c.Tunnel(ctx, name, remote)
 	if err != nil {
@@ -88,7 +90,7 @@ func (a *app) forward(ctx context.Context, name string, local, remote int) error
 		return fmt.Errorf("listen on 127.0.0.1:%d: %w", local, err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	fmt.Fprintf(a.stdout, "Forwarding 127.0.0.1:%d -> %s:%d (Ctrl-C to stop)\n", port, name, remote)
+	listening(port)
 
 	// Closing the listener is what ends Accept when the user interrupts.
 	stop := context.AfterFunc(ctx, func() { ln.Close() })

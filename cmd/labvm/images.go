@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/spf13/cobra"
@@ -21,8 +23,9 @@ func newImageCommand(a *app) *cobra.Command {
 
 func newImageImportCommand(a *app) *cobra.Command {
 	var (
-		sum string
-		wf  waitFlags
+		sum  string
+		apps []string
+		wf   waitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "import NAME FILE",
@@ -37,7 +40,15 @@ data dir read-only, and shared by every instance created from it.`,
 			if err != nil {
 				return err
 			}
-			op, err := a.client().ImportImage(cmd.Context(), api.ImportImageRequest{Name: args[0], Path: path, SHA256: sum})
+			req := api.ImportImageRequest{Name: args[0], Path: path, SHA256: sum}
+			for _, s := range apps {
+				app, err := parseApp(s)
+				if err != nil {
+					return err
+				}
+				req.Apps = append(req.Apps, app)
+			}
+			op, err := a.client().ImportImage(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -45,6 +56,7 @@ data dir read-only, and shared by every instance created from it.`,
 		},
 	}
 	cmd.Flags().StringVar(&sum, "sha256", "", "expected SHA-256 of the file (hex)")
+	cmd.Flags().StringArrayVar(&apps, "app", nil, "an application the image serves, NAME=PORT[/PATH] (repeatable; default jupyter, jupyterlab, rstudio)")
 	wf.register(cmd)
 	return cmd
 }
@@ -90,4 +102,18 @@ func newImageDeleteCommand(a *app) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// parseApp reads NAME=PORT[/PATH].
+func parseApp(s string) (api.App, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return api.App{}, usageErrorf("--app %q: want NAME=PORT[/PATH], e.g. jupyter=8888/tree", s)
+	}
+	portText, path, _ := strings.Cut(rest, "/")
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 1 || port > 65535 {
+		return api.App{}, usageErrorf("--app %q: port %q is not 1-65535", s, portText)
+	}
+	return api.App{Name: name, Port: port, Path: "/" + path}, nil
 }

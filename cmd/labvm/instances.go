@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/client"
@@ -13,9 +14,11 @@ import (
 
 func newCreateCommand(a *app) *cobra.Command {
 	var (
-		req    api.CreateInstanceRequest
-		sshKey string
-		wf     waitFlags
+		req            api.CreateInstanceRequest
+		sshKey         string
+		setup, startup string
+		scriptTimeout  time.Duration
+		wf             waitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE --image IMAGE",
@@ -39,6 +42,20 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 				}
 				req.SSHPublicKey = string(b)
 			}
+			for _, sc := range []struct {
+				flag, path string
+				dst        *string
+			}{{"--setup-script", setup, &req.SetupScript}, {"--startup-script", startup, &req.StartupScript}} {
+				if sc.path == "" {
+					continue
+				}
+				b, err := os.ReadFile(expandHome(sc.path))
+				if err != nil {
+					return usageErrorf("%s: %v", sc.flag, err)
+				}
+				*sc.dst = string(b)
+			}
+			req.ScriptTimeoutSeconds = int(scriptTimeout.Seconds())
 			op, err := a.client().CreateInstance(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -52,6 +69,9 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&sshKey, "ssh-key", "", "OpenSSH public key file to allow SSH logins with (SSH is off without it)")
 	cmd.Flags().StringVar(&req.VNet, "vnet", "", "VNet to join (default: the daemon's default VNet)")
 	cmd.Flags().StringVar(&req.Subnet, "subnet", "", "subnet of the VNet")
+	cmd.Flags().StringVar(&setup, "setup-script", "", "script run once, as root, at the first boot (the instance stays SettingUp until it ends)")
+	cmd.Flags().StringVar(&startup, "startup-script", "", "script run as root at every start")
+	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	wf.register(cmd)
 	return cmd
@@ -80,7 +100,7 @@ func newShowCommand(a *app) *cobra.Command {
 			if a.json() {
 				return printJSON(a.stdout, inst)
 			}
-			state := inst.State
+			state := stateText(inst)
 			if inst.StateReason != "" {
 				state += " — " + inst.StateReason
 			}
@@ -102,6 +122,7 @@ func newShowCommand(a *app) *cobra.Command {
 				{"MAC", inst.MAC},
 				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", bytesIEC(inst.DiskVirtual), bytesIEC(inst.DiskUsed))},
 				{"SSH", ssh},
+				{"Scripts", scriptsLine(inst)},
 				{"Owner", owner},
 				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
 				{"Host", inst.Host},
@@ -115,6 +136,24 @@ func newShowCommand(a *app) *cobra.Command {
 			return w.Flush()
 		},
 	}
+}
+
+func scriptsLine(inst api.Instance) string {
+	var parts []string
+	if inst.SetupScript {
+		st := "setup (pending)"
+		if inst.SetupExit != nil {
+			st = fmt.Sprintf("setup (exited %d)", *inst.SetupExit)
+		}
+		parts = append(parts, st)
+	}
+	if inst.Startup {
+		parts = append(parts, "startup (every boot)")
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ") + "; output: labvm logs " + inst.Name + " --setup|--startup"
 }
 
 func short(digest string) string {
@@ -146,7 +185,7 @@ func newListCommand(a *app) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(list))
 			for _, i := range list {
-				rows = append(rows, []string{i.Name, i.State, i.Size.Name, i.Image, orDash(i.IP), i.Owner, ago(i.CreatedAt)})
+				rows = append(rows, []string{i.Name, stateText(i), i.Size.Name, i.Image, orDash(i.IP), i.Owner, ago(i.CreatedAt)})
 			}
 			return table(a.stdout, []string{"name", "state", "size", "image", "ip", "owner", "created"}, rows)
 		},

@@ -60,12 +60,13 @@ stopped.`,
 	root.AddCommand(
 		newCreateCommand(a), newShowCommand(a), newListCommand(a),
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
-		newExecCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
+		newExecCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
 		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a),
 		newResizeCommand(a),
 		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a),
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
+		newDoctorCommand(a),
 	)
 	return root
 }

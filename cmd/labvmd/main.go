@@ -132,6 +132,9 @@ func run() error {
 	if *stopTO > 0 {
 		cfg.StopTimeout = *stopTO
 	}
+	// Test-only fault injection (see daemon/crashpoint.go); deliberately
+	// not a flag or config key, so no production config can carry it.
+	cfg.CrashAt = os.Getenv("LABVM_CRASH_AT")
 
 	notifier, activation, err := systemd.FromEnvironment()
 	if err != nil {

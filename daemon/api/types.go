@@ -39,6 +39,7 @@ type Image struct {
 	ImportedBy  string    `json:"imported_by"`
 	ImportedAt  time.Time `json:"imported_at"`
 	UsedBy      []string  `json:"used_by,omitempty"`
+	Apps        []App     `json:"apps"`
 }
 
 // ImportImageRequest imports a file that is already on the daemon's host.
@@ -46,6 +47,17 @@ type ImportImageRequest struct {
 	Name   string `json:"name"`
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256,omitempty"`
+	// Apps are the image's applications; empty means the defaults
+	// (jupyter, jupyterlab, rstudio).
+	Apps []App `json:"apps,omitempty"`
+}
+
+// App is an application served in guests of an image, reached with
+// `labvm open`.
+type App struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	Path string `json:"path"`
 }
 
 // CreateInstanceRequest creates a compute instance.
@@ -64,30 +76,45 @@ type CreateInstanceRequest struct {
 	// AssignTo creates the instance on behalf of this user (owners only):
 	// they, not the creator, get application access.
 	AssignTo string `json:"assign_to,omitempty"`
+	// SetupScript runs once, as root, at the first boot; StartupScript at
+	// every boot. The instance stays SettingUp until they finish.
+	SetupScript   string `json:"setup_script,omitempty"`
+	StartupScript string `json:"startup_script,omitempty"`
+	// ScriptTimeoutSeconds bounds each script; 0 means 15 minutes.
+	ScriptTimeoutSeconds int `json:"script_timeout_seconds,omitempty"`
 }
 
 // Instance is an instance as shown to users.
 type Instance struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	State       string    `json:"state"`
-	StateReason string    `json:"state_reason,omitempty"`
-	Size        Size      `json:"size"`
-	Image       string    `json:"image"`
-	ImageDigest string    `json:"image_sha256"`
-	IP          string    `json:"ip"`
-	MAC         string    `json:"mac"`
-	VNet        string    `json:"vnet"`
-	Subnet      string    `json:"subnet"`
-	DiskVirtual int64     `json:"disk_virtual_bytes"`
-	DiskUsed    int64     `json:"disk_used_bytes"`
-	SSH         bool      `json:"ssh_enabled"`
-	GuestUser   string    `json:"guest_user,omitempty"`
-	Creator     string    `json:"creator"`
-	AssignedTo  string    `json:"assigned_to,omitempty"`
-	Owner       string    `json:"owner"`
-	Domain      string    `json:"domain"`
-	Accel       string    `json:"accelerator"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	State       string `json:"state"`
+	StateReason string `json:"state_reason,omitempty"`
+	Size        Size   `json:"size"`
+	Image       string `json:"image"`
+	ImageDigest string `json:"image_sha256"`
+	IP          string `json:"ip"`
+	MAC         string `json:"mac"`
+	VNet        string `json:"vnet"`
+	Subnet      string `json:"subnet"`
+	DiskVirtual int64  `json:"disk_virtual_bytes"`
+	DiskUsed    int64  `json:"disk_used_bytes"`
+	SSH         bool   `json:"ssh_enabled"`
+	GuestUser   string `json:"guest_user,omitempty"`
+	Creator     string `json:"creator"`
+	AssignedTo  string `json:"assigned_to,omitempty"`
+	Owner       string `json:"owner"`
+	Domain      string `json:"domain"`
+	Accel       string `json:"accelerator"`
+	// JobsRunning and JobsQueued count the instance's jobs (labvm job);
+	// State stays the plain instance state.
+	JobsRunning int `json:"jobs_running"`
+	JobsQueued  int `json:"jobs_queued"`
+	// Apps are filled by GET /v1/instances/{name} only.
+	Apps        []App     `json:"apps,omitempty"`
+	SetupScript bool      `json:"setup_script,omitempty"`
+	SetupExit   *int      `json:"setup_exit,omitempty"`
+	Startup     bool      `json:"startup_script,omitempty"`
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
@@ -208,4 +235,11 @@ type CreateVNetRequest struct {
 type CreateSubnetRequest struct {
 	Name string `json:"name"`
 	CIDR string `json:"cidr"`
+}
+
+// Logs is one of an instance's logs.
+type Logs struct {
+	Kind      string `json:"kind"` // console, setup or startup
+	Content   string `json:"content"`
+	Truncated bool   `json:"truncated,omitempty"`
 }

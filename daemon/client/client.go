@@ -338,3 +338,10 @@ func (c *Client) UpdateInstance(ctx context.Context, name string, req api.Update
 	var out api.Instance
 	return out, c.do(ctx, http.MethodPatch, "/v1/instances/"+esc(name), req, &out)
 }
+
+// Logs returns an instance's console log (kind "console" or "") or a
+// script's output ("setup", "startup").
+func (c *Client) Logs(ctx context.Context, name, kind string) (api.Logs, error) {
+	var out api.Logs
+	return out, c.do(ctx, http.MethodGet, "/v1/instances/"+esc(name)+"/logs?kind="+url.QueryEscape(kind), nil, &out)
+}

@@ -73,6 +73,17 @@ type Image struct {
 	FileSize     int64     `json:"file_size"`
 	ImportedBy   string    `json:"imported_by"`
 	ImportedAt   time.Time `json:"imported_at"`
+	// Apps are the applications guests of this image serve; nil means the
+	// defaults.
+	Apps []App `json:"apps,omitempty"`
+}
+
+// App is an application in an image: a guest port and the URL path to
+// open.
+type App struct {
+	Name string `json:"name"`
+	Port int    `json:"port"`
+	Path string `json:"path"`
 }
 
 // Image returns the image with the given name.

@@ -18,7 +18,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
 // older databases forward and refuses newer ones.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 var (
 	bucketMeta       = []byte("meta")
@@ -31,6 +31,7 @@ var (
 	bucketQuota      = []byte("quota")
 	bucketAudit      = []byte("audit")
 	bucketVNets      = []byte("vnets")
+	bucketJobs       = []byte("jobs")
 
 	keySchema = []byte("schema_version")
 )
@@ -62,7 +63,8 @@ type updateCall struct {
 // Open opens (creating if needed) the database at path. The timeout makes
 // a second daemon on the same data dir fail fast instead of hanging on
 // bbolt's file lock.
-func Open(path string) (*Store, error) {
+func Open(path string) (_ *Store, err error) {
+	defer recoverCorrupt(path, &err)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
@@ -71,7 +73,11 @@ func Open(path string) (*Store, error) {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("open state %s: locked by another process (is another labvmd running on this data dir?)", path)
 		}
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		return nil, corrupt(path, err)
+	}
+	if err := verify(db); err != nil {
+		db.Close()
+		return nil, corrupt(path, err)
 	}
 	s := &Store{db: db}
 	if err := s.migrate(); err != nil {
@@ -101,6 +107,10 @@ var migrations = []func(tx *bolt.Tx) error{
 	},
 	2: func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketVNets)
+		return err
+	},
+	3: func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketJobs)
 		return err
 	},
 }

@@ -78,6 +78,17 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 	}
 	d.mustFail("local port "+strconv.Itoa(local)+" is already in use", "forward", "alice-dev", strconv.Itoa(local)+":8888")
 	stopForward()
+
+	t.Log("labvm open reaches the image's jupyter at its URL path")
+	d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")
+	appPort := freeLocalPort(t)
+	stopOpen := d.untilInterrupted(t, "jupyter of alice-dev is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", "open", "alice-dev", "jupyter", "--port", strconv.Itoa(appPort))
+	if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
+		t.Fatalf("GET through labvm open = %q", body)
+	}
+	stopOpen()
+	d.mustFail("no application \"matlab\"", "open", "alice-dev", "matlab")
+
 	d.mustFail(`port "70000"`, "forward", "alice-dev", "70000")
 	d.mustFail("cannot reach port 9999 of alice-dev", "forward", "alice-dev", "9999")
 
@@ -132,7 +143,15 @@ func freeLocalPort(t *testing.T) int {
 // Ctrl-C would, and checks that it then exits cleanly.
 func (d *labvmd) forward(t *testing.T, args ...string) (stop func()) {
 	t.Helper()
-	cmd := exec.Command(bins.labvm, append([]string{"forward"}, args...)...)
+	return d.untilInterrupted(t, "Forwarding 127.0.0.1:", append([]string{"forward"}, args...)...)
+}
+
+// untilInterrupted runs a long-running labvm command (forward, open),
+// waits for its first line to start with prefix, and returns the func that
+// interrupts it.
+func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (stop func()) {
+	t.Helper()
+	cmd := exec.Command(bins.labvm, args...)
 	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -153,7 +172,7 @@ func (d *labvmd) forward(t *testing.T, args ...string) (stop func()) {
 	t.Cleanup(func() { cmd.Process.Kill() })
 	select {
 	case line := <-first:
-		if !strings.HasPrefix(line, "Forwarding 127.0.0.1:") {
+		if !strings.HasPrefix(line, prefix) {
 			t.Fatalf("labvm forward %v printed %q; stderr: %s", args, line, stderr.String())
 		}
 	case <-time.After(time.Minute):

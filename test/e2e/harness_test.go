@@ -314,8 +314,9 @@ func (d *labvmd) mustFail(wantInStderr string, args ...string) result {
 	if !strings.Contains(r.stderr, wantInStderr) {
 		d.t.Fatalf("labvm %s: stderr does not mention %q:\n%s", strings.Join(args, " "), wantInStderr, r.stderr)
 	}
-	if !strings.HasPrefix(r.stderr, "Error: ") {
-		d.t.Fatalf("labvm %s: stderr does not start with 'Error: ':\n%s", strings.Join(args, " "), r.stderr)
+	// Progress lines may come first; the error is a line of its own.
+	if !strings.HasPrefix(r.stderr, "Error: ") && !strings.Contains(r.stderr, "\nError: ") {
+		d.t.Fatalf("labvm %s: stderr has no 'Error: ' line:\n%s", strings.Join(args, " "), r.stderr)
 	}
 	return r
 }

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newLogsCommand(a *app) *cobra.Command {
+	var setup, startup bool
+	cmd := &cobra.Command{
+		Use:   "logs NAME [--setup | --startup]",
+		Short: "Show an instance's serial console log, or its setup or startup script's output",
+		Example: `  labvm logs alice-dev             # the serial console: boot messages, cloud-init
+  labvm logs alice-dev --setup     # what the setup script printed`,
+		GroupID: "access",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind := "console"
+			switch {
+			case setup && startup:
+				return usageErrorf("give --setup or --startup, not both")
+			case setup:
+				kind = "setup"
+			case startup:
+				kind = "startup"
+			}
+			logs, err := a.client().Logs(cmd.Context(), args[0], kind)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, logs)
+			}
+			if logs.Truncated {
+				fmt.Fprintln(a.stderr, "(only the last MiB is shown)")
+			}
+			fmt.Fprint(a.stdout, logs.Content)
+			if logs.Content != "" && !strings.HasSuffix(logs.Content, "\n") {
+				fmt.Fprintln(a.stdout)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&setup, "setup", false, "the setup script's output")
+	cmd.Flags().BoolVar(&startup, "startup", false, "the startup script's output (latest boot)")
+	return cmd
+}

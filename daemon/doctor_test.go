@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/store"
+)
+
+func TestParseCrashPoint(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    *crashPoint
+		wantErr bool
+	}{
+		{in: ""},
+		{in: "create/Starting domain", want: &crashPoint{kind: api.OpCreate, stage: "Starting domain"}},
+		{in: "delete/Removing disk and seed/after", want: &crashPoint{kind: api.OpDelete, stage: "Removing disk and seed", after: true}},
+		{in: "create", wantErr: true},
+		{in: "/Starting domain", wantErr: true},
+		{in: "create/", wantErr: true},
+		{in: "create/a/b", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseCrashPoint(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("parseCrashPoint(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+			continue
+		}
+		if tt.want == nil && got != nil || tt.want != nil && (got == nil || *got != *tt.want) {
+			t.Errorf("parseCrashPoint(%q) = %+v, want %+v", tt.in, got, tt.want)
+		}
+		if got != nil && got.String() != tt.in {
+			t.Errorf("String() = %q, want %q", got.String(), tt.in)
+		}
+	}
+}
+
+// TestDoctorRepairsWhatIsSafe leaves one of each kind of junk and checks
+// that doctor reports it, --repair removes exactly the safe ones, and an
+// unknown domain whose data dir cannot be proven stays.
+func TestDoctorRepairsWhatIsSafe(t *testing.T) {
+	hv := newFakeHypervisor()
+	hv.domains["labvm-ghost-12345678"] = "1234567890abcdef" // no record, no DomainFiles: report only
+	orphanIP := netip.MustParseAddr("10.177.0.77")
+	td := newTestDaemon(t, hv, func(tx *store.Tx) error {
+		return tx.AllocateIP("default", orphanIP, "feedfacefeedface")
+	})
+	ctx := context.Background()
+	if _, err := td.create(t, tinyReq("keeper")); err != nil {
+		t.Fatal(err)
+	}
+	keeper, err := td.client.Instance(ctx, "keeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphanDir := filepath.Join(td.cfg.instancesDir(), "0123456789abcdef")
+	importTemp := filepath.Join(td.cfg.imagesDir(), ".import-7")
+	manifestTemp := filepath.Join(td.cfg.instanceDir(keeper.ID), ".manifest-9")
+	for _, p := range []string{orphanDir, importTemp} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(manifestTemp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		kind, target string
+		repaired     bool
+	}{
+		{api.FindingOrphanDir, orphanDir, true},
+		{api.FindingPartialFile, importTemp, true},
+		{api.FindingPartialFile, manifestTemp, true},
+		{api.FindingOrphanIP, "default/" + orphanIP.String(), true},
+		{api.FindingUnknownDomain, "labvm-ghost-12345678", false},
+	}
+	rep, err := td.client.Doctor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		if !slices.ContainsFunc(rep.Findings, func(f api.Finding) bool {
+			return f.Kind == c.kind && f.Target == c.target && f.Repairable == c.repaired
+		}) {
+			t.Errorf("doctor does not report %s %s (repairable %v): %+v", c.kind, c.target, c.repaired, rep.Findings)
+		}
+	}
+	rep, err = td.client.RunDoctor(ctx, api.DoctorRequest{Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		left := slices.ContainsFunc(rep.Remaining, func(f api.Finding) bool { return f.Target == c.target })
+		if left == c.repaired {
+			t.Errorf("%s %s: left after repair = %v, want %v (actions %q)", c.kind, c.target, left, !c.repaired, rep.Actions)
+		}
+	}
+	if !slices.ContainsFunc(rep.Actions, func(a string) bool { return strings.Contains(a, "released address") }) {
+		t.Errorf("repair does not say it released the address: %q", rep.Actions)
+	}
+	if _, err := os.Stat(td.diskPath(keeper.ID)); err != nil {
+		t.Errorf("repair touched a live instance's disk: %v", err)
+	}
+	if _, err := td.readManifest(keeper.ID); err != nil {
+		t.Errorf("live instance's manifest: %v", err)
+	}
+}

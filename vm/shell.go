@@ -1,0 +1,139 @@
+package vm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// GuestJobDir is where a job's output goes in the guest: ID.out and
+// ID.err, kept after the job ends.
+const GuestJobDir = "/var/lib/labvm/jobs"
+
+// ShellQuote quotes s as one word for a POSIX shell. Words made only of
+// characters no shell treats specially stay as they are; anything else is
+// put in single quotes, inside which the shell interprets nothing, and
+// each single quote inside is written as quote, backslash, quote, quote:
+// close, escaped quote, reopen.
+func ShellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, needsQuote) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func needsQuote(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return false
+	}
+	return !strings.ContainsRune("-_./:,+@%=", r)
+}
+
+// ShellJoin quotes every word of argv and joins them with spaces: the
+// command line a shell would run as exactly argv.
+func ShellJoin(argv []string) string {
+	words := make([]string, len(argv))
+	for i, w := range argv {
+		words[i] = ShellQuote(w)
+	}
+	return strings.Join(words, " ")
+}
+
+// ValidateCommand checks an argv before it is handed to a guest.
+func ValidateCommand(argv []string) error {
+	if len(argv) == 0 || argv[0] == "" {
+		return errors.New("no command given")
+	}
+	for i, w := range argv {
+		if strings.IndexByte(w, 0) >= 0 {
+			return fmt.Errorf("argument %d contains a NUL byte, which no program can receive", i)
+		}
+	}
+	return nil
+}
+
+// JobOutputPaths are the guest files a job's streams go to.
+func JobOutputPaths(id int) (stdout, stderr string) {
+	base := fmt.Sprintf("%s/%d", GuestJobDir, id)
+	return base + ".out", base + ".err"
+}
+
+// JobStartRequest is the guest-exec that runs job id: a shell that sends
+// its output to the job's files and then becomes the command, in a new
+// session when the guest has setsid, so that the process group to kill is
+// exactly the job (qemu-ga's children are never group leaders, so setsid
+// does not fork and the pid the agent reports stays the job's). Exit 126
+// without output means the output files could not be created.
+func JobStartRequest(id int, argv []string) (ExecRequest, error) {
+	if err := ValidateCommand(argv); err != nil {
+		return ExecRequest{}, err
+	}
+	out, errPath := JobOutputPaths(id)
+	cmd := ShellJoin(argv)
+	// true, not exec, probes the files: a failed redirection of a special
+	// builtin would end the shell with a status of its own choosing.
+	script := fmt.Sprintf("{ mkdir -p %[1]s && true >%[2]s && true >%[3]s; } 2>/dev/null || exit 126\n"+
+		"exec </dev/null >>%[2]s 2>>%[3]s\n"+
+		"if command -v setsid >/dev/null 2>&1; then exec setsid %[4]s; fi\n"+
+		"exec %[4]s",
+		ShellQuote(GuestJobDir), ShellQuote(out), ShellQuote(errPath), cmd)
+	return ExecRequest{Path: "/bin/sh", Args: []string{"-c", script}}, nil
+}
+
+// JobSignalRequest is the guest-exec that sends sig (TERM, KILL) to the
+// job's process group, or to the process alone when it has no group of
+// its own (a guest without setsid).
+func JobSignalRequest(pid int, sig string) ExecRequest {
+	return ExecRequest{Path: "/bin/sh", Args: []string{"-c",
+		`kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"`, "labvm-kill", sig, strconv.Itoa(pid)}}
+}
+
+// jobReadScript prints the file's size and the offset it reads from, one
+// per line, then up to max bytes from that offset. A negative offset
+// means the last max bytes. A missing file reads as empty.
+const jobReadScript = `f=$1 off=$2 max=$3
+size=$(wc -c <"$f" 2>/dev/null) || size=0
+size=$((size + 0))
+if [ "$off" -lt 0 ]; then off=$((size - max)); [ "$off" -lt 0 ] && off=0; fi
+echo "$size"
+echo "$off"
+[ "$off" -lt "$size" ] || exit 0
+tail -c +$((off + 1)) "$f" 2>/dev/null | head -c "$max"`
+
+// JobReadRequest is the guest-exec that reads up to max bytes of a job's
+// output file from offset (negative: the last max bytes).
+func JobReadRequest(path string, offset int64, max int) ExecRequest {
+	return ExecRequest{Path: "/bin/sh", Args: []string{"-c", jobReadScript, "labvm-read",
+		path, strconv.FormatInt(offset, 10), strconv.Itoa(max)}}
+}
+
+// OutputChunk is a piece of a job's output file.
+type OutputChunk struct {
+	// Size is the file's size when it was read.
+	Size int64
+	// Offset is where Data starts in the file.
+	Offset int64
+	Data   []byte
+}
+
+// ParseJobRead decodes what JobReadRequest printed.
+func ParseJobRead(out []byte) (OutputChunk, error) {
+	var c OutputChunk
+	nums := make([]int64, 2)
+	for i := range nums {
+		line, rest, found := bytes.Cut(out, []byte("\n"))
+		if !found {
+			return c, fmt.Errorf("read job output: short answer %.80q", out)
+		}
+		n, err := strconv.ParseInt(string(bytes.TrimSpace(line)), 10, 64)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("read job output: bad number %.40q", line)
+		}
+		nums[i], out = n, rest
+	}
+	c.Size, c.Offset, c.Data = nums[0], nums[1], out
+	return c, nil
+}
