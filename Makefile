@@ -69,7 +69,7 @@ install: build
 	$(BIN)/labvmd --write-units $(DESTDIR)/etc/systemd/system
 	test -e $(DESTDIR)/etc/labvm/labvmd.yaml.example || install -m 0644 docs/labvmd.yaml.example $(DESTDIR)/etc/labvm/labvmd.yaml.example
 	getent group labvm >/dev/null || groupadd --system labvm
-	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service"
+	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service labvm-guests.service"
 
 ## lint: gofmt and go vet must be clean
 lint:

@@ -47,6 +47,12 @@ type Config struct {
 	// ShutdownGrace is how long in-flight operations may run on after
 	// the daemon is told to stop.
 	ShutdownGrace time.Duration
+	// StopInstancesOnExit makes SIGTERM a host shutdown: running instances
+	// are shut down cleanly, in parallel, within HostShutdownBound, and
+	// start again at the next daemon start. Off by default: restarting
+	// labvmd must never touch VMs.
+	StopInstancesOnExit bool
+	HostShutdownBound   time.Duration
 	// Sizes are added to (or override) the default size catalogue.
 	Sizes []vm.Size
 	// PhoneHomePort is where cloud-init's phone_home reaches the daemon on
@@ -100,15 +106,16 @@ func DefaultConfig() Config {
 			Subnet:     netip.MustParsePrefix("10.177.0.0/24"),
 			Egress:     network.EgressNAT,
 		},
-		FirewallTable:   network.DefaultFirewallTable,
-		BridgePrefix:    "lv",
-		DefaultDiskSize: storage.DefaultDiskSize,
-		ReadyTimeout:    15 * time.Minute,
-		StopTimeout:     2 * time.Minute,
-		ExecTimeout:     5 * time.Minute,
-		ShutdownGrace:   20 * time.Second,
-		PhoneHomePort:   8719,
-		Host:            host,
+		FirewallTable:     network.DefaultFirewallTable,
+		BridgePrefix:      "lv",
+		DefaultDiskSize:   storage.DefaultDiskSize,
+		ReadyTimeout:      15 * time.Minute,
+		StopTimeout:       2 * time.Minute,
+		ExecTimeout:       5 * time.Minute,
+		ShutdownGrace:     20 * time.Second,
+		HostShutdownBound: 90 * time.Second,
+		PhoneHomePort:     8719,
+		Host:              host,
 	}
 }
 

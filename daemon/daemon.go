@@ -198,6 +198,7 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		ln.Close()
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	d.autostart()
 	d.startPhoneHome(ctx)
 	// Deferred after the wait for d.work, so it runs first.
 	stopJobs := d.startJobs(ctx)
@@ -212,7 +213,12 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
-	d.log.Info("labvmd stopping; VMs keep running", "grace", d.cfg.ShutdownGrace)
+	if d.cfg.StopInstancesOnExit {
+		d.log.Info("labvmd stopping: shutting instances down (host shutdown)", "bound", d.cfg.HostShutdownBound)
+		d.shutdownInstances(d.ctx, d.cfg.HostShutdownBound)
+	} else {
+		d.log.Info("labvmd stopping; VMs keep running", "grace", d.cfg.ShutdownGrace)
+	}
 	return err
 }
 

@@ -91,6 +91,7 @@ func (d *Daemon) apiInstance(inst vm.Instance) api.Instance {
 		SetupScript: inst.Scripts.Setup,
 		SetupExit:   inst.Scripts.SetupExit,
 		Startup:     inst.Scripts.Startup,
+		Autostart:   !inst.NoAutostart,
 		Host:        inst.Host,
 		CreatedAt:   inst.CreatedAt,
 		UpdatedAt:   inst.UpdatedAt,
@@ -260,6 +261,7 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 		SSHAuthorizedKeys: keys,
 		Creator:           c.Name,
 		AssignedTo:        req.AssignTo,
+		NoAutostart:       req.NoAutostart,
 		Scripts: vm.InstanceScripts{
 			Setup: len(scripts.Setup) > 0, Startup: len(scripts.Startup) > 0,
 			TimeoutSeconds: int(scripts.Timeout.Seconds()),

@@ -117,6 +117,9 @@ func (d *Daemon) reconcileInstance(ctx context.Context, inst vm.Instance, hasDom
 	case hasDomain && (inst.State == vm.StateStopped || inst.State == vm.StateUnknown):
 		return d.setState(&inst, vm.StateRunning, "found running at daemon start")
 	case !hasDomain && inst.State != vm.StateStopped:
+		// The host rebooted without a clean shutdown, or QEMU died: an
+		// instance that was running comes back unless told not to.
+		inst.RestartPending = inst.State == vm.StateRunning && !inst.NoAutostart
 		return d.setState(&inst, vm.StateStopped, fmt.Sprintf("found not running at daemon start (was %s)", inst.State))
 	}
 	return nil

@@ -97,6 +97,7 @@ func (d *Daemon) routes() []route {
 		{pattern: "GET /v1/quota", handle: d.getQuota},
 		{pattern: "PUT /v1/quota", action: "quotas/write", handle: d.setQuota},
 		{pattern: "GET /v1/audit", handle: d.listAudit},
+		{pattern: "POST /v1/host/shutdown", action: "host/shutdown", handle: d.hostShutdown},
 		{pattern: "GET /v1/doctor", handle: d.getDoctor},
 		{pattern: "POST /v1/doctor", action: "doctor/repair", handle: d.runDoctor},
 	}

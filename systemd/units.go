@@ -9,7 +9,7 @@ import (
 // unitFiles holds units/*. go:embed needs a package-level variable; it is
 // read-only, and Units hands out copies so no caller can alter another's.
 //
-//go:embed units/labvmd.service units/labvmd.socket
+//go:embed units/labvmd.service units/labvmd.socket units/labvm-guests.service
 var unitFiles embed.FS
 
 // Units returns the unit files to install in /etc/systemd/system (or

@@ -33,6 +33,8 @@ func TestUnitsVerify(t *testing.T) {
 			}
 			body = bytes.ReplaceAll(body, []byte("ExecStart="+installedBinary), []byte("ExecStart=/bin/true"))
 		}
+		// labvm-guests.service runs the CLI, which is not installed here either.
+		body = bytes.ReplaceAll(body, []byte("/usr/local/bin/labvm "), []byte("/bin/true "))
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, body, 0o644); err != nil {
 			t.Fatal(err)
@@ -104,13 +106,16 @@ func TestUnitSettings(t *testing.T) {
 		{"labvmd.socket", "Socket", "Accept", "no", "one daemon serves every connection"},
 		{"labvmd.socket", "Socket", "FileDescriptorName", "labvmd.socket", "the daemon asks UnixListener for this name"},
 		{"labvmd.socket", "Install", "WantedBy", "sockets.target", "the socket exists from boot"},
+		{"labvm-guests.service", "Unit", "After", "labvmd.service", "it must stop before labvmd, while labvmd can still stop guests"},
+		{"labvm-guests.service", "Service", "ExecStop", "/usr/local/bin/labvm", "the host-shutdown path of the daemon"},
+		{"labvm-guests.service", "Service", "RemainAfterExit", "yes", "so that it is active and gets stopped at shutdown"},
 	}
 	parsed := map[string]map[string]map[string][]string{}
 	for name, body := range units {
 		parsed[name] = parseUnit(t, body)
 	}
-	if len(parsed) != 2 {
-		t.Errorf("Units() = %d files, want labvmd.service and labvmd.socket", len(parsed))
+	if len(parsed) != 3 {
+		t.Errorf("Units() = %d files, want labvmd.service, labvmd.socket and labvm-guests.service", len(parsed))
 	}
 	for _, tt := range tests {
 		t.Run(tt.unit+"/"+tt.key, func(t *testing.T) {

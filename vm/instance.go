@@ -36,6 +36,13 @@ type Instance struct {
 
 	Scripts InstanceScripts `json:"scripts"`
 
+	// NoAutostart keeps the instance stopped after a host restart; by
+	// default an instance that was running starts again.
+	NoAutostart bool `json:"no_autostart,omitempty"`
+	// RestartPending marks an instance stopped by a host shutdown (or
+	// found dead at daemon start) that the next daemon start brings back.
+	RestartPending bool `json:"restart_pending,omitempty"`
+
 	Creator    string `json:"creator"`
 	AssignedTo string `json:"assigned_to,omitempty"`
 

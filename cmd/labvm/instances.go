@@ -72,6 +72,7 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&setup, "setup-script", "", "script run once, as root, at the first boot (the instance stays SettingUp until it ends)")
 	cmd.Flags().StringVar(&startup, "startup-script", "", "script run as root at every start")
 	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
+	cmd.Flags().BoolVar(&req.NoAutostart, "no-autostart", false, "stay stopped after a host restart (by default an instance that was running starts again)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	wf.register(cmd)
 	return cmd

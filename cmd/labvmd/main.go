@@ -76,6 +76,7 @@ func run() error {
 		readyProbe = flag.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)")
 		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
 		version    = flag.Bool("version", false, "print the version and exit")
 		units      = flag.String("write-units", "", "write labvmd.service and labvmd.socket into this directory and exit")
 	)
@@ -125,6 +126,7 @@ func run() error {
 	if *phonePort >= 0 {
 		cfg.PhoneHomePort = *phonePort
 	}
+	cfg.StopInstancesOnExit = *stopOnExit
 	if *readyTO > 0 {
 		cfg.ReadyTimeout = *readyTO
 	}

@@ -82,6 +82,8 @@ type CreateInstanceRequest struct {
 	StartupScript string `json:"startup_script,omitempty"`
 	// ScriptTimeoutSeconds bounds each script; 0 means 15 minutes.
 	ScriptTimeoutSeconds int `json:"script_timeout_seconds,omitempty"`
+	// NoAutostart keeps the instance stopped after a host restart.
+	NoAutostart bool `json:"no_autostart,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -115,6 +117,7 @@ type Instance struct {
 	SetupScript bool      `json:"setup_script,omitempty"`
 	SetupExit   *int      `json:"setup_exit,omitempty"`
 	Startup     bool      `json:"startup_script,omitempty"`
+	Autostart   bool      `json:"autostart"`
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`

@@ -345,3 +345,9 @@ func (c *Client) Logs(ctx context.Context, name, kind string) (api.Logs, error) 
 	var out api.Logs
 	return out, c.do(ctx, http.MethodGet, "/v1/instances/"+esc(name)+"/logs?kind="+url.QueryEscape(kind), nil, &out)
 }
+
+// HostShutdown stops every running instance cleanly because the host is
+// going down; they start again at the next daemon start.
+func (c *Client) HostShutdown(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/host/shutdown", nil, nil)
+}
