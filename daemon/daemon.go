@@ -234,12 +234,8 @@ func (d *Daemon) reportStatus() {
 	if d.onStatus == nil {
 		return
 	}
-	var list []vm.Instance
-	if err := d.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	}); err != nil {
+	list, err := d.instances()
+	if err != nil {
 		return
 	}
 	counts := map[vm.State]int{}

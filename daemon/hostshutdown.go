@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
-	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
 )
 
@@ -17,12 +16,8 @@ import (
 // bound, then is destroyed; all are marked to start again at the next
 // daemon start. It never deletes anything.
 func (d *Daemon) shutdownInstances(ctx context.Context, bound time.Duration) {
-	var list []vm.Instance
-	if err := d.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	}); err != nil {
+	list, err := d.instances()
+	if err != nil {
 		d.log.Error("host shutdown: list instances", "error", err)
 		return
 	}
@@ -57,12 +52,8 @@ func (d *Daemon) shutdownInstances(ctx context.Context, bound time.Duration) {
 
 // autostart starts the instances a host shutdown (or crash) stopped.
 func (d *Daemon) autostart() {
-	var list []vm.Instance
-	if err := d.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	}); err != nil {
+	list, err := d.instances()
+	if err != nil {
 		d.log.Error("autostart: list instances", "error", err)
 		return
 	}

@@ -55,6 +55,17 @@ func apiSize(s vm.Size) api.Size {
 	return api.Size{Name: s.Name, Family: s.Family, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB}
 }
 
+// instances reads every instance record.
+func (d *Daemon) instances() ([]vm.Instance, error) {
+	var list []vm.Instance
+	err := d.store.View(func(tx *store.Tx) error {
+		var err error
+		list, err = tx.Instances()
+		return err
+	})
+	return list, err
+}
+
 func (d *Daemon) instanceByName(name string) (vm.Instance, error) {
 	var inst vm.Instance
 	err := d.store.View(func(tx *store.Tx) error {
@@ -111,12 +122,7 @@ func (d *Daemon) apiInstance(inst vm.Instance) api.Instance {
 }
 
 func (d *Daemon) listInstances(r *http.Request, c Caller) (response, error) {
-	var list []vm.Instance
-	err := d.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	})
+	list, err := d.instances()
 	if err != nil {
 		return response{}, err
 	}

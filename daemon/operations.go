@@ -42,11 +42,11 @@ type liveOp struct {
 	persisted time.Time
 }
 
-// persistEvery bounds how often a running operation's progress (stages,
-// details) is written to the store, each write being an fsync. Running
+// persistEvery bounds how often a running operation's progress (a stage's
+// detail) is written to the store, each write being an fsync. Running
 // operations are served from memory; the stored copy matters only after
-// a crash, so it may lag by this much. The start and the end of every
-// operation are always written at once.
+// a crash, so it may lag by this much. The start, every new stage and the
+// end of an operation are always written at once (see update).
 const persistEvery = time.Second
 
 type opAudit struct {

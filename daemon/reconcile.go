@@ -24,12 +24,8 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	for _, dom := range domains {
 		running[dom.InstanceID] = dom.Status
 	}
-	var list []vm.Instance
-	if err := d.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	}); err != nil {
+	list, err := d.instances()
+	if err != nil {
 		return err
 	}
 	known := map[string]bool{}

@@ -74,31 +74,45 @@ func main() {
 
 // env is one benchmark run: its work dir, its id and everything to undo.
 type env struct {
-	o      options
-	id     string // random, in every name
-	work   string
-	image  string
-	mu     sync.Mutex
-	undo   []func()
-	logf   func(format string, args ...any)
-	lv     *libvirt.Connect
-	report *report
+	o         options
+	id        string // random, in every name
+	work      string
+	image     string
+	mu        sync.Mutex
+	undo      []func()
+	cleaning  bool
+	cleanOnce sync.Once
+	logf      func(format string, args ...any)
+	lv        *libvirt.Connect
+	report    *report
 }
 
+// onCleanup registers f to undo something about to be made. Register
+// before making it: once cleanup has begun (SIGINT), onCleanup never
+// returns, so nothing new is made behind the cleanup's back.
 func (e *env) onCleanup(f func()) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	if e.cleaning {
+		e.mu.Unlock()
+		select {} // the signal handler exits the process
+	}
 	e.undo = append(e.undo, f)
+	e.mu.Unlock()
 }
 
+// cleanup undoes everything, once; a second caller (the deferred one in
+// run while SIGINT's is under way) waits for the first to finish.
 func (e *env) cleanup() {
-	e.mu.Lock()
-	undo := e.undo
-	e.undo = nil
-	e.mu.Unlock()
-	for i := len(undo) - 1; i >= 0; i-- {
-		undo[i]()
-	}
+	e.cleanOnce.Do(func() {
+		e.mu.Lock()
+		e.cleaning = true
+		undo := e.undo
+		e.undo = nil
+		e.mu.Unlock()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	})
 }
 
 func run(o options) error {

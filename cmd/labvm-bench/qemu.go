@@ -187,6 +187,8 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	r := e.report
 	ctx := context.Background()
 	dir := filepath.Join(e.work, "floor", fmt.Sprint(i))
+	name := fmt.Sprintf("lvbench-%s-floor-%02d", e.id, i)
+	e.onCleanup(func() { e.removeDomainNamed(name); os.RemoveAll(dir) })
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -194,7 +196,6 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	mac := network.MAC(id)
 	gw := network.Gateway(d.subnet)
 	addr := netip.PrefixFrom(gw.Next().Next().Next(), d.subnet.Bits())
-	name := fmt.Sprintf("lvbench-%s-floor-%02d", e.id, i)
 
 	t0 := time.Now()
 	if err := storage.CreateOverlay(ctx, storage.OverlayOptions{
@@ -238,6 +239,7 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 func (e *env) bareRun(i int) error {
 	size := e.sizeSpec()
 	name := fmt.Sprintf("lvbench-%s-bare-%02d", e.id, i)
+	e.onCleanup(func() { e.removeDomainNamed(name) })
 	xml := fmt.Sprintf(`<domain type="qemu"><name>%s</name><memory unit="MiB">%d</memory><vcpu>%d</vcpu>`+
 		`<os><type arch="x86_64" machine="q35">hvm</type></os>`+
 		`<devices><controller type="usb" model="none"/><memballoon model="none"/></devices></domain>`, name, size.MemoryMiB, size.VCPUs)
@@ -320,10 +322,11 @@ func (e *env) labvmCommandRun(d *daemonProc, i int) error {
 func (e *env) virtInstallRun(d *daemonProc, base string, i int) error {
 	r := e.report
 	dir := filepath.Join(e.work, "vi", fmt.Sprint(i))
+	name := fmt.Sprintf("lvbench-%s-vi-%02d", e.id, i)
+	e.onCleanup(func() { e.removeDomainNamed(name); os.RemoveAll(dir) })
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	name := fmt.Sprintf("lvbench-%s-vi-%02d", e.id, i)
 	id := vm.NewID()
 	gw := network.Gateway(d.subnet)
 	spec := storage.SeedSpec{
@@ -350,7 +353,6 @@ func (e *env) virtInstallRun(d *daemonProc, base string, i int) error {
 			return err
 		}
 	}
-	e.onCleanup(func() { e.removeDomainNamed(name) })
 	args := []string{
 		"--connect", "qemu:///system", "--name", name,
 		"--virt-type", "qemu", "--machine", "q35",
@@ -361,7 +363,9 @@ func (e *env) virtInstallRun(d *daemonProc, base string, i int) error {
 		"--network", "bridge=" + d.bridge + ",mac=" + spec.MAC + ",model=virtio",
 		"--graphics", "none", "--noautoconsole", "--osinfo", "detect=on,require=off",
 	}
-	if out, err := exec.CommandContext(ctx, "virt-install", args...).CombinedOutput(); err != nil {
+	vi := exec.CommandContext(ctx, "virt-install", args...)
+	vi.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if out, err := vi.CombinedOutput(); err != nil {
 		return fmt.Errorf("virt-install: %v: %s", err, out)
 	}
 	exit := time.Since(t0)
