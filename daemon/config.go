@@ -62,6 +62,9 @@ type Config struct {
 	Host string
 	// Quota are the default core limits (0 = none).
 	Quota QuotaConfig
+	// MinFreeDisk is the free space the data dir must keep for a create
+	// or start to be accepted.
+	MinFreeDisk int64
 	// FirewallTable is the nftables table labvm owns.
 	FirewallTable string
 	// BridgePrefix starts the bridge names of VNets made through the API.

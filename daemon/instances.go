@@ -256,6 +256,9 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
+	if err := d.checkHost(size); err != nil {
+		return response{}, err
+	}
 
 	now := time.Now().UTC()
 	inst := vm.Instance{
@@ -353,6 +356,11 @@ func (d *Daemon) beginAction(r *http.Request, c Caller, act vm.Action, perm Perm
 	}
 	if err := d.authorizeInstance(c, perm, inst); err != nil {
 		return response{}, err
+	}
+	if act == vm.ActionStart {
+		if err := d.checkHost(inst.Size); err != nil {
+			return response{}, fmt.Errorf("start %s: %w", inst.Name, err)
+		}
 	}
 	op, err := d.ops.begin(kind, inst.Name, inst.ID, c)
 	if err != nil {

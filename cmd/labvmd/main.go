@@ -38,6 +38,7 @@ type fileConfig struct {
 	StopTimeout   string    `yaml:"stop_timeout"`
 	PhoneHomePort *int      `yaml:"phone_home_port"`
 	FirewallTable string    `yaml:"firewall_table"`
+	MinFreeDisk   string    `yaml:"min_free_disk"`
 	DefaultVNet   *vnetFile `yaml:"default_vnet"`
 	Sizes         []vm.Size `yaml:"sizes"`
 	Quota         *struct {
@@ -76,6 +77,7 @@ func run() error {
 		readyProbe = flag.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)")
 		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+		minFree    = flag.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)")
 		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
 		version    = flag.Bool("version", false, "print the version and exit")
 		units      = flag.String("write-units", "", "write labvmd.service and labvmd.socket into this directory and exit")
@@ -127,6 +129,13 @@ func run() error {
 		cfg.PhoneHomePort = *phonePort
 	}
 	cfg.StopInstancesOnExit = *stopOnExit
+	if *minFree != "" {
+		n, err := storage.ParseSize(*minFree)
+		if err != nil {
+			return fmt.Errorf("--min-free-disk: %w", err)
+		}
+		cfg.MinFreeDisk = n
+	}
 	if *readyTO > 0 {
 		cfg.ReadyTimeout = *readyTO
 	}
@@ -198,6 +207,13 @@ func applyFile(cfg *daemon.Config, path string) error {
 	setIf(&cfg.DataDir, fc.DataDir)
 	setIf(&cfg.LibvirtURI, fc.LibvirtURI)
 	setIf(&cfg.FirewallTable, fc.FirewallTable)
+	if fc.MinFreeDisk != "" {
+		n, err := storage.ParseSize(fc.MinFreeDisk)
+		if err != nil {
+			return fmt.Errorf("config %s: min_free_disk: %w", path, err)
+		}
+		cfg.MinFreeDisk = n
+	}
 	if fc.SocketGroup != nil {
 		cfg.SocketGroup = *fc.SocketGroup
 	}

@@ -18,8 +18,10 @@ const (
 	CodeQuotaExceeded    Code = "QuotaExceeded"
 	CodePermissionDenied Code = "PermissionDenied"
 	CodeUnavailable      Code = "Unavailable"
-	CodeTooLarge         Code = "RequestTooLarge"
-	CodeInternal         Code = "Internal"
+	// CodeInsufficientResources: the host lacks disk space or memory.
+	CodeInsufficientResources Code = "InsufficientResources"
+	CodeTooLarge              Code = "RequestTooLarge"
+	CodeInternal              Code = "Internal"
 )
 
 // HTTPStatus is the status each code travels with.
@@ -37,6 +39,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeInsufficientResources:
+		return http.StatusInsufficientStorage
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	}

@@ -1,0 +1,72 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/vm"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultMinFreeDisk is the free space the data dir must keep: thin disks
+// grow as guests write, and a full filesystem corrupts them.
+const DefaultMinFreeDisk int64 = 2 << 30
+
+// checkHost refuses to create or start an instance the host cannot carry:
+// too little free space in the data dir, or less available memory than
+// the size needs. Failing here is cheap and clear; failing inside QEMU or
+// a guest with a full disk is neither.
+func (d *Daemon) checkHost(size vm.Size) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.cfg.DataDir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", d.cfg.DataDir, err)
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if free < d.cfg.MinFreeDisk {
+		return &api.Error{Code: api.CodeInsufficientResources,
+			Message: fmt.Sprintf("only %s free in %s; labvmd keeps at least %s free so guest disks can grow", formatSize(free), d.cfg.DataDir, formatSize(d.cfg.MinFreeDisk)),
+			Hint:    "free space there (delete unused instances or images), or lower min_free_disk in the config"}
+	}
+	avail, err := memAvailable()
+	if err != nil {
+		d.log.Warn("cannot read available memory; not checking it", "error", err)
+		return nil
+	}
+	need := int64(size.MemoryMiB) << 20
+	if avail < need {
+		return &api.Error{Code: api.CodeInsufficientResources,
+			Message: fmt.Sprintf("the host has %s of memory available; %s needs %s", formatSize(avail), size.Name, formatSize(need)),
+			Hint:    "stop instances you do not use (stopped instances hold no memory), or pick a smaller size"}
+	}
+	return nil
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo: the kernel's own
+// estimate of what can be allocated without swapping.
+func memAvailable() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	return parseMemAvailable(b)
+}
+
+func parseMemAvailable(meminfo []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(meminfo))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse MemAvailable %q: %w", f[1], err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no MemAvailable in /proc/meminfo")
+}
