@@ -6,6 +6,10 @@
 // Everything it makes is named lvbench-… (data dir under /var/tmp, bridges
 // lvb…, libvirt domains lvbench-… or labvm-lvbench-…) and is removed on exit,
 // on failure and on SIGINT/SIGTERM.
+//
+// It is the one place outside package vm that calls libvirt, on purpose: the
+// floor it measures must not go through labvm's own code, and it must find
+// and undefine the persistent domains virt-install leaves behind.
 package main
 
 import (

@@ -317,6 +317,15 @@ func (r *report) markdown() string {
 		if len(r.parallelFailed) > 0 {
 			w("| parallel creates failed | %d: %s |\n", len(r.parallelFailed), strings.ReplaceAll(r.parallelFailed[0], "|", "/"))
 		}
+		if single, n := r.scaleCreate.median(), len(r.parallel.runs); single > 0 && n > 0 {
+			// The work of n creates shared by the host's cores is a floor
+			// under the slowest of them, whatever the daemon does.
+			cores := runtime.NumCPU()
+			share := time.Duration(int64(single) * int64(n) / int64(cores))
+			w("\n%d creates started together share %d cores: if each needs what one alone takes (%s),\n", n, cores, ms(single))
+			w("the last can finish no sooner than about %s (%d × %s ÷ %d cores) = %.1f× the single median,\n", ms(share), n, ms(single), cores, float64(share)/float64(single))
+			w("before any queueing. The slowest measured %s (%.1f×).\n", ms(r.parallel.max()), float64(r.parallel.max())/float64(single))
+		}
 	}
 
 	w("\n## Disk\n\n| figure | host bytes (disk.qcow2 + seed.iso, stat blocks) |\n|---|---|\n")
