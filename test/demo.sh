@@ -11,6 +11,8 @@ work=$(mktemp -d /var/tmp/labvm-demo-XXXXXX)
 chmod 0755 "$work"
 export LABVM_SOCKET=$work/labvm.sock
 bridge=lvdemo$$
+# Its own firewall table: the default "labvm" belongs to a real labvmd.
+table=lvdemo_$$
 subnet=${LABVM_DEMO_SUBNET:-10.178.$((RANDOM % 200)).0/24}
 daemon_pid=
 
@@ -21,6 +23,7 @@ cleanup() {
 		virsh dumpxml "$dom" 2>/dev/null | grep -q "$work" && virsh destroy "$dom" >/dev/null 2>&1
 	done
 	ip link del "$bridge" 2>/dev/null
+	"$bin/labvmd" --config /nonexistent --firewall-table "$table" --remove-firewall >/dev/null 2>&1
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,7 +39,8 @@ run() {
 
 step "Starting labvmd (socket $LABVM_SOCKET, bridge $bridge, subnet $subnet)"
 "$bin/labvmd" --config /nonexistent --socket "$LABVM_SOCKET" --data-dir "$work/data" \
-	--bridge "$bridge" --subnet "$subnet" --phone-home-port 0 >"$work/labvmd.log" 2>&1 &
+	--bridge "$bridge" --subnet "$subnet" --firewall-table "$table" --bridge-prefix lvd \
+	--phone-home-port 0 >"$work/labvmd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
 	"$bin/labvm" info >/dev/null 2>&1 && break
@@ -54,6 +58,7 @@ step "Creating alice-dev: 120 GiB thin disk, cloud-init seed, private address"
 run "$bin/labvm" create alice-dev --image tiny --size Standard_B1s
 run "$bin/labvm" show alice-dev
 run "$bin/labvm" list
+run "$bin/labvm" network show default
 
 step "Working in the guest through the QEMU guest agent"
 run "$bin/labvm" exec alice-dev -- cat /etc/hostname

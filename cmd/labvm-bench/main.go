@@ -309,7 +309,12 @@ func (e *env) startDaemon(kind string, subnetBits int, extra ...string) (*daemon
 		bridge:  "lvb" + kind[:1] + e.id,
 		subnet:  subnet,
 	}
-	e.onCleanup(func() { exec.Command("ip", "link", "del", d.bridge).Run() })
+	// Its own firewall table: the default one belongs to a real labvmd.
+	table := "lvbench_" + kind[:1] + e.id
+	e.onCleanup(func() {
+		exec.Command("ip", "link", "del", d.bridge).Run()
+		network.RemoveFirewall(context.Background(), table)
+	})
 	if d.log, err = os.Create(filepath.Join(dir, "labvmd.log")); err != nil {
 		return nil, err
 	}
@@ -319,6 +324,7 @@ func (e *env) startDaemon(kind string, subnetBits int, extra ...string) (*daemon
 		"--bridge", d.bridge, "--subnet", subnet.String(),
 		"--accel", "tcg", "--phone-home-port", "0",
 		"--ready-timeout", "3m", "--stop-timeout", "60s",
+		"--firewall-table", table, "--bridge-prefix", "lvx" + kind[:1],
 	}, extra...)
 	d.cmd = exec.Command(e.o.labvmd, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

@@ -80,7 +80,8 @@ func run() error {
 		minFree    = flag.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)")
 		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
 		version    = flag.Bool("version", false, "print the version and exit")
-		units      = flag.String("write-units", "", "write labvmd.service and labvmd.socket into this directory and exit")
+		units      = flag.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit")
+		removeFW   = flag.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling")
 	)
 	flag.Parse()
 	if *version {
@@ -164,6 +165,13 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *removeFW {
+		if err := network.RemoveFirewall(ctx, cfg.FirewallTable); err != nil {
+			return fmt.Errorf("remove firewall %s: %w", cfg.FirewallTable, err)
+		}
+		fmt.Println("removed firewall table", cfg.FirewallTable)
+		return nil
+	}
 	context.AfterFunc(ctx, func() { _ = notifier.Stopping() })
 	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, Status: func(line string) { _ = notifier.Status(line) }})
 	if err != nil {
