@@ -30,6 +30,8 @@ type operations struct {
 	onAudit func(c Caller, action, target, opID string, err error)
 	// crash is the test-only fault injector (nil in production).
 	crash *crashPoint
+	// events fans every change out to `labvm events`.
+	events eventBus
 }
 
 type liveOp struct {
@@ -133,6 +135,7 @@ func (o *operations) begin(kind api.OperationKind, target, instanceID string, c 
 		o.mu.Unlock()
 		return nil, fmt.Errorf("record operation: %w", err)
 	}
+	o.events.publish(op)
 	return &Op{ops: o, id: op.ID, instanceID: instanceID}, nil
 }
 
@@ -220,6 +223,7 @@ func (op *Op) update(fn func(o *api.Operation, now time.Time)) {
 		live.persisted = time.Now()
 	}
 	o.mu.Unlock()
+	o.events.publish(snap)
 	if !persist {
 		return
 	}

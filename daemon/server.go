@@ -84,6 +84,7 @@ func (d *Daemon) routes() []route {
 		{pattern: "GET /v1/operations", handle: d.listOperations},
 		{pattern: "GET /v1/operations/{id}", handle: d.getOperation},
 		{pattern: "GET /v1/operations/{id}/wait", stream: d.waitOperation},
+		{pattern: "GET /v1/events", stream: d.streamEvents},
 
 		{pattern: "GET /v1/roles", handle: d.listRoles},
 		{pattern: "POST /v1/roles", action: "roles/write", handle: d.assignRole},

@@ -64,7 +64,7 @@ stopped.`,
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
 		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a),
 		newResizeCommand(a),
-		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a), newHostCommand(a),
+		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a), newEventsCommand(a), newHostCommand(a),
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
 		newDoctorCommand(a),
 	)

@@ -205,3 +205,29 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+func newEventsCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "events",
+		Short:   "Follow operations as they happen (Ctrl-C to stop)",
+		Long:    "Print every change of every operation you may see: readers see all, others their own.",
+		GroupID: "daemon",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.client().Events(cmd.Context(), func(op api.Operation) {
+				if a.json() {
+					printJSONLine(a.stdout, op)
+					return
+				}
+				stage := ""
+				if n := len(op.Stages); n > 0 {
+					stage = op.Stages[n-1].Name
+				}
+				if op.Error != nil {
+					stage = op.Error.Message
+				}
+				fmt.Fprintf(a.stdout, "%s  %-8s %-13s %-20s %-10s %s\n", time.Now().Format("15:04:05"), op.ID[:8], op.Kind, op.Target, op.Status, stage)
+			})
+		},
+	}
+}

@@ -351,3 +351,26 @@ func (c *Client) Logs(ctx context.Context, name, kind string) (api.Logs, error) 
 func (c *Client) HostShutdown(ctx context.Context) error {
 	return c.do(ctx, http.MethodPost, "/v1/host/shutdown", nil, nil)
 }
+
+// Events follows every operation change the caller may see until ctx
+// ends, calling fn for each.
+func (c *Client) Events(ctx context.Context, fn func(api.Operation)) error {
+	resp, err := c.request(ctx, http.MethodGet, "/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var op api.Operation
+		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {
+			return fmt.Errorf("decode event: %w", err)
+		}
+		fn(op)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return &api.Error{Code: api.CodeUnavailable, Message: "labvmd closed the event stream", Hint: "is labvmd still running? run `labvm events` again"}
+}
