@@ -154,16 +154,3 @@ func (c Config) instancesDir() string { return filepath.Join(c.DataDir, "instanc
 func (c Config) instanceDir(id string) string {
 	return filepath.Join(c.instancesDir(), id)
 }
-
-// formatSize prints a byte count in binary units for messages.
-func formatSize(n int64) string {
-	switch {
-	case n >= 1<<40 && n%(1<<40) == 0:
-		return fmt.Sprintf("%dT", n>>40)
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dG", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dM", n>>20)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}

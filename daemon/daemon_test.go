@@ -513,7 +513,6 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 	deleting := mk("was-deleting", vm.StateDeleting, "10.177.0.11")
 	running := mk("was-running", vm.StateRunning, "10.177.0.12")
 	hv := newFakeHypervisor()
-	var dataDir string
 	td := newTestDaemon(t, hv, func(tx *store.Tx) error {
 		for _, inst := range []vm.Instance{creating, deleting, running} {
 			if err := tx.CreateInstance(inst); err != nil {
@@ -525,7 +524,6 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 		}
 		return nil
 	})
-	_ = dataDir
 	ctx := context.Background()
 	got, err := td.client.Instance(ctx, "was-creating")
 	if err != nil || got.State != "CreateFailed" {

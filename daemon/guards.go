@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,7 @@ func (d *Daemon) checkHost(size vm.Size) error {
 	free := int64(st.Bavail) * int64(st.Bsize)
 	if free < d.cfg.MinFreeDisk {
 		return &api.Error{Code: api.CodeInsufficientResources,
-			Message: fmt.Sprintf("only %s free in %s; labvmd keeps at least %s free so guest disks can grow", formatSize(free), d.cfg.DataDir, formatSize(d.cfg.MinFreeDisk)),
+			Message: fmt.Sprintf("only %s free in %s; labvmd keeps at least %s free so guest disks can grow", storage.FormatSize(free), d.cfg.DataDir, storage.FormatSize(d.cfg.MinFreeDisk)),
 			Hint:    "free space there (delete unused instances or images), or lower min_free_disk in the config"}
 	}
 	avail, err := memAvailable()
@@ -40,7 +41,7 @@ func (d *Daemon) checkHost(size vm.Size) error {
 	need := int64(size.MemoryMiB) << 20
 	if avail < need {
 		return &api.Error{Code: api.CodeInsufficientResources,
-			Message: fmt.Sprintf("the host has %s of memory available; %s needs %s", formatSize(avail), size.Name, formatSize(need)),
+			Message: fmt.Sprintf("the host has %s of memory available; %s needs %s", storage.FormatSize(avail), size.Name, storage.FormatSize(need)),
 			Hint:    "stop instances you do not use (stopped instances hold no memory), or pick a smaller size"}
 	}
 	return nil

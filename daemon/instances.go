@@ -299,7 +299,7 @@ func (d *Daemon) createInstance(r *http.Request, c Caller) (response, error) {
 			return err
 		}
 		if inst.DiskSize < img.VirtualSize {
-			return invalidf("--disk-size %s is below the image's size %s; give at least %s", formatSize(inst.DiskSize), formatSize(img.VirtualSize), formatSize(img.VirtualSize))
+			return invalidf("--disk-size %s is below the image's size %s; give at least %s", storage.FormatSize(inst.DiskSize), storage.FormatSize(img.VirtualSize), storage.FormatSize(img.VirtualSize))
 		}
 		inst.ImageDigest = img.Digest
 		if _, err := tx.InstanceByName(inst.Name); err == nil {

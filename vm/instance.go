@@ -83,26 +83,40 @@ func (i *Instance) SetState(s State, reason string, now time.Time) {
 	i.UpdatedAt = now
 }
 
-// ErrInvalidName is returned for instance names outside the naming rule.
-var ErrInvalidName = errors.New("invalid instance name")
+// ErrInvalidName is matched by every name that breaks the naming rule.
+var ErrInvalidName = errors.New("invalid name")
 
-// ValidateName enforces the instance naming rule: 3–24 characters of
-// [a-z0-9-], starting with a letter, not ending with '-'. The rule keeps
-// names valid as hostnames, domain names and file names at once.
-func ValidateName(name string) error {
+// nameError reads as its message ("invalid vnet name …") and matches
+// ErrInvalidName.
+type nameError struct{ msg string }
+
+func (e *nameError) Error() string        { return e.msg }
+func (e *nameError) Is(target error) bool { return target == ErrInvalidName }
+
+// ValidateName enforces the instance naming rule.
+func ValidateName(name string) error { return ValidateNameOf("instance", name) }
+
+// ValidateNameOf enforces the naming rule for instances, VNets and
+// subnets: 3–24 characters of [a-z0-9-], starting with a letter, not
+// ending with '-'. The rule keeps names valid as hostnames, domain names
+// and file names at once; kind only names the thing in the error.
+func ValidateNameOf(kind, name string) error {
 	const rule = "use 3-24 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'"
+	bad := func(format string, args ...any) error {
+		return &nameError{msg: fmt.Sprintf("invalid %s name %q: ", kind, clip(name)) + fmt.Sprintf(format, args...) + "; " + rule}
+	}
 	if len(name) < 3 || len(name) > 24 {
-		return fmt.Errorf("%w %q: %d characters; %s", ErrInvalidName, clip(name), len(name), rule)
+		return bad("%d characters", len(name))
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		ok := (c >= 'a' && c <= 'z') || (i > 0 && ((c >= '0' && c <= '9') || c == '-'))
 		if !ok {
-			return fmt.Errorf("%w %q: character %q at position %d; %s", ErrInvalidName, clip(name), c, i+1, rule)
+			return bad("character %q at position %d", c, i+1)
 		}
 	}
 	if name[len(name)-1] == '-' {
-		return fmt.Errorf("%w %q: ends with '-'; %s", ErrInvalidName, name, rule)
+		return bad("ends with '-'")
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/vm/shell"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -399,7 +400,7 @@ func hostKeyAlias(inst api.Instance) string {
 // proxyCommand is the ProxyCommand line: ssh runs it through the shell
 // after expanding %-tokens, so both are escaped.
 func proxyCommand(self, socket, name string) string {
-	cmd := strings.Join([]string{shellQuote(self), "--socket", shellQuote(socket), "tunnel", shellQuote(name), "22"}, " ")
+	cmd := strings.Join([]string{shell.Quote(self), "--socket", shell.Quote(socket), "tunnel", shell.Quote(name), "22"}, " ")
 	return strings.ReplaceAll(cmd, "%", "%%")
 }
 
@@ -426,19 +427,4 @@ func sshConfig(self, socket string, inst api.Instance) string {
 	fmt.Fprintf(&b, "    ProxyCommand %s\n", proxyCommand(self, socket, inst.Name))
 	fmt.Fprintf(&b, "    StrictHostKeyChecking accept-new\n")
 	return b.String()
-}
-
-// shellQuote quotes s for sh unless it is plainly safe.
-func shellQuote(s string) string {
-	safe := s != ""
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@=+-,", r)) {
-			safe = false
-			break
-		}
-	}
-	if safe {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"path/filepath"
 	"slices"
@@ -148,11 +146,7 @@ func TestDetachReader(t *testing.T) {
 // TestAccessCommandsWithoutDaemon checks what is refused before any call.
 func TestAccessCommandsWithoutDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
-	tests := []struct {
-		args []string
-		code int
-		want string
-	}{
+	tests := []cliCase{
 		{[]string{"tunnel", "alice-dev"}, 2, "tunnel takes NAME and PORT"},
 		{[]string{"tunnel", "alice-dev", "70000"}, 2, `port "70000": want a number from 1 to 65535`},
 		{[]string{"forward", "alice-dev", "70000"}, 2, `REMOTE port "70000"`},
@@ -165,16 +159,5 @@ func TestAccessCommandsWithoutDaemon(t *testing.T) {
 		{[]string{"console", "alice-dev"}, 1, "labvmd is not running"},
 		{[]string{"forward", "alice-dev", "80"}, 1, "labvmd is not running"},
 	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
-			root := newRootCommand(a)
-			root.SetArgs(append([]string{"--socket", sock}, tt.args...))
-			code := report(&errb, root.ExecuteContext(context.Background()))
-			if code != tt.code || !strings.Contains(errb.String(), tt.want) {
-				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", code, errb.String(), tt.code, tt.want)
-			}
-		})
-	}
+	runWithoutDaemon(t, sock, tests)
 }

@@ -45,11 +45,7 @@ func TestReport(t *testing.T) {
 // when no daemon listens: both happen before or instead of a call.
 func TestCommandsWithoutDaemon(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
-	tests := []struct {
-		args []string
-		code int
-		want string
-	}{
+	tests := []cliCase{
 		{[]string{"create"}, 2, "create takes NAME"},
 		{[]string{"show", "a", "b"}, 2, "show takes NAME"},
 		{[]string{"exec", "alice-dev"}, 2, "usage: labvm exec NAME -- COMMAND"},
@@ -58,7 +54,22 @@ func TestCommandsWithoutDaemon(t *testing.T) {
 		{[]string{"list"}, 1, "labvmd is not running"},
 		{[]string{"create", "x-dev", "--size", "Standard_B1s", "--image", "tiny", "--ssh-key", "/nonexistent.pub"}, 2, "--ssh-key"},
 	}
-	for _, tt := range tests {
+	runWithoutDaemon(t, sock, tests)
+}
+
+// cliCase is a command line run against no daemon, and what it must say.
+type cliCase struct {
+	args []string
+	code int
+	want string
+}
+
+// runWithoutDaemon runs each case through the real command tree against a
+// socket nobody listens on: argument checks and the advice given when the
+// daemon is away both happen before or instead of a call.
+func runWithoutDaemon(t *testing.T, sock string, cases []cliCase) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var out, errb bytes.Buffer
 			a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}

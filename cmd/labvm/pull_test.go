@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,27 +12,12 @@ import (
 
 func TestImagePullArguments(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "none.sock")
-	tests := []struct {
-		args []string
-		code int
-		want string
-	}{
+	tests := []cliCase{
 		{[]string{"image", "pull", "debian"}, 2, "pull takes NAME and URL"},
 		{[]string{"image", "pull", "debian", "http://x/d.qcow2", "--sha256", "ab", "--checksums", "http://x/SHA256SUMS"}, 2, "not both"},
 		{[]string{"image", "pull", "debian", "http://x/d.qcow2"}, 1, "labvmd is not running"},
 	}
-	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var out, errb bytes.Buffer
-			a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
-			root := newRootCommand(a)
-			root.SetArgs(append([]string{"--socket", sock}, tt.args...))
-			code := report(&errb, root.ExecuteContext(context.Background()))
-			if code != tt.code || !strings.Contains(errb.String(), tt.want) {
-				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", code, errb.String(), tt.code, tt.want)
-			}
-		})
-	}
+	runWithoutDaemon(t, sock, tests)
 }
 
 // TestProgressRedrawsDetail checks that a stage whose detail changes (a

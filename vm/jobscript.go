@@ -6,41 +6,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/labvm/labvm/vm/shell"
 )
 
 // GuestJobDir is where a job's output goes in the guest: ID.out and
 // ID.err, kept after the job ends.
 const GuestJobDir = "/var/lib/labvm/jobs"
-
-// ShellQuote quotes s as one word for a POSIX shell. Words made only of
-// characters no shell treats specially stay as they are; anything else is
-// put in single quotes, inside which the shell interprets nothing, and
-// each single quote inside is written as quote, backslash, quote, quote:
-// close, escaped quote, reopen.
-func ShellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, needsQuote) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func needsQuote(r rune) bool {
-	switch {
-	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
-		return false
-	}
-	return !strings.ContainsRune("-_./:,+@%=", r)
-}
-
-// ShellJoin quotes every word of argv and joins them with spaces: the
-// command line a shell would run as exactly argv.
-func ShellJoin(argv []string) string {
-	words := make([]string, len(argv))
-	for i, w := range argv {
-		words[i] = ShellQuote(w)
-	}
-	return strings.Join(words, " ")
-}
 
 // ValidateCommand checks an argv before it is handed to a guest.
 func ValidateCommand(argv []string) error {
@@ -72,14 +44,14 @@ func JobStartRequest(id int, argv []string) (ExecRequest, error) {
 		return ExecRequest{}, err
 	}
 	out, errPath := JobOutputPaths(id)
-	cmd := ShellJoin(argv)
+	cmd := shell.Join(argv...)
 	// true, not exec, probes the files: a failed redirection of a special
 	// builtin would end the shell with a status of its own choosing.
 	script := fmt.Sprintf("{ mkdir -p %[1]s && true >%[2]s && true >%[3]s; } 2>/dev/null || exit 126\n"+
 		"exec </dev/null >>%[2]s 2>>%[3]s\n"+
 		"if command -v setsid >/dev/null 2>&1; then exec setsid %[4]s; fi\n"+
 		"exec %[4]s",
-		ShellQuote(GuestJobDir), ShellQuote(out), ShellQuote(errPath), cmd)
+		shell.Quote(GuestJobDir), shell.Quote(out), shell.Quote(errPath), cmd)
 	return ExecRequest{Path: "/bin/sh", Args: []string{"-c", script}}, nil
 }
 
