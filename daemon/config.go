@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/labvm/labvm/daemon/lifecycle"
+	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
@@ -27,7 +29,7 @@ type Config struct {
 	// Accel chooses KVM or TCG; auto uses KVM only where it really works.
 	Accel vm.AccelMode
 	// VNet is the default VNet every instance joins unless told otherwise.
-	VNet VNetConfig
+	VNet vnets.VNetConfig
 	// DefaultDiskSize is the OS disk's virtual size when create names none.
 	DefaultDiskSize int64
 	// ReadyTimeout bounds SettingUp: a full cloud image under TCG needs
@@ -61,7 +63,7 @@ type Config struct {
 	// Host names this host in instance details.
 	Host string
 	// Quota are the default core limits (0 = none).
-	Quota QuotaConfig
+	Quota lifecycle.QuotaConfig
 	// MinFreeDisk is the free space the data dir must keep for a create
 	// or start to be accepted.
 	MinFreeDisk int64
@@ -73,24 +75,24 @@ type Config struct {
 	Nameservers []netip.Addr
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
-	// crashpoint.go. Empty in production.
+	// ops.CrashPoint. Empty in production.
 	CrashAt string
 }
 
 // Ready probes (Config.ReadyProbe).
 const (
-	ReadyProbeAgent = "agent"
-	ReadyProbeNone  = "none"
+	ReadyProbeAgent = lifecycle.ReadyProbeAgent
+	ReadyProbeNone  = lifecycle.ReadyProbeNone
 )
 
-// VNetConfig describes a VNet: a bridge and the one subnet on it.
-type VNetConfig struct {
-	Name       string
-	Bridge     string
-	SubnetName string
-	Subnet     netip.Prefix
-	Egress     network.EgressMode
-}
+// VNetConfig describes the default VNet.
+type VNetConfig = vnets.VNetConfig
+
+// QuotaConfig are the configured core limits.
+type QuotaConfig = lifecycle.QuotaConfig
+
+// DefaultMinFreeDisk is the free space the data dir must keep.
+const DefaultMinFreeDisk = lifecycle.DefaultMinFreeDisk
 
 // DefaultConfig is the zero-config daemon: data in /var/lib/labvm, the
 // default VNet on bridge labvm0, 120 GiB disks.
@@ -151,6 +153,3 @@ func (c Config) Validate() error {
 func (c Config) dbPath() string       { return filepath.Join(c.DataDir, "labvm.db") }
 func (c Config) imagesDir() string    { return filepath.Join(c.DataDir, "images") }
 func (c Config) instancesDir() string { return filepath.Join(c.DataDir, "instances") }
-func (c Config) instanceDir(id string) string {
-	return filepath.Join(c.instancesDir(), id)
-}

@@ -6,42 +6,34 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"sync"
 	"time"
 
+	"github.com/labvm/labvm/daemon/audit"
+	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/doctor"
+	"github.com/labvm/labvm/daemon/httpapi"
+	"github.com/labvm/labvm/daemon/jobs"
+	"github.com/labvm/labvm/daemon/library"
+	"github.com/labvm/labvm/daemon/lifecycle"
+	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/images"
 	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/vm"
+	vmlibvirt "github.com/labvm/labvm/vm/libvirt"
 )
 
-// Hypervisor is what the lifecycle needs from libvirt. vm.Libvirt is the
-// real one; keeping the interface here, at its consumer, keeps the
-// daemon's view of libvirt to these few calls.
+// Hypervisor is what labvmd needs from libvirt: the lifecycle's calls;
+// jobs, the console and doctor use more of the same driver when it has
+// them (jobs.Runner, lifecycle.ConsoleOpener).
 type Hypervisor interface {
-	StartDomain(ctx context.Context, xml string) error
-	Shutdown(ctx context.Context, name string) error
-	WaitGone(ctx context.Context, name string) error
-	Destroy(ctx context.Context, name string) error
-	DomainState(ctx context.Context, name string) (vm.DomainStatus, error)
-	OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error)
-	AgentPing(ctx context.Context, name string) error
-	Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error)
+	lifecycle.Hypervisor
 }
 
-var _ Hypervisor = (*vm.Libvirt)(nil)
-
-// HostNetwork is what the daemon needs from the host's networking;
-// kernelNetwork (netlink, nftables) is the real one.
-type HostNetwork interface {
-	EnsureBridge(ctx context.Context, b network.Bridge) error
-	DeleteBridge(ctx context.Context, name string) error
-	ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error
-	EnableForwarding() error
-	RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error)
-}
+// HostNetwork is the host's networking as VNets need it.
+type HostNetwork = vnets.HostNetwork
 
 // Daemon is one labvmd.
 type Daemon struct {
@@ -49,31 +41,12 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *store.Store
 	hv       Hypervisor
-	net      HostNetwork
-	sizes    *vm.Catalogue
-	images   *images.Catalogue
-	accel    vm.Accel
-	accelWhy string
-	ops      *operations
-	ready    *readiness
-	// jobs is the in-memory side of the job queue (jobs.go).
-	jobs *jobScheduler
-
-	// netMu serialises host network changes (bridges, firewall).
-	netMu sync.Mutex
-
-	// doctorMu serialises doctor runs: a repair must not race a rebuild.
-	doctorMu sync.Mutex
-
-	// work owns every operation goroutine; Run waits for it before
-	// returning so no goroutine outlives the daemon.
-	work sync.WaitGroup
-	// ctx is what operations run under: it ends ShutdownGrace after the
-	// daemon starts stopping.
-	ctx context.Context
-	// stopping is closed when the daemon starts stopping; long waits
-	// (readiness) give up at once and leave the rest to reconcile.
-	stopping <-chan struct{}
+	ops      *ops.Engine
+	audit    *audit.Log
+	vnets    *vnets.Engine
+	jobs     *jobs.Engine
+	lc       *lifecycle.Engine
+	api      *httpapi.Server
 	onStatus func(string)
 }
 
@@ -103,18 +76,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	crash, err := parseCrashPoint(cfg.CrashAt)
+	crash, err := ops.ParseCrashPoint(cfg.CrashAt)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	for _, dir := range []string{cfg.DataDir, cfg.imagesDir(), cfg.instancesDir()} {
-		// 0755: QEMU runs as libvirt-qemu and must traverse to the disks.
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
-		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("chmod %s: %w", dir, err)
-		}
+	if err := prepareDataDir(cfg); err != nil {
+		return nil, err
 	}
 	st, err := store.Open(cfg.dbPath())
 	if err != nil {
@@ -122,7 +89,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	}
 	hv := opts.Hypervisor
 	if hv == nil {
-		lv, err := vm.ConnectLibvirt(ctx, cfg.LibvirtURI)
+		lv, err := vmlibvirt.Connect(ctx, cfg.LibvirtURI)
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -131,53 +98,93 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	}
 	hn := opts.Network
 	if hn == nil {
-		hn = kernelNetwork{}
+		hn = vnets.Kernel{}
 	}
 	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
-	d := &Daemon{
-		cfg:      cfg,
-		log:      log,
-		store:    st,
-		hv:       hv,
-		net:      hn,
-		sizes:    sizes,
-		images:   images.New(cfg.imagesDir()),
-		accel:    accel,
-		accelWhy: why,
-		ops:      newOperations(st, log),
-		ready:    newReadiness(),
-		jobs:     newJobScheduler(),
-		onStatus: opts.Status,
-	}
-	d.ops.onAudit = d.audit
-	d.ops.crash = crash
+	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status}
+	d.audit = audit.New(st, log)
+	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.reportStatus})
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
+	}
+	var gatewayPorts []network.GatewayPort
+	if cfg.PhoneHomePort != 0 {
+		gatewayPorts = append(gatewayPorts, network.GatewayPort{Proto: "tcp", Port: uint16(cfg.PhoneHomePort)})
+	}
+	d.vnets = vnets.New(vnets.Config{DataDir: cfg.DataDir, Default: cfg.VNet, FirewallTable: cfg.FirewallTable,
+		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
+	d.jobs = jobs.New(st, hv, log)
+	files := images.New(cfg.imagesDir())
+	d.lc = lifecycle.New(lifecycle.Config{
+		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
+		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
+		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
+	d.api = &httpapi.Server{
+		Log: log,
+		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
+			DataDir: cfg.DataDir, LibvirtURI: cfg.LibvirtURI, DefaultVNet: cfg.VNet.Name},
+		Authz:             &authz.Authorizer{Store: st},
+		Audit:             d.audit,
+		Ops:               d.ops,
+		Lifecycle:         d.lc,
+		Jobs:              d.jobs,
+		VNets:             d.vnets,
+		Library:           library.New(st, files, d.ops, log),
+		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
+		HostShutdownBound: cfg.HostShutdownBound,
+		Work:              d.ops,
 	}
 	return d, nil
 }
 
-// Run sets up the host side (bridge), reconciles, serves the API until ctx
-// ends, then gives in-flight operations ShutdownGrace to reach a safe
-// point before cancelling them. onReady is called once the daemon accepts
-// calls (systemd's READY=1). ln may be a socket handed over by systemd;
-// nil makes the daemon listen on cfg.SocketPath itself.
+// Version is labvmd's version, set at build time.
+var Version = "dev"
+
+// auditor adapts the audit log to what operations report.
+type auditor struct{ l *audit.Log }
+
+func (a auditor) Record(who ops.Who, action, target, opID string, err error) {
+	a.l.Record(audit.Who{Name: who.Name, UID: who.UID}, action, target, opID, err)
+}
+
+// prepareDataDir makes the data dir and its subdirectories private: they
+// hold every user's disks and seeds. QEMU (libvirt-qemu) must still
+// traverse to the files it opens, so directories are 0711: searchable,
+// not listable.
+func prepareDataDir(cfg Config) error {
+	for _, dir := range []string{cfg.DataDir, cfg.imagesDir(), cfg.instancesDir()} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o711); err != nil {
+			return fmt.Errorf("chmod %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// Run sets up the host side (bridges, firewall), reconciles, serves the
+// API until ctx ends, then gives in-flight operations ShutdownGrace to
+// reach a safe point before cancelling them. onReady is called once the
+// daemon accepts calls (systemd's READY=1). ln may be a socket handed over
+// by systemd; nil makes the daemon listen on cfg.SocketPath itself.
 func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error {
 	// Operations outlive ctx by up to ShutdownGrace: a create halfway
 	// through writing its disk should finish rather than roll back.
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
-	d.ctx = opsCtx
-	d.stopping = ctx.Done()
+	d.ops.SetContext(opsCtx)
 	defer func() {
 		grace := time.AfterFunc(d.cfg.ShutdownGrace, cancelOps)
-		d.work.Wait()
+		d.ops.Wait()
 		grace.Stop()
+		d.audit.Flush()
 	}()
 
 	if ln == nil {
 		var err error
-		if ln, err = listen(d.cfg.SocketPath, d.cfg.SocketGroup); err != nil {
+		if ln, err = httpapi.Listen(d.cfg.SocketPath, d.cfg.SocketGroup); err != nil {
 			return err
 		}
 		// Only a socket we made is ours to remove; systemd's stays.
@@ -185,37 +192,32 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	}
 
 	d.status("setting up VNets: bridges and firewall")
-	if err := d.ensureDefaultVNet(); err != nil {
+	if err := d.vnets.Setup(ctx); err != nil {
 		ln.Close()
-		return fmt.Errorf("default vnet: %w", err)
-	}
-	if err := d.syncNetworks(ctx); err != nil {
-		ln.Close()
-		return fmt.Errorf("networks: %w", err)
+		return err
 	}
 	d.status("reconciling instances with libvirt")
-	if err := d.reconcile(ctx); err != nil {
+	if err := d.lc.Reconcile(ctx, ctx.Done()); err != nil {
 		ln.Close()
-		return fmt.Errorf("reconcile: %w", err)
+		return err
 	}
-	d.autostart()
-	d.startPhoneHome(ctx)
-	// Deferred after the wait for d.work, so it runs first.
-	stopJobs := d.startJobs(ctx)
+	d.ops.Prune()
+	// Deferred after the wait for operations, so it runs first.
+	stopJobs := d.jobs.Start(ctx)
 	defer stopJobs()
 	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
-		"accelerator", d.accel.String(), "why", d.accelWhy, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
+		"accelerator", d.api.Info.Accelerator, "why", d.api.Info.AccelReason, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
 	if onReady != nil {
 		onReady()
 	}
 	d.reportStatus()
-	err := d.serveHTTP(ctx, ln)
+	err := d.api.Serve(ctx, ln)
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
 	if d.cfg.StopInstancesOnExit {
 		d.log.Info("labvmd stopping: shutting instances down (host shutdown)", "bound", d.cfg.HostShutdownBound)
-		d.shutdownInstances(d.ctx, d.cfg.HostShutdownBound)
+		d.lc.HostShutdown(opsCtx, d.cfg.HostShutdownBound)
 	} else {
 		d.log.Info("labvmd stopping; VMs keep running", "grace", d.cfg.ShutdownGrace)
 	}
@@ -234,7 +236,7 @@ func (d *Daemon) reportStatus() {
 	if d.onStatus == nil {
 		return
 	}
-	list, err := d.instances()
+	list, err := d.lc.Instances()
 	if err != nil {
 		return
 	}
@@ -242,24 +244,13 @@ func (d *Daemon) reportStatus() {
 	for _, inst := range list {
 		counts[inst.State]++
 	}
-	d.ops.mu.Lock()
-	inFlight := len(d.ops.running)
-	d.ops.mu.Unlock()
 	d.status(fmt.Sprintf("%d instances: %d running, %d stopped, %d other; %d operations in flight",
-		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], inFlight))
+		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], d.ops.Running()))
 }
 
 // Healthy proves the daemon can do its job: the store answers and libvirt
 // is reachable. systemd's watchdog is fed only while it holds.
-func (d *Daemon) Healthy(ctx context.Context) error {
-	if err := d.store.View(func(tx *store.Tx) error { _, err := tx.Instances(); return err }); err != nil {
-		return fmt.Errorf("state store: %w", err)
-	}
-	if _, err := d.hv.OwnedDomains(ctx); err != nil {
-		return fmt.Errorf("libvirt: %w", err)
-	}
-	return nil
-}
+func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }
 
 // Close releases the store and the libvirt connection.
 func (d *Daemon) Close() error {
@@ -269,16 +260,21 @@ func (d *Daemon) Close() error {
 	return d.store.Close()
 }
 
-// goOp runs fn as an operation owned by the daemon.
-func (d *Daemon) goOp(op *Op, fn func(ctx context.Context, op *Op) error) {
-	d.work.Add(1)
-	go func() {
-		defer d.work.Done()
-		err := fn(d.ctx, op)
-		if err != nil {
-			d.log.Warn("operation failed", "op", op.ID(), "error", err)
-		}
-		op.Finish(err)
-		d.reportStatus()
-	}()
-}
+// Store is the daemon's store (tests and tools that seed or inspect it).
+func (d *Daemon) Store() *store.Store { return d.store }
+
+// Lifecycle is the daemon's instance engine (tests).
+func (d *Daemon) Lifecycle() *lifecycle.Engine { return d.lc }
+
+// Ops is the daemon's operation engine (tests).
+func (d *Daemon) Ops() *ops.Engine { return d.ops }
+
+// API is the daemon's API server (tests walk its route table).
+func (d *Daemon) API() *httpapi.Server { return d.api }
+
+// The libvirt driver has every capability the engines look for.
+var (
+	_ Hypervisor              = (*vmlibvirt.Driver)(nil)
+	_ jobs.Runner             = (*vmlibvirt.Driver)(nil)
+	_ lifecycle.ConsoleOpener = (*vmlibvirt.Driver)(nil)
+)

@@ -1,250 +1,34 @@
-package daemon
+package daemon_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/api"
-	"github.com/labvm/labvm/daemon/client"
+	"github.com/labvm/labvm/daemon/daemontest"
+	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/store"
-	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/vm"
 )
 
-// fakeHypervisor stands in for libvirt in these unit tests of the
-// daemon's own logic; the end-to-end tests use the real one.
-type fakeHypervisor struct {
-	mu      sync.Mutex
-	domains map[string]string // name → instance id
-	// startErr, when set, makes StartDomain fail.
-	startErr error
-	// startGate, when set, blocks StartDomain until closed.
-	startGate chan struct{}
-}
-
-var _ Hypervisor = (*fakeHypervisor)(nil)
-
-var (
-	nameRe = regexp.MustCompile(`<name>([^<]+)</name>`)
-	idRe   = regexp.MustCompile(`<labvm:id>([^<]+)</labvm:id>`)
-)
-
-func newFakeHypervisor() *fakeHypervisor { return &fakeHypervisor{domains: map[string]string{}} }
-
-func (f *fakeHypervisor) StartDomain(ctx context.Context, xml string) error {
-	f.mu.Lock()
-	gate, err := f.startGate, f.startErr
-	f.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if err != nil {
-		return err
-	}
-	name := nameRe.FindStringSubmatch(xml)[1]
-	id := ""
-	if m := idRe.FindStringSubmatch(xml); m != nil {
-		id = m[1]
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.domains[name]; ok {
-		return fmt.Errorf("domain %s already running", name)
-	}
-	f.domains[name] = id
-	return nil
-}
-
-func (f *fakeHypervisor) Shutdown(ctx context.Context, name string) error {
-	return f.Destroy(ctx, name)
-}
-func (f *fakeHypervisor) WaitGone(ctx context.Context, name string) error { return nil }
-
-func (f *fakeHypervisor) Destroy(ctx context.Context, name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.domains, name)
-	return nil
-}
-
-func (f *fakeHypervisor) DomainState(ctx context.Context, name string) (vm.DomainStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.domains[name]; ok {
-		return vm.DomainRunning, nil
-	}
-	return vm.DomainAbsent, nil
-}
-
-func (f *fakeHypervisor) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []vm.OwnedDomain
-	for name, id := range f.domains {
-		out = append(out, vm.OwnedDomain{Name: name, InstanceID: id, Status: vm.DomainRunning})
-	}
-	return out, nil
-}
-
-func (f *fakeHypervisor) AgentPing(ctx context.Context, name string) error {
-	if st, _ := f.DomainState(ctx, name); st != vm.DomainRunning {
-		return vm.ErrAgentUnavailable
-	}
-	return nil
-}
-
-func (f *fakeHypervisor) Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error) {
-	return vm.ExecResult{Stdout: []byte(strings.Join(append([]string{req.Path}, req.Args...), " "))}, nil
-}
-
-func (f *fakeHypervisor) running() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.domains)
-}
-
-// fakeNetwork records what the daemon asks of the host's networking.
-type fakeNetwork struct {
-	mu       sync.Mutex
-	bridges  map[string]network.Bridge
-	firewall network.FirewallSpec
-	// routes are host routes RoutesOverlapping reports.
-	routes []netip.Prefix
-}
-
-func newFakeNetwork() *fakeNetwork { return &fakeNetwork{bridges: map[string]network.Bridge{}} }
-
-func (f *fakeNetwork) EnsureBridge(ctx context.Context, b network.Bridge) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.bridges[b.Name] = b
-	return nil
-}
-
-func (f *fakeNetwork) DeleteBridge(ctx context.Context, name string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.bridges, name)
-	return nil
-}
-
-func (f *fakeNetwork) ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error {
-	if _, err := network.BuildFirewall(spec); err != nil && len(spec.VNets) > 0 {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.firewall = spec
-	return nil
-}
-
-func (f *fakeNetwork) EnableForwarding() error { return nil }
-
-func (f *fakeNetwork) RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error) {
-	var out []string
-	for _, r := range f.routes {
-		if r.Overlaps(p) {
-			out = append(out, r.String())
-		}
-	}
-	return out, nil
-}
-
-type testDaemon struct {
-	*Daemon
-	hv     *fakeHypervisor
-	net    *fakeNetwork
-	client *client.Client
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func newTestDaemon(t *testing.T, hv *fakeHypervisor, seed func(tx *store.Tx) error) *testDaemon {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.SocketPath = filepath.Join(dir, "labvm.sock")
-	cfg.SocketGroup = ""
-	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.PhoneHomePort = 0
-	cfg.ReadyTimeout = 5 * time.Second
-	cfg.Accel = vm.AccelForceTCG
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	fn := newFakeNetwork()
-	fn.routes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
-	d, err := New(context.Background(), cfg, Options{Log: log, Hypervisor: hv, Network: fn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := filepath.Join(cfg.DataDir, "images", "base.qcow2")
-	os.WriteFile(base, []byte("not really qcow2; the fake hypervisor never reads it"), 0o444)
-	if err := d.store.Update(func(tx *store.Tx) error {
-		if err := tx.CreateImage(store.Image{Name: "tiny", Digest: strings.Repeat("a", 64), Path: base, VirtualSize: 512 << 20}); err != nil {
-			return err
-		}
-		if seed != nil {
-			return seed(tx)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{Daemon: d, hv: hv, net: fn, client: client.New(cfg.SocketPath), cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan struct{})
-	go func() { td.done <- d.Run(ctx, nil, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-td.done:
-		t.Fatalf("daemon exited: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-td.done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		d.Close()
-	})
-	return td
-}
-
-func (td *testDaemon) create(t *testing.T, req api.CreateInstanceRequest) (api.Operation, error) {
-	t.Helper()
-	ctx := context.Background()
-	op, err := td.client.CreateInstance(ctx, req)
-	if err != nil {
-		return op, err
-	}
-	return td.client.Wait(ctx, op.ID, nil)
-}
-
-func tinyReq(name string) api.CreateInstanceRequest {
-	return api.CreateInstanceRequest{Name: name, Size: "Standard_B1s", Image: "tiny"}
-}
-
 func TestLifecycleThroughAPI(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	ctx := context.Background()
-	c := td.client
+	c := td.Client
 
-	op, err := td.create(t, tinyReq("alice-dev"))
+	op, err := td.Create(t, daemontest.TinyReq("alice-dev"))
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -264,7 +48,7 @@ func TestLifecycleThroughAPI(t *testing.T) {
 	if inst.State != "Running" || inst.DiskVirtual != 120<<30 || inst.IP != "10.177.0.10" || inst.SSH {
 		t.Fatalf("instance = %+v", inst)
 	}
-	if _, err := os.Stat(td.seedPath(inst.ID)); err != nil {
+	if _, err := os.Stat(td.Paths.Seed(inst.ID)); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
 
@@ -318,18 +102,18 @@ func TestLifecycleThroughAPI(t *testing.T) {
 	if _, err := c.Instance(ctx, "alice-dev"); !api.IsCode(err, api.CodeNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
-	if _, err := os.Stat(td.cfg.instanceDir(inst.ID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(td.Paths.Dir(inst.ID)); !os.IsNotExist(err) {
 		t.Fatalf("instance dir still there: %v", err)
 	}
-	if td.hv.running() != 0 {
+	if td.HV.Running() != 0 {
 		t.Fatal("domain left after delete")
 	}
-	td.assertNoIPs(t)
+	assertNoIPs(t, td)
 }
 
-func (td *testDaemon) assertNoIPs(t *testing.T) {
+func assertNoIPs(t *testing.T, td *daemontest.Daemon) {
 	t.Helper()
-	td.store.View(func(tx *store.Tx) error {
+	td.Store().View(func(tx *store.Tx) error {
 		allocs, _ := tx.IPAllocations("default")
 		if len(allocs) != 0 {
 			t.Errorf("addresses still allocated: %+v", allocs)
@@ -339,7 +123,7 @@ func (td *testDaemon) assertNoIPs(t *testing.T) {
 }
 
 func TestCreateRejectsBadInputAndChangesNothing(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	tests := []struct {
 		name string
 		mod  func(r *api.CreateInstanceRequest)
@@ -362,47 +146,47 @@ func TestCreateRejectsBadInputAndChangesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := tinyReq("bob-dev")
+			req := daemontest.TinyReq("bob-dev")
 			tt.mod(&req)
-			_, err := td.client.CreateInstance(context.Background(), req)
+			_, err := td.Client.CreateInstance(context.Background(), req)
 			var ae *api.Error
 			if !errors.As(err, &ae) || ae.Code != tt.code || !strings.Contains(ae.Message, tt.msg) {
 				t.Fatalf("err = %v, want %s mentioning %q", err, tt.code, tt.msg)
 			}
-			list, _ := td.client.Instances(context.Background())
+			list, _ := td.Client.Instances(context.Background())
 			if len(list) != 0 {
 				t.Fatalf("instances after refused create: %+v", list)
 			}
-			if dirs, _ := os.ReadDir(td.cfg.instancesDir()); len(dirs) != 0 {
+			if dirs, _ := os.ReadDir(td.Paths.Instances()); len(dirs) != 0 {
 				t.Fatalf("files after refused create: %v", dirs)
 			}
-			td.assertNoIPs(t)
+			assertNoIPs(t, td)
 		})
 	}
 }
 
 func TestCreateFailureRollsBack(t *testing.T) {
-	hv := newFakeHypervisor()
-	hv.startErr = errors.New("qemu: could not open backing file")
-	td := newTestDaemon(t, hv, nil)
-	_, err := td.create(t, tinyReq("doomed"))
+	hv := daemontest.NewFakeHypervisor()
+	hv.StartErr = errors.New("qemu: could not open backing file")
+	td := daemontest.New(t, hv, nil)
+	_, err := td.Create(t, daemontest.TinyReq("doomed"))
 	if err == nil || !strings.Contains(err.Error(), "could not open backing file") {
 		t.Fatalf("create error = %v", err)
 	}
-	inst, err := td.client.Instance(context.Background(), "doomed")
+	inst, err := td.Client.Instance(context.Background(), "doomed")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if inst.State != "CreateFailed" || !strings.Contains(inst.StateReason, "backing file") {
 		t.Fatalf("instance = %s %q", inst.State, inst.StateReason)
 	}
-	if _, err := os.Stat(td.cfg.instanceDir(inst.ID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(td.Paths.Dir(inst.ID)); !os.IsNotExist(err) {
 		t.Fatalf("instance dir left after failed create: %v", err)
 	}
-	td.assertNoIPs(t)
-	op, err := td.client.Delete(context.Background(), "doomed")
+	assertNoIPs(t, td)
+	op, err := td.Client.Delete(context.Background(), "doomed")
 	if err == nil {
-		_, err = td.client.Wait(context.Background(), op.ID, nil)
+		_, err = td.Client.Wait(context.Background(), op.ID, nil)
 	}
 	if err != nil {
 		t.Fatalf("delete of CreateFailed: %v", err)
@@ -410,20 +194,20 @@ func TestCreateFailureRollsBack(t *testing.T) {
 }
 
 func TestOneOperationPerInstance(t *testing.T) {
-	hv := newFakeHypervisor()
-	hv.startGate = make(chan struct{})
-	td := newTestDaemon(t, hv, nil)
+	hv := daemontest.NewFakeHypervisor()
+	hv.StartGate = make(chan struct{})
+	td := daemontest.New(t, hv, nil)
 	ctx := context.Background()
-	op, err := td.client.CreateInstance(ctx, tinyReq("busy-one"))
+	op, err := td.Client.CreateInstance(ctx, daemontest.TinyReq("busy-one"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = td.client.Delete(ctx, "busy-one")
+	_, err = td.Client.Delete(ctx, "busy-one")
 	if !api.IsCode(err, api.CodeConflict) || !strings.Contains(err.Error(), op.ID) {
 		t.Fatalf("second operation: %v; want Conflict naming %s", err, op.ID)
 	}
-	close(hv.startGate)
-	if _, err := td.client.Wait(ctx, op.ID, nil); err != nil {
+	close(hv.StartGate)
+	if _, err := td.Client.Wait(ctx, op.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -431,7 +215,7 @@ func TestOneOperationPerInstance(t *testing.T) {
 // TestParallelCreatesGetDistinctAddresses: 20 creates at once all
 // succeed, each with its own address.
 func TestParallelCreatesGetDistinctAddresses(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -439,7 +223,7 @@ func TestParallelCreatesGetDistinctAddresses(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, err := td.create(t, tinyReq(fmt.Sprintf("par-%02d", i)))
+			_, err := td.Create(t, daemontest.TinyReq(fmt.Sprintf("par-%02d", i)))
 			errs <- err
 		}(i)
 	}
@@ -450,7 +234,7 @@ func TestParallelCreatesGetDistinctAddresses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list, _ := td.client.Instances(context.Background())
+	list, _ := td.Client.Instances(context.Background())
 	seen := map[string]bool{}
 	for _, i := range list {
 		if seen[i.IP] {
@@ -464,9 +248,9 @@ func TestParallelCreatesGetDistinctAddresses(t *testing.T) {
 }
 
 func TestRequestDecodingIsStrict(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", td.cfg.SocketPath)
+		return (&net.Dialer{}).DialContext(ctx, "unix", td.Cfg.SocketPath)
 	}}}
 	tests := []struct {
 		name, body string
@@ -512,8 +296,8 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 	creating := mk("was-creating", vm.StateCreating, "10.177.0.10")
 	deleting := mk("was-deleting", vm.StateDeleting, "10.177.0.11")
 	running := mk("was-running", vm.StateRunning, "10.177.0.12")
-	hv := newFakeHypervisor()
-	td := newTestDaemon(t, hv, func(tx *store.Tx) error {
+	hv := daemontest.NewFakeHypervisor()
+	td := daemontest.New(t, hv, func(tx *store.Tx) error {
 		for _, inst := range []vm.Instance{creating, deleting, running} {
 			if err := tx.CreateInstance(inst); err != nil {
 				return err
@@ -525,46 +309,102 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 		return nil
 	})
 	ctx := context.Background()
-	got, err := td.client.Instance(ctx, "was-creating")
+	got, err := td.Client.Instance(ctx, "was-creating")
 	if err != nil || got.State != "CreateFailed" {
 		t.Fatalf("interrupted create: %+v %v", got, err)
 	}
-	if _, err := td.client.Instance(ctx, "was-deleting"); !api.IsCode(err, api.CodeNotFound) {
+	if _, err := td.Client.Instance(ctx, "was-deleting"); !api.IsCode(err, api.CodeNotFound) {
 		t.Fatalf("interrupted delete not finished: %v", err)
 	}
 	// Its disk is missing, so it is kept, marked Unknown, never dropped.
-	got, err = td.client.Instance(ctx, "was-running")
+	got, err = td.Client.Instance(ctx, "was-running")
 	if err != nil || got.State != "Unknown" || !strings.Contains(got.StateReason, "missing") {
 		t.Fatalf("running without disk: %+v %v", got, err)
 	}
 }
 
-// noAgent is a hypervisor whose guests never answer, like test:///default.
-type noAgent struct{ *fakeHypervisor }
+func TestQuotaIsCheckedAtomically(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	if _, err := td.Client.SetQuota(t.Context(), "standardBSFamily", 1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			_, err := td.Client.CreateInstance(t.Context(), api.CreateInstanceRequest{Name: "q-" + string(rune('a'+i)) + "-dev", Size: "Standard_B1s", Image: "tiny"})
+			errs <- err
+		}(i)
+	}
+	okCount := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		switch {
+		case err == nil:
+			okCount++
+		case !api.IsCode(err, api.CodeQuotaExceeded):
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if okCount != 1 {
+		t.Fatalf("%d creates succeeded against a limit with room for one", okCount)
+	}
+	if _, err := td.Client.SetQuota(t.Context(), "standardBSFamily", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.Client.SetQuota(t.Context(), "", 0); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := td.Client.Quota(t.Context())
+	if q.Total.Used != 1 {
+		t.Fatalf("total used = %d, want 1", q.Total.Used)
+	}
+	if _, err := td.Client.SetQuota(t.Context(), "nosuchFamily", 3); !api.IsCode(err, api.CodeInvalidArgument) {
+		t.Fatalf("unknown family: %v", err)
+	}
+}
 
-func (noAgent) AgentPing(ctx context.Context, name string) error { return vm.ErrAgentUnavailable }
+// TestHostGuards: a create or start the host cannot carry is refused with
+// a clear error, and nothing is made or changed.
+func TestHostGuards(t *testing.T) {
+	ctx := context.Background()
+	stopped := vm.Instance{ID: vm.NewID(), Name: "fits-dev", State: vm.StateStopped, VNet: "default",
+		Size: vm.DefaultSizes()[0], Image: "tiny", CreatedAt: time.Now().UTC()}
+	stopped.Domain = vm.DomainName(stopped.Name, stopped.ID)
+	dir := t.TempDir()
+	disk := lifecycle.Paths{DataDir: filepath.Join(dir, "data")}.Disk(stopped.ID)
+	if err := os.MkdirAll(filepath.Dir(disk), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	td := daemontest.NewAt(t, dir, daemontest.NewFakeHypervisor(), func(cfg *daemon.Config) {
+		cfg.MinFreeDisk = 1 << 62 // more than any disk has
+	}, func(tx *store.Tx) error { return tx.CreateInstance(stopped) })
+	if _, err := td.Client.CreateInstance(ctx, daemontest.TinyReq("full-dev")); !api.IsCode(err, api.CodeInsufficientResources) {
+		t.Fatalf("create with the disk full: %v", err)
+	}
+	if _, err := td.Client.Start(ctx, "fits-dev"); !api.IsCode(err, api.CodeInsufficientResources) {
+		t.Fatalf("start with the disk full: %v", err)
+	}
+	if _, err := td.Client.Instance(ctx, "full-dev"); !api.IsCode(err, api.CodeNotFound) {
+		t.Fatalf("refused create left a record: %v", err)
+	}
+	entries, _ := os.ReadDir(td.Paths.Instances())
+	if len(entries) != 1 {
+		t.Fatalf("instance dirs after a refused create: %d, want 1", len(entries))
+	}
+	if inst, _ := td.Client.Instance(ctx, "fits-dev"); inst.State != "Stopped" {
+		t.Fatalf("refused start changed the state to %s", inst.State)
+	}
 
-// TestReadyProbeNone: with --ready-probe none a running domain is ready
-// at once, without a guest agent; a domain that is not running is not.
-func TestReadyProbeNone(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.ReadyProbe = "bogus"
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ready probe") {
-		t.Fatalf("Validate with ready probe bogus = %v", err)
-	}
-	cfg.ReadyProbe = ReadyProbeNone
-	cfg.ReadyTimeout = time.Minute
-	hv := newFakeHypervisor()
-	d := &Daemon{cfg: cfg, hv: noAgent{hv}}
-	hv.domains["labvm-a-12345678"] = "1234567890abcdef"
-	start := time.Now()
-	if err := d.waitReady(context.Background(), vm.Instance{ID: "1234567890abcdef", Domain: "labvm-a-12345678"}, nil); err != nil {
-		t.Fatalf("running domain: %v", err)
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("ready took %s, want at once", took)
-	}
-	if err := d.waitReady(context.Background(), vm.Instance{ID: "2234567890abcdef", Domain: "labvm-b-22345678"}, nil); err == nil {
-		t.Fatal("absent domain reported ready")
+	big := daemontest.NewWith(t, daemontest.NewFakeHypervisor(), func(cfg *daemon.Config) {
+		cfg.Sizes = []vm.Size{{Name: "Huge_X1", Family: "hugeFamily", VCPUs: 1, MemoryMiB: 1 << 40}}
+	}, nil)
+	req := daemontest.TinyReq("huge-dev")
+	req.Size = "Huge_X1"
+	if _, err := big.Client.CreateInstance(ctx, req); !api.IsCode(err, api.CodeInsufficientResources) {
+		t.Fatalf("a size bigger than the host's memory: %v", err)
 	}
 }

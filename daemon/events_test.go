@@ -1,4 +1,4 @@
-package daemon
+package daemon_test
 
 import (
 	"context"
@@ -6,24 +6,23 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/daemontest"
 )
 
 // TestEventsFollowOperations: an event stream sees an operation start,
 // move through its stages and finish.
 func TestEventsFollowOperations(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events := make(chan api.Operation, 64)
 	done := make(chan error, 1)
-	go func() { done <- td.client.Events(ctx, func(op api.Operation) { events <- op }) }()
+	go func() { done <- td.Client.Events(ctx, func(op api.Operation) { events <- op }) }()
 
 	// The stream is up once the daemon has a subscriber.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		td.ops.events.mu.Lock()
-		n := len(td.ops.events.subs)
-		td.ops.events.mu.Unlock()
+		n := td.Ops().Events.Subscribers()
 		if n > 0 {
 			break
 		}
@@ -32,7 +31,7 @@ func TestEventsFollowOperations(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	op, err := td.create(t, tinyReq("evt-dev"))
+	op, err := td.Create(t, daemontest.TinyReq("evt-dev"))
 	if err != nil {
 		t.Fatal(err)
 	}

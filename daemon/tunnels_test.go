@@ -1,13 +1,11 @@
-package daemon
+package daemon_test
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/daemontest"
 	"github.com/labvm/labvm/daemon/store"
 )
 
@@ -18,18 +16,18 @@ const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGDf+vlQWpXprKNh592udede
 // request gets while it is still plain HTTP. The fake hypervisor carries
 // no bytes, so nothing here gets as far as dialling a guest.
 func TestTunnelRefusalsBeforeUpgrade(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
 	ctx := t.Context()
-	withKey := tinyReq("keyed-dev")
+	withKey := daemontest.TinyReq("keyed-dev")
 	withKey.SSHPublicKey = testSSHKey
-	for _, req := range []api.CreateInstanceRequest{withKey, tinyReq("keyless-dev"), tinyReq("stopped-dev")} {
-		if _, err := td.create(t, req); err != nil {
+	for _, req := range []api.CreateInstanceRequest{withKey, daemontest.TinyReq("keyless-dev"), daemontest.TinyReq("stopped-dev")} {
+		if _, err := td.Create(t, req); err != nil {
 			t.Fatalf("create %s: %v", req.Name, err)
 		}
 	}
-	op, err := td.client.Stop(ctx, "stopped-dev")
+	op, err := td.Client.Stop(ctx, "stopped-dev")
 	if err == nil {
-		_, err = td.client.Wait(ctx, op.ID, nil)
+		_, err = td.Client.Wait(ctx, op.ID, nil)
 	}
 	if err != nil {
 		t.Fatalf("stop: %v", err)
@@ -37,7 +35,7 @@ func TestTunnelRefusalsBeforeUpgrade(t *testing.T) {
 
 	tunnel := func(name string, port int) func() error {
 		return func() error {
-			conn, err := td.client.Tunnel(ctx, name, port)
+			conn, err := td.Client.Tunnel(ctx, name, port)
 			if err == nil {
 				conn.Close()
 			}
@@ -56,11 +54,11 @@ func TestTunnelRefusalsBeforeUpgrade(t *testing.T) {
 		{"SSH off", tunnel("keyless-dev", 22), api.CodeConflict, "created without --ssh-key"},
 		{"stopped", tunnel("stopped-dev", 80), api.CodeConflict, "start it first"},
 		{"console when stopped", func() error {
-			_, err := td.client.Console(ctx, "stopped-dev")
+			_, err := td.Client.Console(ctx, "stopped-dev")
 			return err
 		}, api.CodeConflict, "start it first"},
 		{"console without a console-capable hypervisor", func() error {
-			_, err := td.client.Console(ctx, "keyed-dev")
+			_, err := td.Client.Console(ctx, "keyed-dev")
 			return err
 		}, api.CodeUnavailable, "no console access"},
 	}
@@ -75,7 +73,7 @@ func TestTunnelRefusalsBeforeUpgrade(t *testing.T) {
 
 	t.Run("every attempt is audited", func(t *testing.T) {
 		var entries []store.AuditEntry
-		if err := td.store.View(func(tx *store.Tx) error {
+		if err := td.Store().View(func(tx *store.Tx) error {
 			var err error
 			entries, err = tx.Audit(store.AuditFilter{Limit: 100})
 			return err
@@ -98,56 +96,4 @@ func TestTunnelRefusalsBeforeUpgrade(t *testing.T) {
 			}
 		}
 	})
-}
-
-// TestTunnelIsPersonal checks that only the instance's own user gets in:
-// not another user, not root, whatever their role.
-func TestTunnelIsPersonal(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
-	if _, err := td.create(t, tinyReq("own-dev")); err != nil {
-		t.Fatal(err)
-	}
-	inst, err := td.instanceByName("own-dev")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name   string
-		caller Caller
-		path   string
-	}{
-		{"another user's tunnel", Caller{UID: 4242, Name: "mallory"}, "/tunnel?port=80"},
-		{"another user's console", Caller{UID: 4242, Name: "mallory"}, "/console"},
-		{"root's tunnel", Caller{UID: 0, Name: "root"}, "/tunnel?port=80"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.caller.Name == inst.Owner() {
-				t.Skipf("the test runs as %s, who owns the instance", inst.Owner())
-			}
-			r := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/v1/instances/own-dev"+tt.path, nil)
-			r.SetPathValue("name", "own-dev")
-			r.Header.Set("Connection", "Upgrade")
-			r.Header.Set("Upgrade", tunnelProtocol)
-			if strings.HasPrefix(tt.path, "/console") {
-				_, err = td.openConsole(r, tt.caller)
-			} else {
-				_, err = td.openTunnel(r, tt.caller)
-			}
-			if !api.IsCode(err, api.CodePermissionDenied) || !strings.Contains(err.Error(), "own-dev is "+inst.Owner()+"'s instance") {
-				t.Fatalf("got %v, want PermissionDenied naming the owner", err)
-			}
-		})
-	}
-}
-
-// TestTunnelNeedsUpgrade checks that a plain GET is told what it lacks.
-func TestTunnelNeedsUpgrade(t *testing.T) {
-	td := newTestDaemon(t, newFakeHypervisor(), nil)
-	r := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/v1/instances/x-dev/tunnel?port=22", nil)
-	r.SetPathValue("name", "x-dev")
-	_, err := td.openTunnel(r, Caller{Name: "root"})
-	if !api.IsCode(err, api.CodeInvalidArgument) || !strings.Contains(err.Error(), "Upgrade: labvm-tunnel") {
-		t.Fatalf("got %v, want InvalidArgument asking for the upgrade", err)
-	}
 }

@@ -45,6 +45,11 @@ type Instance struct {
 
 	Creator    string `json:"creator"`
 	AssignedTo string `json:"assigned_to,omitempty"`
+	// CreatorUID and AssignedUID are the accounts' uids when the record
+	// was made, so a deleted and re-created account with the same name is
+	// not taken for the old one. Records older than this have none.
+	CreatorUID  *int `json:"creator_uid,omitempty"`
+	AssignedUID *int `json:"assigned_uid,omitempty"`
 
 	State       State     `json:"state"`
 	StateReason string    `json:"state_reason,omitempty"`
@@ -74,6 +79,14 @@ func (i *Instance) Owner() string {
 		return i.AssignedTo
 	}
 	return i.Creator
+}
+
+// OwnerUID is the uid of Owner when the record knows it.
+func (i *Instance) OwnerUID() *int {
+	if i.AssignedTo != "" {
+		return i.AssignedUID
+	}
+	return i.CreatorUID
 }
 
 // SetState moves the record to s with a reason shown to users.

@@ -21,7 +21,13 @@ const (
 	// CodeInsufficientResources: the host lacks disk space or memory.
 	CodeInsufficientResources Code = "InsufficientResources"
 	CodeTooLarge              Code = "RequestTooLarge"
-	CodeInternal              Code = "Internal"
+	// CodeTooManyRequests: a caller sent more than its share (connections,
+	// refused calls); retry later.
+	CodeTooManyRequests Code = "TooManyRequests"
+	// CodeCancelled: the work was cancelled (an operation superseded by a
+	// stop or delete, or a client that left).
+	CodeCancelled Code = "Cancelled"
+	CodeInternal  Code = "Internal"
 )
 
 // HTTPStatus is the status each code travels with.
@@ -33,8 +39,10 @@ func (c Code) HTTPStatus() int {
 		return http.StatusNotFound
 	case CodeAlreadyExists, CodeConflict:
 		return http.StatusConflict
-	case CodeQuotaExceeded:
+	case CodeQuotaExceeded, CodeTooManyRequests:
 		return http.StatusTooManyRequests
+	case CodeCancelled:
+		return http.StatusConflict
 	case CodePermissionDenied:
 		return http.StatusForbidden
 	case CodeUnavailable:

@@ -9,10 +9,15 @@ const (
 	OperationRunning   OperationStatus = "running"
 	OperationSucceeded OperationStatus = "succeeded"
 	OperationFailed    OperationStatus = "failed"
+	// OperationCancelled: superseded (a stop or delete cancelled a start
+	// or create still waiting for its guest).
+	OperationCancelled OperationStatus = "cancelled"
 )
 
 // Done reports whether the operation has finished either way.
-func (s OperationStatus) Done() bool { return s == OperationSucceeded || s == OperationFailed }
+func (s OperationStatus) Done() bool {
+	return s == OperationSucceeded || s == OperationFailed || s == OperationCancelled
+}
 
 // OperationKind names what an operation does.
 type OperationKind string
@@ -43,6 +48,8 @@ type Operation struct {
 
 // Stage is one step of an operation, shown as progress.
 type Stage struct {
+	// Step is the step's stable name; Name is for people.
+	Step      string     `json:"step,omitempty"`
 	Name      string     `json:"name"`
 	Detail    string     `json:"detail,omitempty"`
 	StartedAt time.Time  `json:"started_at"`

@@ -12,8 +12,12 @@ import (
 // RoleAssignment gives a role to a user or, with Group set, to every
 // member of a Unix group.
 type RoleAssignment struct {
-	Principal  string    `json:"principal"` // user name, or group name when Group
-	Group      bool      `json:"group"`
+	Principal string `json:"principal"` // user name, or group name when Group
+	Group     bool   `json:"group"`
+	// UID is the user's uid when assigned: the assignment holds for that
+	// account only, not for a later account that reuses the name. Nil for
+	// groups and for assignments made before uids were recorded.
+	UID        *int      `json:"uid,omitempty"`
 	Role       string    `json:"role"`
 	AssignedBy string    `json:"assigned_by"`
 	AssignedAt time.Time `json:"assigned_at"`

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/vm"
 )
 
@@ -107,40 +106,6 @@ func (t *Tx) DeleteImage(name string) error {
 // Images lists all images ordered by name.
 func (t *Tx) Images() ([]Image, error) {
 	return list[Image](t, bucketImages)
-}
-
-// Operation returns an operation.
-func (t *Tx) Operation(id string) (api.Operation, error) {
-	return get[api.Operation](t, bucketOperations, []byte(id))
-}
-
-// PutOperation stores an operation.
-func (t *Tx) PutOperation(op api.Operation) error {
-	return put(t, bucketOperations, []byte(op.ID), op)
-}
-
-// Operations lists operations, oldest first.
-func (t *Tx) Operations() ([]api.Operation, error) {
-	out, err := list[api.Operation](t, bucketOperations)
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
-	return out, err
-}
-
-// PruneOperations deletes finished operations done before cutoff, so the
-// history stays bounded.
-func (t *Tx) PruneOperations(cutoff time.Time) error {
-	ops, err := t.Operations()
-	if err != nil {
-		return err
-	}
-	for _, op := range ops {
-		if op.Status.Done() && op.DoneAt != nil && op.DoneAt.Before(cutoff) {
-			if err := t.tx.Bucket(bucketOperations).Delete([]byte(op.ID)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 func ipKey(vnet string, ip netip.Addr) []byte { return []byte(vnet + "/" + ip.String()) }

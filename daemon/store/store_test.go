@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/vm"
 	bolt "go.etcd.io/bbolt"
 )
@@ -87,29 +87,65 @@ func TestIPAllocations(t *testing.T) {
 }
 
 func TestOperationsPrune(t *testing.T) {
-	s, _ := openTemp(t)
-	old := time.Now().Add(-48 * time.Hour)
-	recent := time.Now()
-	ops := []api.Operation{
-		{ID: "old", Status: api.OperationSucceeded, CreatedAt: old, DoneAt: &old},
-		{ID: "new", Status: api.OperationFailed, CreatedAt: recent, DoneAt: &recent},
-		{ID: "run", Status: api.OperationRunning, CreatedAt: old},
+	now := time.Now()
+	at := func(h int) *time.Time { t := now.Add(time.Duration(-h) * time.Hour); return &t }
+	tests := []struct {
+		name string
+		ops  []Operation
+		keep int
+		want []string
+	}{
+		{
+			name: "older than the cutoff go, running stay",
+			ops: []Operation{
+				{ID: "old", Status: "succeeded", CreatedAt: *at(48), DoneAt: at(48)},
+				{ID: "new", Status: "failed", CreatedAt: *at(1), DoneAt: at(1)},
+				{ID: "run", Status: "running", CreatedAt: *at(49)},
+			},
+			keep: 100,
+			want: []string{"run", "new"},
+		},
+		{
+			name: "beyond keep the oldest finished go",
+			ops: []Operation{
+				{ID: "a", Status: "succeeded", CreatedAt: *at(5), DoneAt: at(5)},
+				{ID: "b", Status: "succeeded", CreatedAt: *at(4), DoneAt: at(4)},
+				{ID: "c", Status: "succeeded", CreatedAt: *at(3), DoneAt: at(3)},
+				{ID: "run", Status: "running", CreatedAt: *at(6)},
+			},
+			keep: 2,
+			want: []string{"run", "b", "c"},
+		},
 	}
-	s.Update(func(tx *Tx) error {
-		for _, op := range ops {
-			if err := tx.PutOperation(op); err != nil {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := openTemp(t)
+			if err := s.Update(func(tx *Tx) error {
+				for _, op := range tt.ops {
+					if err := tx.PutOperation(op); err != nil {
+						return err
+					}
+				}
+				_, err := tx.PruneOperations(now.Add(-24*time.Hour), tt.keep)
 				return err
+			}); err != nil {
+				t.Fatal(err)
 			}
-		}
-		return tx.PruneOperations(time.Now().Add(-24 * time.Hour))
-	})
-	s.View(func(tx *Tx) error {
-		got, _ := tx.Operations()
-		if len(got) != 2 || got[0].ID != "run" || got[1].ID != "new" {
-			t.Fatalf("after prune: %+v", got)
-		}
-		return nil
-	})
+			var ids []string
+			if err := s.View(func(tx *Tx) error {
+				got, err := tx.Operations()
+				for _, op := range got {
+					ids = append(ids, op.ID)
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(ids, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("after prune: %v, want %v", ids, tt.want)
+			}
+		})
+	}
 }
 
 func TestSchemaVersion(t *testing.T) {

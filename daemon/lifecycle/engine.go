@@ -1,0 +1,173 @@
+// Package lifecycle owns what happens to an instance: create, start, stop,
+// restart and delete as operations; readiness (the guest agent, cloud-init
+// phone-home, the setup and startup scripts); reconciling the store with
+// libvirt and the data dir at start and recovering interrupted work; the
+// manifests beside each disk; host shutdown and autostart; the host guards
+// (disk, memory); and core quota. Stop waits for the guest here
+// (shutdownDomain), and the steps each operation reports are the Step
+// constants in steps.go.
+//
+// It knows nothing of HTTP or who may call it: the API authorizes first.
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/labvm/labvm/daemon/errdefs"
+	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/images"
+	"github.com/labvm/labvm/vm"
+)
+
+// Hypervisor is what the lifecycle needs from libvirt. The libvirt driver
+// is the real one; keeping the interface here, at its consumer, keeps the
+// lifecycle's view of libvirt to these few calls.
+type Hypervisor interface {
+	StartDomain(ctx context.Context, xml string) error
+	Shutdown(ctx context.Context, name string) error
+	WaitGone(ctx context.Context, name string) error
+	Destroy(ctx context.Context, name string) error
+	DomainState(ctx context.Context, name string) (vm.DomainStatus, error)
+	OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error)
+	AgentPing(ctx context.Context, name string) error
+	Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error)
+}
+
+// Jobs is what the lifecycle needs of the job queue: stop the running jobs
+// of an instance going down, and run the queued ones once it is back.
+type Jobs interface {
+	Halt(ctx context.Context, inst vm.Instance, reason string)
+	Resume(instanceID string)
+}
+
+// Networks places a new instance on a VNet and subnet, inside the create
+// transaction.
+type Networks interface {
+	Place(tx *store.Tx, vnet, subnet string) (store.VNet, store.Subnet, error)
+}
+
+// Ready probes (Config.ReadyProbe).
+const (
+	ReadyProbeAgent = "agent"
+	ReadyProbeNone  = "none"
+)
+
+// Config is the part of labvmd's config the lifecycle uses.
+type Config struct {
+	DataDir         string
+	DefaultDiskSize int64
+	ReadyTimeout    time.Duration
+	ReadyProbe      string
+	StopTimeout     time.Duration
+	ExecTimeout     time.Duration
+	PhoneHomePort   int
+	Host            string
+	Quota           QuotaConfig
+	MinFreeDisk     int64
+	Nameservers     []netip.Addr
+	Accel           vm.Accel
+}
+
+// Paths are where an instance's files live in the data dir.
+type Paths struct{ DataDir string }
+
+// Instances is the directory of every instance's files.
+func (p Paths) Instances() string { return filepath.Join(p.DataDir, "instances") }
+
+// Images is where base images live.
+func (p Paths) Images() string { return filepath.Join(p.DataDir, "images") }
+
+// Dir is one instance's directory.
+func (p Paths) Dir(id string) string { return filepath.Join(p.Instances(), id) }
+
+// Disk is the instance's OS disk.
+func (p Paths) Disk(id string) string { return filepath.Join(p.Dir(id), "disk.qcow2") }
+
+// Seed is the instance's NoCloud seed.
+func (p Paths) Seed(id string) string { return filepath.Join(p.Dir(id), "seed.iso") }
+
+// Console is the instance's serial console log.
+func (p Paths) Console(id string) string { return filepath.Join(p.Dir(id), "console.log") }
+
+// Manifest is the instance's manifest.
+func (p Paths) Manifest(id string) string { return filepath.Join(p.Dir(id), manifestFile) }
+
+// Engine runs instance operations.
+type Engine struct {
+	cfg    Config
+	paths  Paths
+	log    *slog.Logger
+	store  *store.Store
+	hv     Hypervisor
+	ops    *ops.Engine
+	sizes  *vm.Catalogue
+	images *images.Catalogue
+	jobs   Jobs
+	nets   Networks
+	ready  *readiness
+	// stopping is closed when the daemon starts stopping; long waits
+	// (readiness) give up at once and leave the rest to reconcile.
+	stopping <-chan struct{}
+}
+
+// Deps are what an Engine is built from.
+type Deps struct {
+	Log        *slog.Logger
+	Store      *store.Store
+	Hypervisor Hypervisor
+	Ops        *ops.Engine
+	Sizes      *vm.Catalogue
+	Images     *images.Catalogue
+	Jobs       Jobs
+	Networks   Networks
+}
+
+// New returns an engine.
+func New(cfg Config, d Deps) *Engine {
+	return &Engine{cfg: cfg, paths: Paths{DataDir: cfg.DataDir}, log: d.Log, store: d.Store, hv: d.Hypervisor, ops: d.Ops,
+		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, ready: newReadiness(), stopping: make(chan struct{})}
+}
+
+// Paths tells where instance files live.
+func (e *Engine) Paths() Paths { return e.paths }
+
+// Sizes is the size catalogue.
+func (e *Engine) Sizes() *vm.Catalogue { return e.sizes }
+
+// Reconcile brings the store and libvirt into agreement, starts the
+// instances a host shutdown stopped and serves phone-home until ctx ends.
+// stopping is closed when the daemon starts stopping.
+func (e *Engine) Reconcile(ctx context.Context, stopping <-chan struct{}) error {
+	e.stopping = stopping
+	if err := e.reconcile(ctx); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	e.autostart()
+	e.startPhoneHome(ctx)
+	return nil
+}
+
+// Healthy proves the lifecycle can work: the store answers and libvirt is
+// reachable.
+func (e *Engine) Healthy(ctx context.Context) error {
+	if err := e.store.View(func(tx *store.Tx) error { _, err := tx.Instances(); return err }); err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	if _, err := e.hv.OwnedDomains(ctx); err != nil {
+		return fmt.Errorf("libvirt: %w", err)
+	}
+	return nil
+}
+
+// ErrInterrupted ends a wait because the daemon is stopping; the next
+// start's reconcile picks the work up again.
+var ErrInterrupted = errdefs.New(errdefs.ErrUnavailable, "`labvm show` tells how the instance ended up once labvmd is back",
+	"interrupted: labvmd is stopping; the wait resumes when it starts again")
+
+func system() ops.Who { return ops.Who{Name: "labvmd"} }

@@ -1,0 +1,467 @@
+// Package vnets owns the VNets and subnets: their records, the bridges
+// that carry them (netlink) and the host firewall that isolates them
+// (nftables), kept in step with the records at start and after every
+// change, and the placement of a new instance on a subnet.
+//
+// It knows nothing of HTTP or of who may call it.
+package vnets
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/errdefs"
+	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/vm"
+)
+
+// HostNetwork is what VNets need from the host's networking; Kernel
+// (netlink, nftables) is the real one.
+type HostNetwork interface {
+	EnsureBridge(ctx context.Context, b network.Bridge) error
+	DeleteBridge(ctx context.Context, name string) error
+	ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error
+	EnableForwarding() error
+	RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error)
+}
+
+// Kernel is the real HostNetwork: netlink and nftables.
+type Kernel struct{}
+
+var _ HostNetwork = Kernel{}
+
+// VNetConfig describes the default VNet: a bridge and the one subnet on it.
+type VNetConfig struct {
+	Name       string
+	Bridge     string
+	SubnetName string
+	Subnet     netip.Prefix
+	Egress     network.EgressMode
+}
+
+// Config is the part of labvmd's config VNets use.
+type Config struct {
+	DataDir       string
+	Default       VNetConfig
+	FirewallTable string
+	BridgePrefix  string
+	// GatewayPorts are the daemon's ports guests may reach on their
+	// gateway (phone-home).
+	GatewayPorts []network.GatewayPort
+}
+
+// Engine owns the VNets: their records, the bridges and the firewall.
+type Engine struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+	net   HostNetwork
+	// mu serialises host network changes (bridges, firewall).
+	mu sync.Mutex
+}
+
+// New returns an engine.
+func New(cfg Config, st *store.Store, hn HostNetwork, log *slog.Logger) *Engine {
+	return &Engine{cfg: cfg, store: st, net: hn, log: log}
+}
+
+// Setup records the default VNet and makes the host match the records.
+func (e *Engine) Setup(ctx context.Context) error {
+	if err := e.ensureDefaultVNet(); err != nil {
+		return fmt.Errorf("default vnet: %w", err)
+	}
+	if err := e.Sync(ctx); err != nil {
+		return fmt.Errorf("networks: %w", err)
+	}
+	return nil
+}
+
+// RoutesOverlapping is the host's routes overlapping p.
+func (e *Engine) RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error) {
+	return e.net.RoutesOverlapping(p, exclude...)
+}
+
+func (Kernel) EnsureBridge(ctx context.Context, b network.Bridge) error {
+	return network.EnsureBridge(ctx, b)
+}
+
+func (Kernel) DeleteBridge(ctx context.Context, name string) error {
+	return network.DeleteBridge(ctx, name)
+}
+
+func (Kernel) ApplyFirewall(ctx context.Context, spec network.FirewallSpec) error {
+	if len(spec.VNets) == 0 {
+		return network.RemoveFirewall(ctx, spec.TableName)
+	}
+	return network.ApplyFirewall(ctx, spec)
+}
+
+// EnableForwarding turns on IPv4 forwarding, which NAT egress needs; it is
+// what libvirt does for its NAT networks too.
+func (Kernel) EnableForwarding() error {
+	return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644)
+}
+
+func (Kernel) RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error) {
+	return network.RoutesOverlapping(p, exclude...)
+}
+
+// bridgeName derives a VNet's bridge: a prefix plus a hash of the data dir
+// and the name, so two daemons (or a test daemon next to a real one)
+// never share a bridge, and names fit the kernel's 15 characters.
+func (e *Engine) bridgeName(vnet string) string {
+	sum := sha256.Sum256([]byte(e.cfg.DataDir + "\x00" + vnet))
+	return e.cfg.BridgePrefix + hex.EncodeToString(sum[:])[:15-len(e.cfg.BridgePrefix)]
+}
+
+// ensureDefaultVNet records the configured default VNet. A changed config
+// is applied only while no instance uses the VNet: moving running guests'
+// addresses from under them would cut them off.
+func (e *Engine) ensureDefaultVNet() error {
+	want := store.VNet{
+		Name: e.cfg.Default.Name, Bridge: e.cfg.Default.Bridge, CIDR: e.cfg.Default.Subnet, Egress: e.cfg.Default.Egress.String(),
+		Subnets:   []store.Subnet{{Name: e.cfg.Default.SubnetName, CIDR: e.cfg.Default.Subnet}},
+		CreatedBy: "labvmd", CreatedAt: time.Now().UTC(),
+	}
+	return e.store.Update(func(tx *store.Tx) error {
+		have, err := tx.VNet(want.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return tx.PutVNet(want)
+		}
+		if err != nil {
+			return err
+		}
+		if have.Bridge == want.Bridge && have.CIDR == want.CIDR && have.Egress == want.Egress && len(have.Subnets) == 1 && have.Subnets[0] == want.Subnets[0] {
+			return nil
+		}
+		if users := e.vnetUsers(tx, want.Name, ""); len(users) > 0 {
+			e.log.Warn("default VNet config changed but instances use it; keeping the recorded one", "vnet", want.Name, "instances", users)
+			return nil
+		}
+		want.CreatedAt = have.CreatedAt
+		return tx.PutVNet(want)
+	})
+}
+
+// vnetUsers names the instances in a VNet (and subnet, if given).
+func (e *Engine) vnetUsers(tx *store.Tx, vnet, subnet string) []string {
+	list, _ := tx.Instances()
+	var out []string
+	for _, inst := range list {
+		if inst.VNet == vnet && (subnet == "" || inst.Subnet == subnet) {
+			out = append(out, inst.Name)
+		}
+	}
+	return out
+}
+
+// Sync makes the host match the recorded VNets: bridges with their
+// gateways, forwarding for NAT, and the firewall in one transaction. It is
+// idempotent and runs at start and after every network change.
+func (e *Engine) Sync(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var vnets []store.VNet
+	if err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		vnets, err = tx.VNets()
+		return err
+	}); err != nil {
+		return err
+	}
+	spec := network.FirewallSpec{TableName: e.cfg.FirewallTable, GatewayPorts: e.cfg.GatewayPorts}
+	nat := false
+	for _, v := range vnets {
+		b := network.Bridge{Name: v.Bridge}
+		var gws []netip.Addr
+		for _, s := range v.Subnets {
+			gw := network.Gateway(s.CIDR)
+			gws = append(gws, gw)
+			b.Addresses = append(b.Addresses, netip.PrefixFrom(gw, s.CIDR.Bits()))
+		}
+		if err := e.net.EnsureBridge(ctx, b); err != nil {
+			return fmt.Errorf("vnet %s: %w", v.Name, err)
+		}
+		egress, err := network.ParseEgress(v.Egress)
+		if err != nil {
+			return fmt.Errorf("vnet %s: %w", v.Name, err)
+		}
+		nat = nat || egress == network.EgressNAT
+		spec.VNets = append(spec.VNets, network.FirewallVNet{Name: v.Name, Bridge: v.Bridge, Subnet: v.CIDR, Egress: egress, Gateways: gws})
+	}
+	if nat {
+		if err := e.net.EnableForwarding(); err != nil {
+			return fmt.Errorf("enable IPv4 forwarding for NAT egress: %w", err)
+		}
+	}
+	if err := e.net.ApplyFirewall(ctx, spec); err != nil {
+		return fmt.Errorf("apply firewall: %w", err)
+	}
+	return nil
+}
+
+// Wire is a VNet as the API shows it, with the addresses in use.
+func Wire(v store.VNet, tx *store.Tx) api.VNet {
+	out := api.VNet{Name: v.Name, Bridge: v.Bridge, CIDR: v.CIDR.String(), Egress: v.Egress, CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt, Subnets: []api.Subnet{}, Addresses: []api.Address{}}
+	for _, s := range v.Subnets {
+		out.Subnets = append(out.Subnets, api.Subnet{Name: s.Name, CIDR: s.CIDR.String(), Gateway: network.Gateway(s.CIDR).String()})
+	}
+	list, _ := tx.Instances()
+	for _, inst := range list {
+		if inst.VNet == v.Name && inst.IP.IsValid() {
+			out.Addresses = append(out.Addresses, api.Address{IP: inst.IP.String(), Subnet: inst.Subnet, Instance: inst.Name, State: inst.State.String()})
+		}
+	}
+	sort.Slice(out.Addresses, func(i, j int) bool {
+		a, _ := netip.ParseAddr(out.Addresses[i].IP)
+		b, _ := netip.ParseAddr(out.Addresses[j].IP)
+		return a.Less(b)
+	})
+	return out
+}
+
+// List is every VNet.
+func (e *Engine) List() ([]api.VNet, error) {
+	out := []api.VNet{}
+	err := e.store.View(func(tx *store.Tx) error {
+		vnets, err := tx.VNets()
+		for _, v := range vnets {
+			out = append(out, Wire(v, tx))
+		}
+		return err
+	})
+	return out, err
+}
+
+// Get is one VNet.
+func (e *Engine) Get(name string) (api.VNet, error) {
+	var out api.VNet
+	err := e.store.View(func(tx *store.Tx) error {
+		v, err := e.vnet(tx, name)
+		if err == nil {
+			out = Wire(v, tx)
+		}
+		return err
+	})
+	return out, err
+}
+
+func (e *Engine) vnet(tx *store.Tx, name string) (store.VNet, error) {
+	v, err := tx.VNet(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return v, errdefs.New(errdefs.ErrNotFound, "`labvm network list` shows the VNets", "vnet %q not found", name)
+	}
+	return v, err
+}
+
+// parseCIDR reads an IPv4 CIDR the way users write it, explaining what
+// is wrong with it.
+func parseCIDR(what, s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, errdefs.Invalidf("%s %q is not a CIDR like 10.80.0.0/16", what, s)
+	}
+	if err := network.ValidateSubnet(p); err != nil {
+		return p, errdefs.Invalidf("%s: %v", what, err)
+	}
+	return p, nil
+}
+
+// checkFree refuses a CIDR that overlaps another VNet or a host route.
+func (e *Engine) checkFree(tx *store.Tx, p netip.Prefix, except string) error {
+	vnets, err := tx.VNets()
+	if err != nil {
+		return err
+	}
+	var ours []string
+	for _, v := range vnets {
+		ours = append(ours, v.Bridge)
+		if v.Name != except && v.CIDR.Overlaps(p) {
+			return errdefs.New(errdefs.ErrConflict, "pick a CIDR no other VNet uses", "%s overlaps vnet %s (%s)", p, v.Name, v.CIDR)
+		}
+	}
+	routes, err := e.net.RoutesOverlapping(p, ours...)
+	if err != nil {
+		return err
+	}
+	if len(routes) > 0 {
+		return errdefs.New(errdefs.ErrConflict, "pick a CIDR the host does not already route (see `ip route`)", "%s overlaps the host's routes %s", p, strings.Join(routes, ", "))
+	}
+	return nil
+}
+
+// Create makes a VNet: its record, bridge and firewall rules.
+func (e *Engine) Create(ctx context.Context, createdBy string, req api.CreateVNetRequest) (api.VNet, error) {
+	var response api.VNet
+	if err := vm.ValidateNameOf("vnet", req.Name); err != nil {
+		return response, err
+	}
+	cidr, err := parseCIDR("--cidr", req.CIDR)
+	if err != nil {
+		return response, err
+	}
+	egress := network.EgressNAT
+	if req.Egress != "" {
+		if egress, err = network.ParseEgress(req.Egress); err != nil {
+			return response, errdefs.Invalidf("--egress %q: use nat or none", req.Egress)
+		}
+	}
+	v := store.VNet{Name: req.Name, Bridge: e.bridgeName(req.Name), CIDR: cidr, Egress: egress.String(), Subnets: []store.Subnet{}, CreatedBy: createdBy, CreatedAt: time.Now().UTC()}
+	return e.changeVNets(ctx, func(tx *store.Tx) (store.VNet, error) {
+		if _, err := tx.VNet(req.Name); err == nil {
+			return v, errdefs.New(errdefs.ErrAlreadyExists, "pick another name, or delete the existing VNet first", "vnet %q already exists", req.Name)
+		}
+		if err := e.checkFree(tx, cidr, ""); err != nil {
+			return v, err
+		}
+		return v, tx.CreateVNet(v)
+	})
+}
+
+// changeVNets runs one VNet change in a transaction, then makes the host
+// match (bridges, firewall) and answers with the changed VNet.
+func (e *Engine) changeVNets(ctx context.Context, change func(tx *store.Tx) (store.VNet, error)) (api.VNet, error) {
+	var out api.VNet
+	err := e.store.Update(func(tx *store.Tx) error {
+		v, err := change(tx)
+		if err != nil {
+			return err
+		}
+		out = Wire(v, tx)
+		return nil
+	})
+	if err != nil {
+		return api.VNet{}, err
+	}
+	if err := e.Sync(ctx); err != nil {
+		return api.VNet{}, err
+	}
+	return out, nil
+}
+
+// Delete removes an unused VNet, its bridge and its rules.
+func (e *Engine) Delete(ctx context.Context, name string) error {
+	var bridge string
+	err := e.store.Update(func(tx *store.Tx) error {
+		v, err := e.vnet(tx, name)
+		if err != nil {
+			return err
+		}
+		if users := e.vnetUsers(tx, name, ""); len(users) > 0 {
+			return fmt.Errorf("vnet %s is used by %s; delete those instances first: %w", name, strings.Join(users, ", "), errdefs.ErrConflict)
+		}
+		bridge = v.Bridge
+		return tx.DeleteVNet(name)
+	})
+	if err != nil {
+		return err
+	}
+	if err := e.Sync(ctx); err != nil {
+		return err
+	}
+	return e.net.DeleteBridge(ctx, bridge)
+}
+
+// AddSubnet adds a subnet to a VNet.
+func (e *Engine) AddSubnet(ctx context.Context, vnetName string, req api.CreateSubnetRequest) (api.VNet, error) {
+	var response api.VNet
+	if err := vm.ValidateNameOf("subnet", req.Name); err != nil {
+		return response, err
+	}
+	cidr, err := parseCIDR("--cidr", req.CIDR)
+	if err != nil {
+		return response, err
+	}
+	return e.changeVNets(ctx, func(tx *store.Tx) (store.VNet, error) {
+		v, err := e.vnet(tx, vnetName)
+		if err != nil {
+			return v, err
+		}
+		if !v.CIDR.Contains(cidr.Addr()) || cidr.Bits() < v.CIDR.Bits() {
+			return v, errdefs.Invalidf("subnet %s is not inside vnet %s's %s", cidr, v.Name, v.CIDR)
+		}
+		for _, s := range v.Subnets {
+			if s.Name == req.Name {
+				return v, errdefs.New(errdefs.ErrAlreadyExists, "", "subnet %q already exists in vnet %s", req.Name, v.Name)
+			}
+			if s.CIDR.Overlaps(cidr) {
+				return v, errdefs.New(errdefs.ErrConflict, "", "%s overlaps subnet %s (%s)", cidr, s.Name, s.CIDR)
+			}
+		}
+		v.Subnets = append(v.Subnets, store.Subnet{Name: req.Name, CIDR: cidr})
+		return v, tx.PutVNet(v)
+	})
+}
+
+// RemoveSubnet removes an unused subnet of a VNet.
+func (e *Engine) RemoveSubnet(ctx context.Context, vnetName, subnet string) error {
+	err := e.store.Update(func(tx *store.Tx) error {
+		v, err := e.vnet(tx, vnetName)
+		if err != nil {
+			return err
+		}
+		if _, ok := v.Subnet(subnet); !ok {
+			return errdefs.New(errdefs.ErrNotFound, "`labvm network show "+vnetName+"` lists its subnets", "vnet %s has no subnet %q", vnetName, subnet)
+		}
+		if users := e.vnetUsers(tx, vnetName, subnet); len(users) > 0 {
+			return fmt.Errorf("subnet %s/%s is used by %s; delete those instances first: %w", vnetName, subnet, strings.Join(users, ", "), errdefs.ErrConflict)
+		}
+		kept := v.Subnets[:0]
+		for _, s := range v.Subnets {
+			if s.Name != subnet {
+				kept = append(kept, s)
+			}
+		}
+		v.Subnets = kept
+		return tx.PutVNet(v)
+	})
+	if err != nil {
+		return err
+	}
+	return e.Sync(ctx)
+}
+
+// Place picks the VNet and subnet of a new instance, inside the
+// create transaction.
+func (e *Engine) Place(tx *store.Tx, vnetName, subnetName string) (store.VNet, store.Subnet, error) {
+	if vnetName == "" {
+		vnetName = e.cfg.Default.Name
+	}
+	v, err := tx.VNet(vnetName)
+	if errors.Is(err, store.ErrNotFound) {
+		return v, store.Subnet{}, errdefs.Invalidf("unknown vnet %q; `labvm network list` shows the VNets", vnetName)
+	}
+	if err != nil {
+		return v, store.Subnet{}, err
+	}
+	if subnetName == "" {
+		switch len(v.Subnets) {
+		case 0:
+			return v, store.Subnet{}, errdefs.Invalidf("vnet %s has no subnet; add one with `labvm network subnet add %s NAME --cidr CIDR`", v.Name, v.Name)
+		case 1:
+			return v, v.Subnets[0], nil
+		}
+		var names []string
+		for _, s := range v.Subnets {
+			names = append(names, s.Name)
+		}
+		return v, store.Subnet{}, errdefs.Invalidf("vnet %s has several subnets (%s); choose one with --subnet", v.Name, strings.Join(names, ", "))
+	}
+	s, ok := v.Subnet(subnetName)
+	if !ok {
+		return v, s, errdefs.Invalidf("unknown subnet %q in vnet %s; `labvm network show %s` lists its subnets", subnetName, v.Name, v.Name)
+	}
+	return v, s, nil
+}
