@@ -95,7 +95,7 @@ func TestBootUnderTCG(t *testing.T) {
 		Bridge:     bridge,
 		MAC:        "52:54:00:fe:00:01",
 		ConsoleLog: filepath.Join(dir, "console.log"),
-		Accel:   vm.AccelTCG,
+		Accel:      vm.AccelTCG,
 	}
 	startTestDomain(t, l, spec)
 

@@ -76,7 +76,7 @@ func testSpec(name, id string, accel vm.Accel) vm.DomainSpec {
 		Bridge:     "labvm0",
 		MAC:        "52:54:00:12:34:56",
 		ConsoleLog: dir + "/console.log",
-		Accel:   accel,
+		Accel:      accel,
 	}
 }
 
