@@ -1,6 +1,8 @@
 package network
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"strings"
@@ -228,32 +230,34 @@ func TestBuildFirewallDoesNotReorderCallersPorts(t *testing.T) {
 }
 
 func TestPortName(t *testing.T) {
+	hashed := func(id string) string {
+		sum := sha256.Sum256([]byte(id))
+		return PortNamePrefix + hex.EncodeToString(sum[:])[:12]
+	}
 	tests := []struct {
-		id, want string
+		name, id, want string
 	}{
-		{"1234abcd5678ef90", "lvp1234abcd5678"},
-		{"1234ABCD5678EF90", "lvp" + PortName("1234ABCD5678EF90")[3:]}, // hashed: not lower-case hex
-		{"short", PortName("short")},
+		{"labvm id keeps its prefix", "1234abcd5678ef90", "lvp1234abcd5678"},
+		{"exactly 12 hex characters", "0123456789ab", "lvp0123456789ab"},
+		{"upper-case hex is hashed", "1234ABCD5678EF90", hashed("1234ABCD5678EF90")},
+		{"short id is hashed", "1234abcd", hashed("1234abcd")},
+		{"anything else is hashed", `a<b&"c`, hashed(`a<b&"c`)},
 	}
 	for _, tt := range tests {
-		got := PortName(tt.id)
-		if got != tt.want || len(got) != 15 || !strings.HasPrefix(got, PortNamePrefix) {
-			t.Errorf("PortName(%q) = %q, want %q (15 characters, prefix %s)", tt.id, got, tt.want, PortNamePrefix)
-		}
-		if err := ValidatePortName(got); err != nil {
-			t.Errorf("PortName(%q) = %q: %v", tt.id, got, err)
-		}
-	}
-	if PortName("short") == PortName("shorT") {
-		t.Error("different ids share a port name")
-	}
-	if got := PortName("1234ABCD5678EF90"); got == "lvp1234ABCD5678" {
-		t.Errorf("PortName kept upper-case hex verbatim: %q", got)
-	}
-	for _, reserved := range []string{"vnet", "vif", "macvtap", "macvlan"} {
-		if strings.HasPrefix(PortName("x"), reserved) {
-			t.Errorf("PortName uses libvirt's reserved prefix %s", reserved)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			got := PortName(tt.id)
+			if got != tt.want || len(got) != 15 {
+				t.Errorf("PortName(%q) = %q, want %q (15 characters)", tt.id, got, tt.want)
+			}
+			if err := ValidatePortName(got); err != nil {
+				t.Errorf("PortName(%q) = %q: %v", tt.id, got, err)
+			}
+			for _, reserved := range []string{"vnet", "vif", "macvtap", "macvlan"} {
+				if strings.HasPrefix(got, reserved) {
+					t.Errorf("PortName(%q) = %q uses libvirt's reserved prefix %s", tt.id, got, reserved)
+				}
+			}
+		})
 	}
 }
 
