@@ -102,6 +102,14 @@ type FirewallVNet struct {
 	// Gateways are the host's addresses guests may reach on the bridge,
 	// one per subnet of the VNet; empty means Gateway(Subnet).
 	Gateways []netip.Addr
+
+	// PeerTraffic says whether the VNet's guests may reach each other
+	// directly. Only used with FirewallSpec.LockPorts; the zero value,
+	// PeerDeny, isolates them.
+	PeerTraffic PeerTraffic
+	// Ports are the instances plugged into the bridge; only used (and
+	// only allowed) with FirewallSpec.LockPorts.
+	Ports []FirewallPort
 }
 
 // FirewallSpec is the complete desired state of labvm's firewall. Applying
@@ -112,6 +120,15 @@ type FirewallSpec struct {
 	VNets        []FirewallVNet
 	GatewayPorts []GatewayPort
 	DaemonMark   uint32 // default DaemonMark
+
+	// LockPorts turns on layer 2 port security (see buildBridge): each
+	// VNet's Ports may only send as themselves, nothing reaches a guest
+	// port unless from a peer its VNet allows, and addresses of the VNets
+	// are only accepted from their owners' ports. It is applied in the
+	// same transaction, as a bridge-family table named TableName. Off
+	// (the zero value), no bridge table exists and PeerTraffic and Ports
+	// must be empty: the firewall of before port security.
+	LockPorts bool
 }
 
 // normalized validates s and returns a copy with defaults filled in and
@@ -158,6 +175,10 @@ func (s FirewallSpec) normalized() (FirewallSpec, error) {
 		names[v.Name], bridges[v.Bridge] = true, true
 		out.VNets = append(out.VNets, v)
 	}
+	if err := normalizePorts(s.LockPorts, out.VNets); err != nil {
+		return FirewallSpec{}, err
+	}
+	out.LockPorts = s.LockPorts
 	slices.SortFunc(out.VNets, func(a, b FirewallVNet) int { return strings.Compare(a.Name, b.Name) })
 
 	for _, p := range s.GatewayPorts {
@@ -218,8 +239,15 @@ func BuildFirewall(spec FirewallSpec) (Ruleset, error) {
 	// comes before any "out of that bridge" accept, so an egress=nat VNet
 	// can reach the internet but never another VNet.
 	for _, v := range s.VNets {
-		// Guests on one bridge talk at layer 2; this only matters when
-		// br_netfilter hands bridged frames to the IP forward hook.
+		// Guests on one bridge talk at layer 2; this matters when
+		// br_netfilter hands bridged frames to the IP forward hook, and
+		// for a guest that sends a peer's packets to the gateway's MAC
+		// to have the host route them back into the bridge. With locked
+		// ports, a VNet that denies peer traffic gets the reject below
+		// for both.
+		if s.LockPorts && v.PeerTraffic == PeerDeny {
+			continue
+		}
 		forward.Rules = append(forward.Rules, Rule{Match: []Match{InIface(v.Bridge), OutIface(v.Bridge)}, Verdict: Accept})
 	}
 	for _, v := range s.VNets {
@@ -250,6 +278,11 @@ func BuildFirewall(spec FirewallSpec) (Ruleset, error) {
 			}
 			for _, g := range gateways {
 				m := []Match{InIface(v.Bridge), DstAddr(netip.PrefixFrom(g, 32)), DstPort(p.Proto, p.Port)}
+				if s.LockPorts {
+					// The bridge table only vouches for VNet sources:
+					// a port it does not know may use any other.
+					m = slices.Insert(m, 1, Match(SrcAddr(v.Subnet)))
+				}
 				input.Rules = append(input.Rules, Rule{Match: m, Verdict: Accept})
 			}
 		}
@@ -278,9 +311,13 @@ func BuildFirewall(spec FirewallSpec) (Ruleset, error) {
 		)
 	}
 
-	return Ruleset{
+	rs := Ruleset{
 		Table:          s.TableName,
 		Chains:         []Chain{forward, input, output, postrouting},
 		ForeignForward: foreign,
-	}, nil
+	}
+	if s.LockPorts {
+		rs.Bridge = buildBridge(s)
+	}
+	return rs, nil
 }

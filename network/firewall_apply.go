@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -78,14 +79,23 @@ func commit(rs Ruleset, install bool) error {
 	}
 
 	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: rs.Table}
+	bridge := &nftables.Table{Family: nftables.TableFamilyBridge, Name: rs.Table}
 	// Adding first makes the delete valid whether or not the table
 	// exists, without a listing that could race with another writer.
-	conn.AddTable(table)
-	conn.DelTable(table)
+	for _, t := range []*nftables.Table{table, bridge} {
+		conn.AddTable(t)
+		conn.DelTable(t)
+	}
 	if install {
 		conn.AddTable(table)
 		if err := addChains(conn, table, rs.Chains); err != nil {
 			return err
+		}
+		if rs.Bridge != nil {
+			conn.AddTable(bridge)
+			if err := addChains(conn, bridge, rs.Bridge); err != nil {
+				return err
+			}
 		}
 	}
 	for _, r := range foreign.ours {
@@ -111,6 +121,8 @@ func commit(rs Ruleset, install bool) error {
 
 func chainHook(name string) (*nftables.ChainHook, bool) {
 	switch name {
+	case "prerouting":
+		return nftables.ChainHookPrerouting, true
 	case "forward":
 		return nftables.ChainHookForward, true
 	case "input":
@@ -125,12 +137,18 @@ func chainHook(name string) (*nftables.ChainHook, bool) {
 
 func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error {
 	accept := nftables.ChainPolicyAccept
-	for _, c := range chains {
+	// All chains first: a jump needs its target to exist.
+	added := make([]*nftables.Chain, len(chains))
+	for i, c := range chains {
+		if c.Hook == "" {
+			added[i] = conn.AddChain(&nftables.Chain{Name: c.Name, Table: table})
+			continue
+		}
 		hook, ok := chainHook(c.Hook)
 		if !ok {
 			return fmt.Errorf("chain %s: unsupported hook %q", c.Name, c.Hook)
 		}
-		ch := conn.AddChain(&nftables.Chain{
+		added[i] = conn.AddChain(&nftables.Chain{
 			Name:     c.Name,
 			Table:    table,
 			Type:     nftables.ChainType(c.Type),
@@ -138,6 +156,9 @@ func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error
 			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(c.Priority)),
 			Policy:   &accept,
 		})
+	}
+	for ci, c := range chains {
+		ch := added[ci]
 		for i, r := range c.Rules {
 			exprs, err := compileRule(table.Family, r, false)
 			if err != nil {
@@ -227,9 +248,23 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 	// wrong bytes of other protocols' packets. nft adds these dependencies
 	// silently and hides them again when listing, and so do we.
 	haveIPv4 := family == nftables.TableFamilyIPv4
+	bridge := family == nftables.TableFamilyBridge
+	needIPv4 := func() {
+		switch {
+		case haveIPv4:
+		case bridge:
+			// The bridge family sees frames, not packets of one
+			// protocol: check the Ethernet type, which also refuses
+			// VLAN-tagged frames (nft puts the tag back for this).
+			out = append(out, etherType(unix.ETH_P_IP)...)
+		default:
+			out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{unix.NFPROTO_IPV4}))
+		}
+		haveIPv4 = true
+	}
 	l4 := ""
 	needL4 := func(proto string) error {
-		num, ok := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP}[proto]
+		num, ok := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP}[proto]
 		switch {
 		case !ok:
 			return fmt.Errorf("unsupported protocol %q", proto)
@@ -255,21 +290,42 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 			if !m.Prefix.Addr().Is4() {
 				return nil, fmt.Errorf("%s: only IPv4 addresses are supported", m)
 			}
-			if !haveIPv4 {
-				haveIPv4 = true
-				out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp(expr.CmpOpEq, []byte{unix.NFPROTO_IPV4}))
-			}
+			needIPv4()
 			offset := uint32(12) // source address in the IPv4 header
 			if m.Dst {
 				offset = 16
 			}
-			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4})
-			if !m.Prefix.IsSingleIP() {
-				out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-					Mask: net.CIDRMask(m.Prefix.Bits(), 32), Xor: make([]byte, 4)})
+			out = append(out, matchPrefix(offset, m.Prefix)...)
+		case EtherSrcMatch:
+			if !bridge || len(m.MAC) != 6 {
+				return nil, fmt.Errorf("%s: needs a bridge table and a 6-byte MAC", m)
 			}
-			addr := m.Prefix.Masked().Addr().As4()
-			out = append(out, cmp(expr.CmpOpEq, addr[:]))
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+				cmp(cmpOp(m.Not), m.MAC))
+		case ArpSenderMatch:
+			if !bridge || !m.Prefix.Addr().Is4() || m.MAC != nil && len(m.MAC) != 6 {
+				return nil, fmt.Errorf("%s: needs a bridge table, an IPv4 prefix and a 6-byte MAC", m)
+			}
+			out = append(out, etherType(unix.ETH_P_ARP)...)
+			if m.MAC != nil {
+				// htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4, then
+				// the sender's hardware address at offset 8.
+				out = append(out,
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 4},
+					cmp(expr.CmpOpEq, []byte{0, 1, 8, 0}),
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 4, Len: 2},
+					cmp(expr.CmpOpEq, []byte{6, 4}),
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
+					cmp(expr.CmpOpEq, m.MAC))
+			}
+			out = append(out, matchPrefix(14, m.Prefix)...) // sender protocol address
+		case ICMPTypeMatch:
+			needIPv4()
+			if err := needL4("icmp"); err != nil {
+				return nil, err
+			}
+			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+				cmp(expr.CmpOpEq, []byte{m.Type}))
 		case ProtoMatch:
 			if err := needL4(m.Proto); err != nil {
 				return nil, err
@@ -315,6 +371,11 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 		out = append(out, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
 	case Masquerade:
 		out = append(out, &expr.Masq{})
+	case Jump:
+		if r.Target == "" {
+			return nil, errors.New("jump without a target chain")
+		}
+		out = append(out, &expr.Verdict{Kind: expr.VerdictJump, Chain: r.Target})
 	default:
 		return nil, fmt.Errorf("unsupported verdict %v", r.Verdict)
 	}
@@ -340,6 +401,26 @@ func ctEstablishedRelated(iptablesCompat bool) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(ctStateEstablishedRelated), Xor: make([]byte, 4)},
 		cmp(expr.CmpOpNeq, make([]byte, 4)),
+	}
+}
+
+// matchPrefix compares the IPv4 address at offset of the network header
+// with p.
+func matchPrefix(offset uint32, p netip.Prefix) []expr.Any {
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4}}
+	if !p.IsSingleIP() {
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: net.CIDRMask(p.Bits(), 32), Xor: make([]byte, 4)})
+	}
+	addr := p.Masked().Addr().As4()
+	return append(out, cmp(expr.CmpOpEq, addr[:]))
+}
+
+// etherType matches the Ethernet type of a frame.
+func etherType(t uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(t)),
 	}
 }
 

@@ -267,3 +267,48 @@ func TestRemoveFirewallWithoutTable(t *testing.T) {
 		t.Fatalf("RemoveFirewall(bad name) = %v, want ErrInvalidFirewallSpec", err)
 	}
 }
+
+// lockedLabSpec is labSpec with port security: two ports on lvb1 (which
+// allows peer traffic), one on lvb2.
+func lockedLabSpec(table string) FirewallSpec {
+	s := labSpec(table)
+	s.LockPorts = true
+	s.VNets[0].PeerTraffic = PeerAllow
+	s.VNets[0].Ports = []FirewallPort{
+		{Name: PortName("a1"), MAC: "52:54:00:01:00:0a", IP: netip.MustParseAddr("10.250.1.10")},
+		{Name: PortName("b1"), MAC: "52:54:00:01:00:0b", IP: netip.MustParseAddr("10.250.1.11")},
+	}
+	s.VNets[1].Ports = []FirewallPort{
+		{Name: PortName("a2"), MAC: "52:54:00:02:00:0a", IP: netip.MustParseAddr("10.250.2.10")},
+	}
+	return s
+}
+
+func TestFirewallLockedApplyMatchesBuilder(t *testing.T) {
+	l := newFWLab(t)
+	requireTool(t, "nft")
+	table := "lvt" + l.id
+	spec := lockedLabSpec(table)
+	want, err := BuildFirewall(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		l.apply(spec)
+		got := l.listTable(table) + l.inHost("nft", "list", "table", "bridge", table)
+		if got != want.String() {
+			t.Fatalf("apply #%d: kernel ruleset differs from BuildFirewall:\n--- nft\n%s--- built\n%s", i+1, got, want)
+		}
+	}
+	// Unlocking removes the bridge table in the same transaction.
+	unlocked := labSpec(table)
+	l.apply(unlocked)
+	if rs := l.inHost("nft", "list", "tables"); strings.Contains(rs, "bridge") {
+		t.Fatalf("bridge table left after unlocking:\n%s", rs)
+	}
+	l.apply(spec)
+	l.remove(table)
+	if rs := l.inHost("nft", "list", "ruleset"); strings.TrimSpace(rs) != "" {
+		t.Fatalf("RemoveFirewall left rules behind:\n%s", rs)
+	}
+}

@@ -43,6 +43,11 @@ func TestCompileRuleRejectsImpossibleRules(t *testing.T) {
 		{"unknown protocol", nftables.TableFamilyINet, Rule{Match: []Match{ProtoMatch{Proto: "sctp"}}}},
 		{"IPv6 address", nftables.TableFamilyINet, Rule{Match: []Match{SrcAddr(netip.MustParsePrefix("fd00::/64"))}}},
 		{"unknown verdict", nftables.TableFamilyINet, Rule{Verdict: 42}},
+		{"jump without target", nftables.TableFamilyBridge, Rule{Verdict: Jump}},
+		{"ether saddr outside bridge", nftables.TableFamilyINet, Rule{Match: []Match{EtherSrcMatch{MAC: mustMAC("52:54:00:00:00:01")}}}},
+		{"arp outside bridge", nftables.TableFamilyINet, Rule{Match: []Match{ArpSenderMatch{Prefix: netip.MustParsePrefix("10.0.0.1/32")}}}},
+		{"arp with IPv6", nftables.TableFamilyBridge, Rule{Match: []Match{ArpSenderMatch{Prefix: netip.MustParsePrefix("fd00::1/128")}}}},
+		{"icmpx reject in bridge", nftables.TableFamilyBridge, Rule{Verdict: RejectAdmin}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 )
@@ -16,6 +17,11 @@ type Ruleset struct {
 	Table  string  // in the inet family
 	Chains []Chain // base chains, in listing order
 
+	// Bridge are the chains of the table of the same name in the bridge
+	// family (layer 2 port security, see buildBridge); nil when the spec
+	// does not lock ports, and then that table does not exist.
+	Bridge []Chain
+
 	// ForeignForward are accept rules to keep at the top of iptables'
 	// filter FORWARD chain (DOCKER-USER when it exists), if the host has
 	// one. They carry Comment so they can be found and removed again.
@@ -26,13 +32,17 @@ type Ruleset struct {
 const (
 	PriorityFilter int32 = 0
 	PrioritySrcNAT int32 = 100
+	// PriorityBridgeFilter is "filter" in the bridge family.
+	PriorityBridgeFilter int32 = -200
 )
 
-// Chain is a base chain; its policy is always accept (see BuildFirewall).
+// Chain is a base chain, whose policy is always accept (see
+// BuildFirewall), or, with an empty Hook, a regular chain that rules jump
+// to.
 type Chain struct {
 	Name     string
-	Type     string // "filter" or "nat"
-	Hook     string // "forward", "input", "output" or "postrouting"
+	Type     string // "filter" or "nat"; empty for a regular chain
+	Hook     string // "prerouting", "forward", "input", "output" or "postrouting"
 	Priority int32
 	Rules    []Rule
 }
@@ -41,6 +51,8 @@ type Chain struct {
 type Rule struct {
 	Match   []Match
 	Verdict Verdict
+	// Target is the chain a Jump verdict goes to.
+	Target  string
 	Comment string
 }
 
@@ -135,6 +147,50 @@ type MarkMatch struct {
 
 func (m MarkMatch) String() string { return fmt.Sprintf("meta mark %s0x%08x", neg(m.Not), m.Mark) }
 
+// EtherSrcMatch compares the Ethernet source address (bridge family).
+type EtherSrcMatch struct {
+	Not bool
+	MAC net.HardwareAddr
+}
+
+func (m EtherSrcMatch) String() string { return fmt.Sprintf("ether saddr %s%s", neg(m.Not), m.MAC) }
+
+// ArpSenderMatch matches ARP packets by their sender fields (bridge
+// family). With MAC set it also requires an Ethernet/IPv4 ARP header
+// (htype 1, ptype ip, hlen 6, plen 4), without which the sender fields are
+// not where it reads them, and the sender hardware address MAC.
+type ArpSenderMatch struct {
+	MAC    net.HardwareAddr
+	Prefix netip.Prefix
+}
+
+func (m ArpSenderMatch) String() string {
+	var b strings.Builder
+	if m.MAC != nil {
+		fmt.Fprintf(&b, "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether %s ", m.MAC)
+	}
+	if m.Prefix.IsSingleIP() {
+		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix.Addr())
+	} else {
+		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix)
+	}
+	return b.String()
+}
+
+// ICMPTypeMatch matches an ICMP (v4) type.
+type ICMPTypeMatch struct{ Type uint8 }
+
+// ICMPRedirect is the type of ICMP redirects, how a host tells another to
+// route through someone else.
+const ICMPRedirect uint8 = 5
+
+func (m ICMPTypeMatch) String() string {
+	if m.Type == ICMPRedirect {
+		return "icmp type redirect"
+	}
+	return fmt.Sprintf("icmp type %d", m.Type)
+}
+
 // CtEstablishedRelated matches packets of connections already allowed.
 type CtEstablishedRelated struct{}
 
@@ -146,6 +202,9 @@ func (PortMatch) isMatch()            {}
 func (ProtoMatch) isMatch()           {}
 func (MarkMatch) isMatch()            {}
 func (CtEstablishedRelated) isMatch() {}
+func (EtherSrcMatch) isMatch()        {}
+func (ArpSenderMatch) isMatch()       {}
+func (ICMPTypeMatch) isMatch()        {}
 
 func neg(not bool) string {
 	if not {
@@ -166,6 +225,8 @@ const (
 	// ProtoMatch for tcp.
 	RejectTCPReset
 	Masquerade
+	// Jump continues in the regular chain named by the rule's Target.
+	Jump
 )
 
 func (v Verdict) String() string {
@@ -180,6 +241,8 @@ func (v Verdict) String() string {
 		return "reject with tcp reset"
 	case Masquerade:
 		return "masquerade"
+	case Jump:
+		return "jump"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -190,37 +253,52 @@ func (r Rule) String() string {
 		parts = append(parts, m.String())
 	}
 	parts = append(parts, r.Verdict.String())
+	if r.Verdict == Jump {
+		parts = append(parts, r.Target)
+	}
 	if r.Comment != "" {
 		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
 	}
 	return strings.Join(parts, " ")
 }
 
-func priorityName(p int32) string {
-	switch p {
-	case PriorityFilter:
+func priorityName(family string, p int32) string {
+	switch {
+	case family == "bridge" && p == PriorityBridgeFilter:
 		return "filter"
-	case PrioritySrcNAT:
+	case family == "inet" && p == PriorityFilter:
+		return "filter"
+	case family == "inet" && p == PrioritySrcNAT:
 		return "srcnat"
 	}
 	return fmt.Sprint(p)
 }
 
-// String renders the table exactly as `nft list table inet <name>` does.
+// String renders the tables exactly as `nft list table inet <name>`
+// followed by `nft list table bridge <name>` (if any) print them.
 func (rs Ruleset) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table inet %s {\n", rs.Table)
-	for i, c := range rs.Chains {
+	writeTable(&b, "inet", rs.Table, rs.Chains)
+	if rs.Bridge != nil {
+		writeTable(&b, "bridge", rs.Table, rs.Bridge)
+	}
+	return b.String()
+}
+
+func writeTable(b *strings.Builder, family, name string, chains []Chain) {
+	fmt.Fprintf(b, "table %s %s {\n", family, name)
+	for i, c := range chains {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
-		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, priorityName(c.Priority))
+		fmt.Fprintf(b, "\tchain %s {\n", c.Name)
+		if c.Hook != "" {
+			fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.Type, c.Hook, priorityName(family, c.Priority))
+		}
 		for _, r := range c.Rules {
-			fmt.Fprintf(&b, "\t\t%s\n", r)
+			fmt.Fprintf(b, "\t\t%s\n", r)
 		}
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
-	return b.String()
 }

@@ -42,6 +42,10 @@ type DomainSpec struct {
 	Bridge string
 	// MAC is the NIC's address; DHCP reservations key on it.
 	MAC string
+	// PortName is the host-side (tap) device of the NIC, which the
+	// firewall's port rules match: network.PortName(InstanceID). Empty
+	// lets libvirt pick a vnetN name no rule knows.
+	PortName string
 	// ConsoleLog receives everything the guest writes to its serial port.
 	ConsoleLog string
 	Accel      Accel
@@ -82,6 +86,11 @@ func (s DomainSpec) validate() error {
 	if hw, err := net.ParseMAC(s.MAC); err != nil || len(hw) != 6 {
 		bad("mac %q: want a 6-byte address like 52:54:00:12:34:56", s.MAC)
 	}
+	if s.PortName != "" {
+		if problem := portNameProblem(s.PortName); problem != "" {
+			bad("port name %q: %s", s.PortName, problem)
+		}
+	}
 	if s.Accel != AccelTCG && s.Accel != AccelKVM {
 		bad("accel %v: want tcg or kvm", s.Accel)
 	}
@@ -93,12 +102,47 @@ func (s DomainSpec) validate() error {
 	return fmt.Errorf("%w %q: %s", ErrInvalidDomainSpec, s.Name, strings.Join(problems, "; "))
 }
 
+// libvirtReservedPrefixes are the tap name prefixes libvirt keeps for the
+// names it generates: it ignores a requested name that starts with one of
+// them and picks its own, which no firewall rule would know.
+var libvirtReservedPrefixes = []string{"vnet", "vif", "macvtap", "macvlan"}
+
+func portNameProblem(name string) string {
+	if len(name) > 15 {
+		return "longer than the kernel's 15 characters"
+	}
+	for _, c := range name {
+		ok := c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !ok {
+			return "only letters, digits, '-', '_' and '.' are allowed"
+		}
+	}
+	for _, p := range libvirtReservedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return fmt.Sprintf("libvirt reserves the prefix %q for names it picks", p)
+		}
+	}
+	return ""
+}
+
 // instanceMetadata is the element written under MetadataNamespace. The
 // prefixed names are literal because libvirt stores the element verbatim.
 type instanceMetadata struct {
 	XMLName xml.Name `xml:"labvm:instance"`
 	NS      string   `xml:"xmlns:labvm,attr"`
 	ID      string   `xml:"labvm:id"`
+}
+
+func nic(spec DomainSpec) libvirtxml.DomainInterface {
+	n := libvirtxml.DomainInterface{
+		MAC:    &libvirtxml.DomainInterfaceMAC{Address: spec.MAC},
+		Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: spec.Bridge}},
+		Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
+	}
+	if spec.PortName != "" {
+		n.Target = &libvirtxml.DomainInterfaceTarget{Dev: spec.PortName}
+	}
+	return n
 }
 
 // DomainXML renders the libvirt domain for spec. It is pure: the same spec
@@ -160,11 +204,7 @@ func DomainXML(spec DomainSpec) (string, error) {
 				{Type: "scsi", Model: "virtio-scsi"},
 				{Type: "usb", Model: "none"},
 			},
-			Interfaces: []libvirtxml.DomainInterface{{
-				MAC:    &libvirtxml.DomainInterfaceMAC{Address: spec.MAC},
-				Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: spec.Bridge}},
-				Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
-			}},
+			Interfaces: []libvirtxml.DomainInterface{nic(spec)},
 			// The serial log is the only record of a boot that never
 			// reaches the network; append keeps earlier boots for
 			// comparison.

@@ -136,6 +136,30 @@ func TestDomainXML(t *testing.T) {
 	}
 }
 
+func TestDomainXMLPortName(t *testing.T) {
+	const nic = `    <interface type="bridge">
+      <mac address="52:54:00:12:34:56"></mac>
+      <source bridge="labvm0"></source>
+      <target dev="lvp1234abcd5678"></target>
+      <model type="virtio"></model>
+    </interface>
+`
+	spec := testSpec("labvm-alice-1234abcd", "1234abcd5678ef90", AccelTCG)
+	spec.PortName = "lvp1234abcd5678"
+	got, err := DomainXML(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(got, nic) {
+		t.Errorf("DomainXML lacks the NIC with its target dev:\n%s\nwant:\n%s", got, nic)
+	}
+	// Apart from the target, nothing changes.
+	if strings.Replace(got, `      <target dev="lvp1234abcd5678"></target>
+`, "", 1) != wantTCGXML {
+		t.Errorf("PortName changed more than the NIC's target:\n%s", got)
+	}
+}
+
 func TestDomainXMLEscapesInstanceID(t *testing.T) {
 	got, err := DomainXML(testSpec("labvm-x", `a<b&"c`, AccelTCG))
 	if err != nil {
@@ -164,6 +188,10 @@ func TestDomainXMLRejects(t *testing.T) {
 		{"bad mac", func(s *DomainSpec) { s.MAC = "52:54:00:12:34" }, "mac"},
 		{"eui64 mac", func(s *DomainSpec) { s.MAC = "52:54:00:12:34:56:78:9a" }, "mac"},
 		{"bad accel", func(s *DomainSpec) { s.Accel = Accel(9) }, "accel"},
+		{"long port name", func(s *DomainSpec) { s.PortName = "lvp0123456789abc" }, "15 characters"},
+		{"port name with a slash", func(s *DomainSpec) { s.PortName = "lvp/1" }, "only letters"},
+		{"port name libvirt reserves", func(s *DomainSpec) { s.PortName = "vnet7" }, `reserves the prefix "vnet"`},
+		{"port name libvirt reserves (macvtap)", func(s *DomainSpec) { s.PortName = "macvtap1" }, "macvtap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ func TestDomainXMLAcceptedByTestDriver(t *testing.T) {
 	l := newTestDriver(t)
 	for _, accel := range []vm.Accel{vm.AccelTCG, vm.AccelKVM} {
 		spec := testSpec("labvm-accept-"+accel.String(), "ffff0000"+accel.String(), accel)
+		spec.PortName = "lvpffff0000" + accel.String()
 		startTestDomain(t, l, spec)
 		if st, err := l.DomainState(t.Context(), spec.Name); err != nil || st != vm.DomainRunning {
 			t.Errorf("%v domain state = %v, %v; want running", accel, st, err)
@@ -94,10 +95,18 @@ func TestBootUnderTCG(t *testing.T) {
 		SeedPath:   filepath.Join(dir, "seed.iso"),
 		Bridge:     bridge,
 		MAC:        "52:54:00:fe:00:01",
+		PortName:   fmt.Sprintf("lvptest%d", os.Getpid()%100000),
 		ConsoleLog: filepath.Join(dir, "console.log"),
 		Accel:      vm.AccelTCG,
 	}
 	startTestDomain(t, l, spec)
+
+	// libvirt made the tap under the name asked for, on the bridge: the
+	// name the firewall's port rules match.
+	link, err := exec.CommandContext(ctx, "ip", "-o", "link", "show", "dev", spec.PortName).CombinedOutput()
+	if err != nil || !strings.Contains(string(link), "master "+bridge+" ") {
+		t.Errorf("tap %s: %v: %s; want it enslaved to %s", spec.PortName, err, link, bridge)
+	}
 
 	if st, err := l.DomainState(ctx, spec.Name); err != nil || st != vm.DomainRunning {
 		t.Fatalf("state = %v, %v; want running", st, err)
