@@ -144,7 +144,7 @@ func (c Config) Validate() error {
 	if err := network.ValidateBridgeName(c.VNet.Bridge); err != nil {
 		return fmt.Errorf("default vnet: %w", err)
 	}
-	if err := network.ValidateSubnet(c.VNet.Subnet); err != nil {
+	if err := network.ValidateCIDR(c.VNet.Subnet); err != nil {
 		return fmt.Errorf("default vnet: %w", err)
 	}
 	return nil

@@ -214,7 +214,7 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	xml, err := vm.DomainXML(vm.DomainSpec{
 		Name: name, InstanceID: id, VCPUs: size.VCPUs, MemoryMiB: size.MemoryMiB,
 		DiskPath: filepath.Join(dir, "disk.qcow2"), SeedPath: filepath.Join(dir, "seed.iso"),
-		Bridge: d.bridge, MAC: mac, ConsoleLog: filepath.Join(dir, "console.log"), Accel: vm.AccelTCG,
+		Bridge: d.bridge, MAC: mac, PortName: network.PortName(id), ConsoleLog: filepath.Join(dir, "console.log"), Accel: vm.AccelTCG,
 	})
 	if err != nil {
 		return err

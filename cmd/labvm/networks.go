@@ -20,9 +20,9 @@ a VNet, VNets cannot reach each other, and on the host only labvmd reaches
 guests: use labvm ssh / forward / console. Egress "nat" lets guests reach
 the outside through the host; "none" only the gateway.`,
 	}
-	var egress string
+	var egress, peer string
 	create := &cobra.Command{
-		Use:     "create NAME --cidr CIDR [--egress nat|none]",
+		Use:     "create NAME --cidr CIDR [--egress nat|none] [--peer-traffic deny|allow]",
 		Short:   "Create a VNet (owners only)",
 		Example: "  sudo labvm network create research --cidr 10.80.0.0/16 --egress none",
 		Args:    exactArgs(1, "NAME"),
@@ -31,7 +31,7 @@ the outside through the host; "none" only the gateway.`,
 			if cidr == "" {
 				return usageErrorf("--cidr is required, e.g. --cidr 10.80.0.0/16")
 			}
-			v, err := a.client().CreateNetwork(cmd.Context(), api.CreateVNetRequest{Name: args[0], CIDR: cidr, Egress: egress})
+			v, err := a.client().CreateNetwork(cmd.Context(), api.CreateVNetRequest{Name: args[0], CIDR: cidr, Egress: egress, PeerTraffic: peer})
 			if err != nil {
 				return err
 			}
@@ -40,6 +40,7 @@ the outside through the host; "none" only the gateway.`,
 	}
 	create.Flags().String("cidr", "", "the VNet's address range")
 	create.Flags().StringVar(&egress, "egress", "nat", "nat (guests reach the outside through the host) or none")
+	create.Flags().StringVar(&peer, "peer-traffic", "deny", "deny (guests of the VNet cannot reach each other) or allow")
 
 	subnet := &cobra.Command{Use: "subnet", Short: "Add or remove subnets of a VNet"}
 	subnetAdd := &cobra.Command{
@@ -132,7 +133,7 @@ func (a *app) printVNet(v api.VNet) error {
 	if a.json() {
 		return printJSON(a.stdout, v)
 	}
-	fmt.Fprintf(a.stdout, "VNet:    %s (%s, egress %s, bridge %s)\n", v.Name, v.CIDR, v.Egress, v.Bridge)
+	fmt.Fprintf(a.stdout, "VNet:    %s (%s, egress %s, peer traffic %s, bridge %s)\n", v.Name, v.CIDR, v.Egress, v.PeerTraffic, v.Bridge)
 	if len(v.Subnets) == 0 {
 		fmt.Fprintf(a.stdout, "Subnets: none; add one with `labvm network subnet add %s NAME --cidr CIDR`\n", v.Name)
 	} else {

@@ -206,6 +206,9 @@ type VNet struct {
 	Bridge    string    `json:"bridge"`
 	CIDR      string    `json:"cidr"`
 	Egress    string    `json:"egress"` // nat or none
+	// PeerTraffic is allow or deny: whether the VNet's guests reach each
+	// other directly.
+	PeerTraffic string `json:"peer_traffic"`
 	Subnets   []Subnet  `json:"subnets"`
 	Addresses []Address `json:"addresses_in_use"`
 	CreatedBy string    `json:"created_by"`
@@ -232,6 +235,9 @@ type CreateVNetRequest struct {
 	Name   string `json:"name"`
 	CIDR   string `json:"cidr"`
 	Egress string `json:"egress,omitempty"`
+	// PeerTraffic is allow or deny (the default): whether guests of the
+	// VNet may reach each other.
+	PeerTraffic string `json:"peer_traffic,omitempty"`
 }
 
 // CreateSubnetRequest adds a subnet to a VNet.

@@ -50,6 +50,9 @@ type Jobs interface {
 // transaction.
 type Networks interface {
 	Place(tx *store.Tx, vnet, subnet string) (store.VNet, store.Subnet, error)
+	// Sync makes the host firewall match the records: a new instance's
+	// port is locked to its MAC and address before its domain boots.
+	Sync(ctx context.Context) error
 }
 
 // Ready probes (Config.ReadyProbe).

@@ -11,6 +11,7 @@ import (
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
 )
@@ -63,6 +64,9 @@ func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, sc
 	if err := storage.WriteSeed(ctx, e.paths.Seed(inst.ID), spec); err != nil {
 		return fmt.Errorf("write seed for %s: %w", inst.Name, err)
 	}
+	if err := e.nets.Sync(ctx); err != nil {
+		return fmt.Errorf("firewall for %s: %w", inst.Name, err)
+	}
 	return e.bootDomain(ctx, op, inst)
 }
 
@@ -93,6 +97,7 @@ func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) e
 		Bridge:     inst.Bridge,
 		MAC:        inst.MAC,
 		ConsoleLog: e.paths.Console(inst.ID),
+		PortName:   network.PortName(inst.ID),
 		Accel:      inst.Accel,
 	})
 	if err != nil {

@@ -14,6 +14,9 @@ type VNet struct {
 	Bridge    string       `json:"bridge"`
 	CIDR      netip.Prefix `json:"cidr"`
 	Egress    string       `json:"egress"`
+	// PeerTraffic is "allow" when the VNet's guests may reach each other;
+	// anything else (and records made before it existed) is deny.
+	PeerTraffic string `json:"peer_traffic,omitempty"`
 	Subnets   []Subnet     `json:"subnets"`
 	CreatedBy string       `json:"created_by"`
 	CreatedAt time.Time    `json:"created_at"`

@@ -181,7 +181,24 @@ func (e *Engine) Sync(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	spec := network.FirewallSpec{TableName: e.cfg.FirewallTable, GatewayPorts: e.cfg.GatewayPorts}
+	// Every guest NIC is locked to its own MAC and address, whatever
+	// state its instance is in: a port name that exists only while the
+	// instance runs costs nothing while it does not.
+	spec := network.FirewallSpec{TableName: e.cfg.FirewallTable, GatewayPorts: e.cfg.GatewayPorts, LockPorts: true}
+	ports := map[string][]network.FirewallPort{}
+	var list []vm.Instance
+	if err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		list, err = tx.Instances()
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, inst := range list {
+		if inst.IP.IsValid() && inst.MAC != "" {
+			ports[inst.VNet] = append(ports[inst.VNet], network.FirewallPort{Name: network.PortName(inst.ID), MAC: inst.MAC, IP: inst.IP})
+		}
+	}
 	nat := false
 	for _, v := range vnets {
 		b := network.Bridge{Name: v.Bridge}
@@ -199,7 +216,8 @@ func (e *Engine) Sync(ctx context.Context) error {
 			return fmt.Errorf("vnet %s: %w", v.Name, err)
 		}
 		nat = nat || egress == network.EgressNAT
-		spec.VNets = append(spec.VNets, network.FirewallVNet{Name: v.Name, Bridge: v.Bridge, Subnet: v.CIDR, Egress: egress, Gateways: gws})
+		spec.VNets = append(spec.VNets, network.FirewallVNet{Name: v.Name, Bridge: v.Bridge, Subnet: v.CIDR, Egress: egress, Gateways: gws,
+			PeerTraffic: e.peerTraffic(v), Ports: ports[v.Name]})
 	}
 	if nat {
 		if err := e.net.EnableForwarding(); err != nil {
@@ -212,9 +230,22 @@ func (e *Engine) Sync(ctx context.Context) error {
 	return nil
 }
 
+// peerTraffic is the VNet's setting; the default VNet, which every user
+// shares, never lets guests reach each other.
+func (e *Engine) peerTraffic(v store.VNet) network.PeerTraffic {
+	if v.Name == e.cfg.Default.Name || v.PeerTraffic != network.PeerAllow.String() {
+		return network.PeerDeny
+	}
+	return network.PeerAllow
+}
+
 // Wire is a VNet as the API shows it, with the addresses in use.
 func Wire(v store.VNet, tx *store.Tx) api.VNet {
-	out := api.VNet{Name: v.Name, Bridge: v.Bridge, CIDR: v.CIDR.String(), Egress: v.Egress, CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt, Subnets: []api.Subnet{}, Addresses: []api.Address{}}
+	peer := v.PeerTraffic
+	if peer != network.PeerAllow.String() {
+		peer = network.PeerDeny.String()
+	}
+	out := api.VNet{Name: v.Name, Bridge: v.Bridge, CIDR: v.CIDR.String(), Egress: v.Egress, PeerTraffic: peer, CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt, Subnets: []api.Subnet{}, Addresses: []api.Address{}}
 	for _, s := range v.Subnets {
 		out.Subnets = append(out.Subnets, api.Subnet{Name: s.Name, CIDR: s.CIDR.String(), Gateway: network.Gateway(s.CIDR).String()})
 	}
@@ -273,7 +304,7 @@ func parseCIDR(what, s string) (netip.Prefix, error) {
 	if err != nil {
 		return p, errdefs.Invalidf("%s %q is not a CIDR like 10.80.0.0/16", what, s)
 	}
-	if err := network.ValidateSubnet(p); err != nil {
+	if err := network.ValidateCIDR(p); err != nil {
 		return p, errdefs.Invalidf("%s: %v", what, err)
 	}
 	return p, nil
@@ -318,7 +349,13 @@ func (e *Engine) Create(ctx context.Context, createdBy string, req api.CreateVNe
 			return response, errdefs.Invalidf("--egress %q: use nat or none", req.Egress)
 		}
 	}
-	v := store.VNet{Name: req.Name, Bridge: e.bridgeName(req.Name), CIDR: cidr, Egress: egress.String(), Subnets: []store.Subnet{}, CreatedBy: createdBy, CreatedAt: time.Now().UTC()}
+	peer := network.PeerDeny
+	if req.PeerTraffic != "" {
+		if peer, err = network.ParsePeerTraffic(req.PeerTraffic); err != nil {
+			return response, errdefs.Invalidf("--peer-traffic %q: use allow or deny", req.PeerTraffic)
+		}
+	}
+	v := store.VNet{Name: req.Name, Bridge: e.bridgeName(req.Name), CIDR: cidr, Egress: egress.String(), PeerTraffic: peer.String(), Subnets: []store.Subnet{}, CreatedBy: createdBy, CreatedAt: time.Now().UTC()}
 	return e.changeVNets(ctx, func(tx *store.Tx) (store.VNet, error) {
 		if _, err := tx.VNet(req.Name); err == nil {
 			return v, errdefs.New(errdefs.ErrAlreadyExists, "pick another name, or delete the existing VNet first", "vnet %q already exists", req.Name)
