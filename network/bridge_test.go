@@ -5,25 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("bridge tests need root, and CI=true runs must not skip them")
-	}
-	t.Skip("skipping: creating bridges needs root (run `sudo make test`)")
-}
-
 func TestEnsureBridgeIdempotent(t *testing.T) {
-	requireRoot(t)
+	hostreq.RequireRoot(t) // creating bridges
 	var b [3]byte
 	rand.Read(b[:])
 	name := "lvtbr" + hex.EncodeToString(b[:])

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 func scriptSpec() SeedSpec {
@@ -64,9 +66,7 @@ func TestScriptValidation(t *testing.T) {
 // TestRunScriptRecordsExitAndTimeout runs the guest runner on this host:
 // it is plain sh, so its contract can be checked without a VM.
 func TestRunScriptRecordsExitAndTimeout(t *testing.T) {
-	if _, err := exec.LookPath("timeout"); err != nil {
-		t.Skip("no timeout(1)")
-	}
+	hostreq.RequireTool(t, "timeout", "coreutils")
 	dir := t.TempDir()
 	runner := filepath.Join(dir, "run-script")
 	// The runner's fixed paths are rewritten into the test's directory.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // helperEnv switches the test binary into TestHelperProcess when the tests
@@ -231,7 +233,7 @@ func TestActivationFDPassing(t *testing.T) {
 // tool, which creates the socket, waits for a client and execs the helper
 // with LISTEN_* set as systemd would.
 func TestSystemdSocketActivate(t *testing.T) {
-	tool := requireTool(t, "systemd-socket-activate", "systemd")
+	tool := hostreq.RequireTool(t, "systemd-socket-activate", "systemd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	path := testSocketPath(t)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/client"
 	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // binaries built once for the whole run.
@@ -66,10 +67,8 @@ func TestMain(m *testing.M) {
 func requireHost(t *testing.T) string {
 	t.Helper()
 	missing := func(why string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("end-to-end prerequisite missing under CI: %s", why)
-		}
-		t.Skipf("skipping end-to-end test: %s", why)
+		t.Helper()
+		hostreq.Require(t, false, "end-to-end test: "+why)
 	}
 	if testing.Short() {
 		t.Skip("skipping end-to-end test in -short mode")

@@ -3,11 +3,12 @@ package e2e
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // TestSystemdIntegration runs labvmd the way systemd does, without
@@ -15,13 +16,7 @@ import (
 // unixgram NOTIFY_SOCKET receives what labvmd tells the service manager.
 func TestSystemdIntegration(t *testing.T) {
 	requireHost(t)
-	activate, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-socket-activate missing under CI (Debian package systemd)")
-		}
-		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
-	}
+	activate := hostreq.RequireTool(t, "systemd-socket-activate", "systemd")
 	notifyPath := filepath.Join(t.TempDir(), "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
