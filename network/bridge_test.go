@@ -18,7 +18,7 @@ func TestEnsureBridgeIdempotent(t *testing.T) {
 	rand.Read(b[:])
 	name := "lvtbr" + hex.EncodeToString(b[:])
 	ctx := context.Background()
-	t.Cleanup(func() { DeleteBridge(context.Background(), name) })
+	t.Cleanup(func() { _ = DeleteBridge(context.Background(), name) })
 
 	br := Bridge{Name: name, Addresses: []netip.Prefix{netip.MustParsePrefix("10.254.77.1/24"), netip.MustParsePrefix("10.254.78.1/24")}}
 	for i := 0; i < 2; i++ {

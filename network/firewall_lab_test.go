@@ -164,7 +164,7 @@ func inNetns(name string, fn func() error) error {
 			errc <- fmt.Errorf("open netns %s: %w", name, err)
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			errc <- fmt.Errorf("enter netns %s: %w", name, err)
 			return
@@ -210,7 +210,7 @@ func (l *fwLab) dial(role, addr string, control func(string, string, syscall.Raw
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(labDialTimeout))
+		_ = c.SetDeadline(time.Now().Add(labDialTimeout))
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil {
 			return fmt.Errorf("read greeting: %w", err)

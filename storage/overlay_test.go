@@ -211,7 +211,7 @@ func BenchmarkCreateOverlay(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		os.Remove(path)
+		_ = os.Remove(path)
 		b.StartTimer()
 	}
 }

@@ -170,7 +170,7 @@ func checkSeedReaders(t *testing.T, path string, want map[string][]byte) {
 		run(t, "xorriso", "-osirrox", "on", "-indev", path, "-extract", "/", dest)
 		// xorriso copies the ISO's read-only directory mode; restore write
 		// access so t.TempDir can clean up when not running as root.
-		t.Cleanup(func() { os.Chmod(dest, 0o755) })
+		t.Cleanup(func() { _ = os.Chmod(dest, 0o755) })
 		compareTree(t, dest, want)
 	})
 	t.Run("isoinfo", func(t *testing.T) {

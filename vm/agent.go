@@ -156,7 +156,7 @@ func runExec(ctx context.Context, call agentCall, req ExecRequest) (ExecResult, 
 		return ExecResult{}, fmt.Errorf("guest-exec: %w", err)
 	}
 
-	statusCmd, err := encodeAgentCommand("guest-exec-status", guestExecStatusArgs{PID: started.PID})
+	statusCmd, err := encodeAgentCommand("guest-exec-status", guestExecStatusArgs(started))
 	if err != nil {
 		return ExecResult{}, err
 	}

@@ -80,7 +80,9 @@ func TestJobReadScript(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "1.out")
 	data := []byte("0123456789abcdef")
-	os.WriteFile(file, data, 0o644)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name       string
 		path       string

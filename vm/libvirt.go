@@ -140,13 +140,6 @@ func (l *Libvirt) do(ctx context.Context, fn func(*libvirt.Connect) error) error
 	return l.run(ctx, true, fn)
 }
 
-// doOnce is do for operations that must not be repeated, because the lost
-// connection may have delivered the first attempt: it reconnects for the
-// benefit of later calls but reports ErrUnavailable for this one.
-func (l *Libvirt) doOnce(ctx context.Context, fn func(*libvirt.Connect) error) error {
-	return l.run(ctx, false, fn)
-}
-
 func (l *Libvirt) run(ctx context.Context, retry bool, fn func(*libvirt.Connect) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -240,7 +233,10 @@ func (l *Libvirt) withDomain(ctx context.Context, name string, fn func(*libvirt.
 	return l.run(ctx, true, onDomain(name, fn))
 }
 
-// withDomainOnce is withDomain without the retry, like doOnce.
+// withDomainOnce is withDomain for operations that must not be repeated,
+// because the lost connection may have delivered the first attempt: it
+// reconnects for the benefit of later calls but reports ErrUnavailable for
+// this one.
 func (l *Libvirt) withDomainOnce(ctx context.Context, name string, fn func(*libvirt.Domain) error) error {
 	return l.run(ctx, false, onDomain(name, fn))
 }

@@ -22,7 +22,7 @@ func TestSystemdIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer notify.Close()
+	defer func() { _ = notify.Close() }()
 
 	d := newDaemon(t)
 	// systemd-socket-activate passes on only the variables named with -E.
@@ -40,7 +40,7 @@ func TestSystemdIntegration(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	buf := make([]byte, 4096)
 	for time.Now().Before(deadline) {
-		notify.SetReadDeadline(deadline)
+		_ = notify.SetReadDeadline(deadline)
 		n, err := notify.Read(buf)
 		if err != nil {
 			break
@@ -64,7 +64,7 @@ func TestSystemdIntegration(t *testing.T) {
 
 	t.Log("on SIGTERM it says STOPPING=1 and leaves systemd's socket in place")
 	d.stop()
-	notify.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = notify.SetReadDeadline(time.Now().Add(5 * time.Second))
 	stopping := false
 	for !stopping {
 		n, err := notify.Read(buf)
