@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make lint`: gofmt, go vet, staticcheck, errcheck and the sources-only
-# check. staticcheck and errcheck are Go tool dependencies pinned in go.mod
-# (`go tool ...`), fetched from the Go module proxy like any module.
+# `make lint`: the sources-only check, go mod tidy, gofmt, go vet,
+# staticcheck and errcheck. staticcheck and errcheck are Go tool
+# dependencies pinned in go.mod (`go tool ...`), fetched from the Go module
+# proxy like any module.
 #
 # Findings in daemon/ (except daemon/api and daemon/client) are printed but
 # do not fail the run while daemon/ is being split (issue 11), unless
@@ -55,6 +56,9 @@ $GO tool -n errcheck >/dev/null || failed+=("go tool errcheck")
 
 echo "==> sources only"
 $GO run ./test/lint/sourcesonly || failed+=("sources only")
+
+echo "==> go mod tidy"
+$GO mod tidy -diff || failed+=("go mod tidy (run it and commit go.mod, go.sum)")
 
 echo "==> gofmt"
 gofmt -l $(git ls-files '*.go') >"$tmp/gofmt" 2>&1
