@@ -25,10 +25,11 @@ host:
 image: host
 	bash test/image/build.sh $(IMAGE_DIR)
 
-## test: everything: unit tests, then end-to-end tests on real libvirt/QEMU.
-## The end-to-end tests run after the others, alone: some restart libvirtd.
+## test: everything: unit tests (with the race detector), then end-to-end
+## tests on real libvirt/QEMU. The end-to-end tests run after the others,
+## alone: some restart libvirtd.
 test: host image
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /test/e2e)
 	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 30m ./test/e2e/
 	$(MAKE) fuzz-short
 
@@ -71,10 +72,17 @@ install: build
 	getent group labvm >/dev/null || groupadd --system labvm
 	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service labvm-guests.service"
 
-## lint: gofmt and go vet must be clean
-lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+# staticcheck and errcheck findings in daemon/ (except daemon/api and
+# daemon/client) are printed but do not fail `make lint` while daemon/ is
+# split into sub-packages (issue 11). To make them fatal, set this to 1
+# (or run `make lint LINT_DAEMON_FATAL=1`).
+LINT_DAEMON_FATAL ?= 0
+
+## lint: no committed binaries; gofmt, go vet, staticcheck and errcheck clean
+## (the tools are pinned in go.mod; `host` installs libvirt-dev, which the cgo
+## package vm needs to type-check)
+lint: host
+	GO=$(GO) LINT_DAEMON_FATAL=$(LINT_DAEMON_FATAL) bash test/lint/lint.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

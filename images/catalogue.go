@@ -219,9 +219,9 @@ func (c *Catalogue) store(ctx context.Context, source, format, digest, final str
 	}
 	tmpPath := tmp.Name()
 	defer func() {
-		tmp.Close()
+		_ = tmp.Close() // closed and checked below on success; a second Close is harmless
 		if err != nil {
-			os.Remove(tmpPath)
+			_ = os.Remove(tmpPath) // best effort: the error that matters is err; doctor finds leftovers
 		}
 	}()
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 type fixtures struct {
@@ -22,8 +23,8 @@ type fixtures struct {
 // newFixtures builds small inputs of every kind Import must tell apart.
 func newFixtures(t *testing.T) fixtures {
 	t.Helper()
-	requireTool(t, "qemu-img")
-	requireTool(t, "qemu-io")
+	hostreq.RequireTool(t, "qemu-img", "qemu-utils")
+	hostreq.RequireTool(t, "qemu-io", "qemu-utils")
 	d := t.TempDir()
 	f := fixtures{
 		qcow2:  filepath.Join(d, "disk.qcow2"),

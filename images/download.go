@@ -63,8 +63,8 @@ func (c *Catalogue) openPartial(u *url.URL) (partial, error) {
 // remove forgets a download. Failing to is not worth failing a pull for:
 // the next pull of the URL overwrites or resumes it anyway.
 func (p partial) remove() {
-	os.Remove(p.data)
-	os.Remove(p.meta)
+	_ = os.Remove(p.data)
+	_ = os.Remove(p.meta)
 }
 
 func (p partial) readMeta(u *url.URL) partialMeta {
@@ -143,7 +143,7 @@ func (p *Puller) attempt(ctx context.Context, part partial, u *url.URL, mayResum
 	if err != nil {
 		return fmt.Errorf("open partial download: %w", err)
 	}
-	defer file.Close()
+	defer file.Close() // what was written is made durable by the checked Sync below
 	st, err := file.Stat()
 	if err != nil {
 		return fmt.Errorf("stat partial download: %w", err)
@@ -184,8 +184,9 @@ func (p *Puller) attempt(ctx context.Context, part partial, u *url.URL, mayResum
 		start, size, ok := parseContentRange(resp.Header.Get("Content-Range"))
 		if !ok || start != offset {
 			// Not the bytes we asked for: start clean next time rather than
-			// splice at the wrong place.
-			file.Truncate(0)
+			// splice at the wrong place. Should truncating fail, the
+			// next attempt's Range is answered wrongly again and retried.
+			_ = file.Truncate(0)
 			return transient(fmt.Errorf("server resumed with %q, not at byte %d", resp.Header.Get("Content-Range"), offset))
 		}
 		total = size
@@ -205,7 +206,7 @@ func (p *Puller) attempt(ctx context.Context, part partial, u *url.URL, mayResum
 			report(offset, size)
 			return nil
 		}
-		file.Truncate(0)
+		_ = file.Truncate(0) // as above: a failure shows up again on the next attempt
 		return transient(fmt.Errorf("server cannot resume at byte %d (%s)", offset, resp.Status))
 	default:
 		return statusError(resp)

@@ -20,7 +20,7 @@ func halfThenWait(data []byte, release <-chan struct{}) handler {
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(data[:len(data)/2])
-		http.NewResponseController(w).Flush()
+		_ = http.NewResponseController(w).Flush()
 		select {
 		case <-release:
 			w.Write(data[len(data)/2:])

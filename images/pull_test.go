@@ -82,7 +82,7 @@ func dropHalf(data []byte, etag string) handler {
 		w.WriteHeader(http.StatusOK)
 		w.Write(data[:len(data)/2])
 		rc := http.NewResponseController(w)
-		rc.Flush()
+		_ = rc.Flush()
 		if conn, _, err := rc.Hijack(); err == nil {
 			conn.Close()
 		}

@@ -5,30 +5,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("bridge tests need root, and CI=true runs must not skip them")
-	}
-	t.Skip("skipping: creating bridges needs root (run `sudo make test`)")
-}
-
 func TestEnsureBridgeIdempotent(t *testing.T) {
-	requireRoot(t)
+	hostreq.RequireRoot(t) // creating bridges
 	var b [3]byte
 	rand.Read(b[:])
 	name := "lvtbr" + hex.EncodeToString(b[:])
 	ctx := context.Background()
-	t.Cleanup(func() { DeleteBridge(context.Background(), name) })
+	t.Cleanup(func() { _ = DeleteBridge(context.Background(), name) })
 
 	br := Bridge{Name: name, Addresses: []netip.Prefix{netip.MustParsePrefix("10.254.77.1/24"), netip.MustParsePrefix("10.254.78.1/24")}}
 	for i := 0; i < 2; i++ {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // labSpec is the firewall for the lab: VNet "one" (lvb1) may go out via
@@ -102,8 +104,8 @@ func isErr(err, want error) bool {
 
 func TestFirewallIsolatesVNets(t *testing.T) {
 	l := newVNetLab(t)
-	requireTool(t, "setpriv")
-	requireTool(t, "busybox")
+	hostreq.RequireTool(t, "setpriv", "util-linux")
+	hostreq.RequireTool(t, "busybox", "busybox-static")
 
 	// Without the firewall everything connects, so each failure below
 	// is the firewall's work.
@@ -159,7 +161,7 @@ func (l *fwLab) listTable(table string) string {
 
 func TestFirewallApplyIsIdempotentAndRemovable(t *testing.T) {
 	l := newFWLab(t)
-	requireTool(t, "nft")
+	hostreq.RequireTool(t, "nft", "nftables")
 	l.addVNet("lvb1", netip.MustParsePrefix("10.250.1.0/24"))
 	l.addVNet("lvb2", netip.MustParsePrefix("10.250.2.0/24"))
 	table := "lvt" + l.id
@@ -211,7 +213,7 @@ func TestFirewallCoexistsWithIptablesForwardDrop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := newFWLab(t)
-			requireTool(t, "iptables")
+			hostreq.RequireTool(t, "iptables", "iptables")
 			l.addVNet("lvb1", netip.MustParsePrefix("10.250.1.0/24"))
 			l.addGuest("a1", "lvb1", netip.MustParsePrefix("10.250.1.10/24"))
 			l.listen("a1", ":22")

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // This file builds throwaway network namespaces for the firewall tests, so
@@ -51,25 +52,12 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// requireTool skips (or fails under CI) when a command the test drives is
-// missing.
-func requireTool(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed, and CI=true runs must not skip", name)
-	}
-	t.Skipf("skipping: %s is not installed", name)
-}
-
 // newFWLab makes the host and outside namespaces, joined by a veth, with
 // forwarding on in the host. Everything is deleted in t.Cleanup.
 func newFWLab(t *testing.T) *fwLab {
 	t.Helper()
-	requireRoot(t)
-	requireTool(t, "ip")
+	hostreq.RequireRoot(t)
+	hostreq.RequireTool(t, "ip", "iproute2")
 	l := &fwLab{t: t, id: randomHex(t, 3), guests: map[string]string{}}
 	l.host = l.addNetns("h")
 	l.outside = l.addNetns("o")
@@ -176,7 +164,7 @@ func inNetns(name string, fn func() error) error {
 			errc <- fmt.Errorf("open netns %s: %w", name, err)
 			return
 		}
-		defer h.Close()
+		defer func() { _ = h.Close() }()
 		if err := netns.Set(h); err != nil {
 			errc <- fmt.Errorf("enter netns %s: %w", name, err)
 			return
@@ -222,7 +210,7 @@ func (l *fwLab) dial(role, addr string, control func(string, string, syscall.Raw
 			return err
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(labDialTimeout))
+		_ = c.SetDeadline(time.Now().Add(labDialTimeout))
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil {
 			return fmt.Errorf("read greeting: %w", err)

@@ -7,10 +7,12 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 func TestDialerControlSetsMark(t *testing.T) {
-	requireRoot(t) // SO_MARK needs CAP_NET_ADMIN
+	hostreq.RequireRoot(t) // SO_MARK needs CAP_NET_ADMIN
 	// A UDP "dial" sends nothing, so this touches no network.
 	c, err := (&net.Dialer{Control: DialerControl}).Dial("udp", "127.0.0.1:9")
 	if err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8zrXJh6CEkMLasaVLJs+5HcmtP0My6FSaq0ynGD1H+ alice@laptop"
@@ -290,11 +293,10 @@ func TestHostileValuesRoundTripThroughYAML(t *testing.T) {
 	// another install earlier in PATH may lack PyYAML.
 	python := "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
-		python = requireTool(t, "python3")
+		python = hostreq.RequireTool(t, "python3", "python3")
 	}
-	if err := exec.Command(python, "-c", "import yaml").Run(); err != nil {
-		missingPrereq(t, "python3 PyYAML (Debian: python3-yaml): %v", err)
-	}
+	err := exec.Command(python, "-c", "import yaml").Run()
+	hostreq.Require(t, err == nil, fmt.Sprintf("python3 PyYAML (apt-get install python3-yaml): %v", err))
 	s := hostileSpec()
 	ud, err := userDataIgnoringID(s)
 	if err != nil {

@@ -78,8 +78,8 @@ func CreateOverlay(ctx context.Context, opts OverlayOptions) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(opts.Path)
+			_ = f.Close()
+			_ = os.Remove(opts.Path) // best effort: err is what the caller needs
 		}
 	}()
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // newBase creates a base image of the given format with a recognisable
@@ -18,8 +20,8 @@ import (
 // backing chain resolves.
 func newBase(t *testing.T, dir, format string, size string) string {
 	t.Helper()
-	requireTool(t, "qemu-img")
-	qemuIO := requireTool(t, "qemu-io")
+	hostreq.RequireTool(t, "qemu-img", "qemu-utils")
+	qemuIO := hostreq.RequireTool(t, "qemu-io", "qemu-utils")
 	base := filepath.Join(dir, "base."+format)
 	run(t, "qemu-img", "create", "-q", "-f", format, base, size)
 	run(t, qemuIO, "-f", format, "-c", "write -P 0xcd 1M 1M", base)
@@ -209,7 +211,7 @@ func BenchmarkCreateOverlay(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		os.Remove(path)
+		_ = os.Remove(path)
 		b.StartTimer()
 	}
 }

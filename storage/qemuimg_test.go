@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 func TestInspect(t *testing.T) {
-	requireTool(t, "qemu-img")
+	hostreq.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	qcow := filepath.Join(dir, "a.qcow2")
 	raw := filepath.Join(dir, "a.raw")
@@ -46,7 +48,7 @@ func TestInspect(t *testing.T) {
 }
 
 func TestInspectErrors(t *testing.T) {
-	requireTool(t, "qemu-img")
+	hostreq.RequireTool(t, "qemu-img", "qemu-utils")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	missing := filepath.Join(t.TempDir(), "missing.qcow2")
@@ -76,7 +78,7 @@ func TestInspectErrors(t *testing.T) {
 }
 
 func TestConvert(t *testing.T) {
-	requireTool(t, "qemu-img")
+	hostreq.RequireTool(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "a.raw")
 	if err := os.WriteFile(raw, []byte(strings.Repeat("labvm!!\n", 1<<10)), 0o644); err != nil {

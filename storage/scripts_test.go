@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 func scriptSpec() SeedSpec {
@@ -64,14 +66,14 @@ func TestScriptValidation(t *testing.T) {
 // TestRunScriptRecordsExitAndTimeout runs the guest runner on this host:
 // it is plain sh, so its contract can be checked without a VM.
 func TestRunScriptRecordsExitAndTimeout(t *testing.T) {
-	if _, err := exec.LookPath("timeout"); err != nil {
-		t.Skip("no timeout(1)")
-	}
+	hostreq.RequireTool(t, "timeout", "coreutils")
 	dir := t.TempDir()
 	runner := filepath.Join(dir, "run-script")
 	// The runner's fixed paths are rewritten into the test's directory.
 	body := strings.NewReplacer("/var/lib/labvm", dir, "/var/log/labvm-", dir+"/log-").Replace(runScript)
-	os.WriteFile(runner, []byte(body), 0o755)
+	if err := os.WriteFile(runner, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		script, limit string
 		exit          string
@@ -82,8 +84,10 @@ func TestRunScriptRecordsExitAndTimeout(t *testing.T) {
 		{"sleep 5", "1", "124", "did not finish within 1s"},
 	} {
 		script := filepath.Join(dir, "setup.sh")
-		os.WriteFile(script, []byte(tt.script), 0o700)
-		os.Remove(filepath.Join(dir, "setup.status"))
+		if err := os.WriteFile(script, []byte(tt.script), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(filepath.Join(dir, "setup.status"))
 		if out, err := exec.Command(runner, "setup", script, tt.limit, "").CombinedOutput(); err != nil {
 			t.Fatalf("runner: %v\n%s", err, out)
 		}

@@ -47,8 +47,8 @@ func writeFileAtomic(ctx context.Context, path string, data []byte, mode os.File
 	}
 	defer func() {
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name()) // best effort: err is what the caller needs
 		}
 	}()
 	if _, err := tmp.Write(data); err != nil {

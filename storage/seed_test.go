@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // wantSeedFiles is what the guest must find on the seed, byte for byte.
@@ -150,7 +152,7 @@ func bigSpec() SeedSpec {
 func checkSeedReaders(t *testing.T, path string, want map[string][]byte) {
 
 	t.Run("blkid", func(t *testing.T) {
-		requireTool(t, "blkid")
+		hostreq.RequireTool(t, "blkid", "util-linux")
 		out := run(t, "blkid", "-p", "-o", "export", path)
 		for _, line := range []string{"LABEL=cidata", "TYPE=iso9660", `VERSION=Joliet\ Extension`} {
 			if !slices.Contains(strings.Split(out, "\n"), line) {
@@ -159,7 +161,7 @@ func checkSeedReaders(t *testing.T, path string, want map[string][]byte) {
 		}
 	})
 	t.Run("xorriso", func(t *testing.T) {
-		requireTool(t, "xorriso")
+		hostreq.RequireTool(t, "xorriso", "xorriso")
 		out := run(t, "xorriso", "-indev", path, "-pvd_info")
 		if !strings.Contains(out, "Volume Id    : cidata\n") {
 			t.Fatalf("xorriso -pvd_info:\n%s", out)
@@ -168,11 +170,11 @@ func checkSeedReaders(t *testing.T, path string, want map[string][]byte) {
 		run(t, "xorriso", "-osirrox", "on", "-indev", path, "-extract", "/", dest)
 		// xorriso copies the ISO's read-only directory mode; restore write
 		// access so t.TempDir can clean up when not running as root.
-		t.Cleanup(func() { os.Chmod(dest, 0o755) })
+		t.Cleanup(func() { _ = os.Chmod(dest, 0o755) })
 		compareTree(t, dest, want)
 	})
 	t.Run("isoinfo", func(t *testing.T) {
-		requireTool(t, "isoinfo")
+		hostreq.RequireTool(t, "isoinfo", "genisoimage")
 		out := run(t, "isoinfo", "-d", "-i", path)
 		for _, line := range []string{"Volume id: cidata", "Joliet with UCS level 3 found"} {
 			if !strings.Contains(out, line+"\n") {
@@ -190,7 +192,7 @@ func checkSeedReaders(t *testing.T, path string, want map[string][]byte) {
 // the reader cloud-init relies on; where the host kernel lacks it (as in
 // some microVM sandboxes) fuseiso stands in.
 func TestWriteSeedMount(t *testing.T) {
-	requireRoot(t)
+	hostreq.Require(t, os.Geteuid() == 0, "the test needs root (loop mounts)")
 	path, want := writeTestSeed(t, bigSpec())
 	mnt := t.TempDir()
 
@@ -202,10 +204,7 @@ func TestWriteSeedMount(t *testing.T) {
 			}
 		})
 	} else {
-		fuseiso, err := exec.LookPath("fuseiso")
-		if err != nil {
-			missingPrereq(t, "kernel has no iso9660 support and fuseiso is not installed")
-		}
+		fuseiso := hostreq.RequireTool(t, "fuseiso", "fuseiso") // the kernel has no iso9660
 		run(t, fuseiso, path, mnt)
 		t.Cleanup(func() {
 			if out, err := exec.Command("fusermount", "-u", mnt).CombinedOutput(); err != nil {

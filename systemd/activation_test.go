@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // helperEnv switches the test binary into TestHelperProcess when the tests
@@ -85,7 +87,7 @@ func helperReport(ln net.Listener, act *Activation) string {
 	}
 	cloexec := "unknown"
 	if rc, err := ln.(*net.UnixListener).SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
+		_ = rc.Control(func(fd uintptr) { // on failure cloexec stays "unknown"
 			flags, err := unix.FcntlInt(fd, unix.F_GETFD, 0)
 			cloexec = fmt.Sprint(err == nil && flags&unix.FD_CLOEXEC != 0)
 		})
@@ -101,7 +103,7 @@ func testSocketPath(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return filepath.Join(dir, "api.sock")
 }
 
@@ -123,7 +125,7 @@ func askHelper(ctx context.Context, path string) (string, error) {
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+		_ = conn.SetDeadline(dl)
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
@@ -219,7 +221,7 @@ func TestActivationFDPassing(t *testing.T) {
 					t.Errorf("answer over the socket = %q, want %q", got, tt.want)
 				}
 			}
-			cmd.Wait() // the exit status is judged by the report below
+			_ = cmd.Wait() // the exit status is judged by the report below
 			if got := helperLine(out.String()); got != tt.want {
 				t.Errorf("helper reported %q, want %q; output:\n%s", got, tt.want, out.String())
 			}
@@ -231,7 +233,7 @@ func TestActivationFDPassing(t *testing.T) {
 // tool, which creates the socket, waits for a client and execs the helper
 // with LISTEN_* set as systemd would.
 func TestSystemdSocketActivate(t *testing.T) {
-	tool := requireTool(t, "systemd-socket-activate", "systemd")
+	tool := hostreq.RequireTool(t, "systemd-socket-activate", "systemd")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	path := testSocketPath(t)
@@ -243,7 +245,7 @@ func TestSystemdSocketActivate(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", tool, err)
 	}
-	defer cmd.Wait()
+	defer func() { _ = cmd.Wait() }()
 	defer cancel()
 
 	// The tool creates the socket before it waits for the first client.

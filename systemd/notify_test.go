@@ -25,7 +25,7 @@ func listenNotify(t *testing.T, addr string) *notifySocket {
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { _ = conn.Close() })
 	return &notifySocket{t: t, conn: conn}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // installedBinary is where `make install` puts labvmd and where the
@@ -21,7 +23,7 @@ const installedBinary = "/usr/local/sbin/labvmd"
 // ExecStart= is pointed at an existing executable because verify insists
 // the binary exists, and labvmd is not installed on a test machine.
 func TestUnitsVerify(t *testing.T) {
-	analyze := requireTool(t, "systemd-analyze", "systemd")
+	analyze := hostreq.RequireTool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
 	var paths []string
 	for name, body := range Units() {

@@ -16,10 +16,6 @@ import (
 // like ours are left alone.
 const MetadataNamespace = "https://labvm.dev/xmlns/instance/1"
 
-// metadataPrefix is the XML prefix libvirt stores the metadata under; any
-// prefix works for reading, but libvirt requires one on write.
-const metadataPrefix = "labvm"
-
 // ErrInvalidDomainSpec is returned by DomainXML for a spec that cannot
 // describe a bootable domain.
 var ErrInvalidDomainSpec = errors.New("invalid domain spec")

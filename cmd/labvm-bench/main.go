@@ -161,8 +161,8 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	os.Chmod(e.work, 0o755)
-	e.onCleanup(func() { os.RemoveAll(e.work) })
+	_ = os.Chmod(e.work, 0o755)
+	e.onCleanup(func() { _ = os.RemoveAll(e.work) })
 
 	// SIGINT/SIGTERM: undo everything, then exit.
 	sigc := make(chan os.Signal, 1)
@@ -235,13 +235,13 @@ func (e *env) removeOurDomains() {
 // virt-install left in libvirt's boot dir for it.
 func (e *env) removeDomain(d *libvirt.Domain, xml string) {
 	if active, _ := d.IsActive(); active {
-		d.Destroy()
+		_ = d.Destroy()
 	}
 	if persistent, _ := d.IsPersistent(); persistent {
-		d.UndefineFlags(libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE)
+		_ = d.UndefineFlags(libvirt.DOMAIN_UNDEFINE_NVRAM | libvirt.DOMAIN_UNDEFINE_MANAGED_SAVE)
 	}
 	for _, f := range virtinstISOs(xml) {
-		os.Remove(f)
+		_ = os.Remove(f)
 	}
 }
 
@@ -312,8 +312,8 @@ func (e *env) startDaemon(kind string, subnetBits int, extra ...string) (*daemon
 	// Its own firewall table: the default one belongs to a real labvmd.
 	table := "lvbench_" + kind[:1] + e.id
 	e.onCleanup(func() {
-		exec.Command("ip", "link", "del", d.bridge).Run()
-		network.RemoveFirewall(context.Background(), table)
+		_ = exec.Command("ip", "link", "del", d.bridge).Run()
+		_ = network.RemoveFirewall(context.Background(), table)
 	})
 	if d.log, err = os.Create(filepath.Join(dir, "labvmd.log")); err != nil {
 		return nil, err
@@ -333,7 +333,7 @@ func (e *env) startDaemon(kind string, subnetBits int, extra ...string) (*daemon
 		return nil, err
 	}
 	d.exited = make(chan struct{})
-	go func() { d.cmd.Wait(); close(d.exited) }()
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	e.onCleanup(d.stop)
 	d.c = client.New(d.socket)
 	deadline := time.Now().Add(30 * time.Second)
@@ -373,11 +373,11 @@ func (d *daemonProc) stop() {
 		return
 	default:
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(20 * time.Second):
-		d.cmd.Process.Kill()
+		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
 }
@@ -433,7 +433,7 @@ func (d *daemonProc) rss() int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
 			var kb int64
-			fmt.Sscan(f[1], &kb)
+			_, _ = fmt.Sscan(f[1], &kb) // unparsable: 0, as when the file is missing
 			return kb << 10
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,8 +32,8 @@ func profile(o options) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	os.Chmod(work, 0o755)
+	defer func() { _ = os.RemoveAll(work) }()
+	_ = os.Chmod(work, 0o755)
 	subnet, err := freeSubnet(21)
 	if err != nil {
 		return err
@@ -46,7 +47,7 @@ func profile(o options) error {
 	cfg.PhoneHomePort = 0
 	cfg.VNet.Bridge = "lvbp" + randHex(3)
 	cfg.VNet.Subnet = subnet
-	defer exec.Command("ip", "link", "del", cfg.VNet.Bridge).Run()
+	defer func() { _ = exec.Command("ip", "link", "del", cfg.VNet.Bridge).Run() }()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -54,7 +55,7 @@ func profile(o options) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, nil, func() { close(ready) }) }()
@@ -144,8 +145,13 @@ func profile(o options) error {
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		return err
 	}
+	if err := f.Close(); err != nil { // a written file: its Close counts
+		return err
+	}
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("labvmd: %w", err)
+	}
 	fmt.Printf("profiles in %s\n", o.profileDir)
 	return nil
 }
@@ -159,7 +165,12 @@ func startCPU(path string) (func(), error) {
 		f.Close()
 		return nil, err
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "cpu profile %s: %v\n", path, err)
+		}
+	}, nil
 }
 
 func writeProfile(name, path string) error {
@@ -168,5 +179,8 @@ func writeProfile(name, path string) error {
 		return err
 	}
 	defer f.Close()
-	return pprof.Lookup(name).WriteTo(f, 0)
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		return err
+	}
+	return f.Close() // a written file: its Close counts
 }

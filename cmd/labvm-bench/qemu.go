@@ -150,7 +150,7 @@ func (e *env) controlPlaneCreate(d *daemonProc, i int) error {
 func (e *env) teardown(d *daemonProc, name, domain string) error {
 	ctx := context.Background()
 	if dom, err := e.lv.LookupDomainByName(domain); err == nil {
-		dom.Destroy()
+		_ = dom.Destroy()
 		dom.Free()
 	}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -188,7 +188,7 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	ctx := context.Background()
 	dir := filepath.Join(e.work, "floor", fmt.Sprint(i))
 	name := fmt.Sprintf("lvbench-%s-floor-%02d", e.id, i)
-	e.onCleanup(func() { e.removeDomainNamed(name); os.RemoveAll(dir) })
+	e.onCleanup(func() { e.removeDomainNamed(name); _ = os.RemoveAll(dir) })
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -228,7 +228,7 @@ func (e *env) floorRun(d *daemonProc, base string, i int) error {
 	r.floorDisk.add(t1.Sub(t0))
 	r.floorSeed.add(t2.Sub(t1))
 	r.floorStart.add(t3.Sub(t2))
-	dom.Destroy()
+	_ = dom.Destroy()
 	dom.Free()
 	return os.RemoveAll(dir)
 }
@@ -249,7 +249,7 @@ func (e *env) bareRun(i int) error {
 		return fmt.Errorf("bare domain: %w", err)
 	}
 	e.report.bare.add(time.Since(t0))
-	dom.Destroy()
+	_ = dom.Destroy()
 	dom.Free()
 	return nil
 }
@@ -323,7 +323,7 @@ func (e *env) virtInstallRun(d *daemonProc, base string, i int) error {
 	r := e.report
 	dir := filepath.Join(e.work, "vi", fmt.Sprint(i))
 	name := fmt.Sprintf("lvbench-%s-vi-%02d", e.id, i)
-	e.onCleanup(func() { e.removeDomainNamed(name); os.RemoveAll(dir) })
+	e.onCleanup(func() { e.removeDomainNamed(name); _ = os.RemoveAll(dir) })
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func machineInfo(lv *libvirt.Connect) [][2]string {
 		for _, l := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
 				var kb int64
-				fmt.Sscan(f[1], &kb)
+				_, _ = fmt.Sscan(f[1], &kb) // unparsable: 0 GiB shown
 				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 			}
 		}

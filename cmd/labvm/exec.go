@@ -47,8 +47,12 @@ use sh -c '…' for pipes.`,
 					return err
 				}
 			} else {
-				a.stdout.Write(res.Stdout)
-				a.stderr.Write(res.Stderr)
+				if _, err := a.stdout.Write(res.Stdout); err != nil {
+					return err
+				}
+				if _, err := a.stderr.Write(res.Stderr); err != nil {
+					return err
+				}
 			}
 			if res.Signal != 0 {
 				// The shell convention, so scripts see a killed command fail.

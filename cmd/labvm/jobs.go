@@ -156,8 +156,12 @@ ends, then exit with the job's exit code (1 if it was cancelled or lost).`,
 			if a.json() {
 				return printJSON(a.stdout, logs)
 			}
-			a.stdout.Write(logs.Stdout)
-			a.stderr.Write(logs.Stderr)
+			if _, err := a.stdout.Write(logs.Stdout); err != nil {
+				return err
+			}
+			if _, err := a.stderr.Write(logs.Stderr); err != nil {
+				return err
+			}
 			if logs.Truncated {
 				fmt.Fprintln(a.stderr, "labvm: earlier output was dropped; only the last MiB of each stream is kept")
 			}

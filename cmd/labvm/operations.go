@@ -216,7 +216,7 @@ func newEventsCommand(a *app) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.client().Events(cmd.Context(), func(op api.Operation) {
 				if a.json() {
-					printJSONLine(a.stdout, op)
+					_ = printJSONLine(a.stdout, op) // the terminal, as for fmt.Fprint*
 					return
 				}
 				stage := ""

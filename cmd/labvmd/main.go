@@ -60,7 +60,7 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	var (
 		configPath = flag.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)")
 		socket     = flag.String("socket", "", "API socket path (default /run/labvm/labvm.sock)")
@@ -177,7 +177,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() {
+		// Closing flushes and unlocks the database: a failure is worth a
+		// non-zero exit.
+		if cerr := d.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close: %w", cerr))
+		}
+	}()
 
 	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()

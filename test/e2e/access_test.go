@@ -169,7 +169,7 @@ func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (
 		first <- line
 		exited <- cmd.Wait()
 	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	select {
 	case line := <-first:
 		if !strings.HasPrefix(line, prefix) {
@@ -180,7 +180,7 @@ func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (
 	}
 	return func() {
 		t.Helper()
-		cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case err := <-exited:
 			if err != nil {
@@ -224,7 +224,7 @@ func consoleSays(t *testing.T, c *client.Client, name, line, want string) {
 	defer conn.Close()
 	// The deadline ends the read below if want never comes.
 	deadline, _ := ctx.Deadline()
-	conn.SetDeadline(deadline)
+	_ = conn.SetDeadline(deadline)
 	if _, err := io.WriteString(conn, "\n"+line+"\n"); err != nil {
 		t.Fatalf("write to the console: %v", err)
 	}

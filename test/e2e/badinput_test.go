@@ -21,9 +21,13 @@ func TestBadInputChangesNothing(t *testing.T) {
 	tmp := t.TempDir()
 
 	garbage := filepath.Join(tmp, "notes.txt")
-	os.WriteFile(garbage, []byte("this is not a disk image\n"), 0o644)
+	if err := os.WriteFile(garbage, []byte("this is not a disk image\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	badKey := filepath.Join(tmp, "id_bad.pub")
-	os.WriteFile(badKey, []byte("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"), 0o600)
+	if err := os.WriteFile(badKey, []byte("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string

@@ -94,14 +94,14 @@ func TestCrashAtEveryStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }()
 	want := map[string]string{}
 	for _, in := range list {
 		if in.IP != "" {
 			want[in.IP] = in.ID
 		}
 	}
-	st.View(func(tx *store.Tx) error {
+	if err := st.View(func(tx *store.Tx) error {
 		allocs, err := tx.AllIPAllocations()
 		if err != nil {
 			t.Fatal(err)
@@ -114,7 +114,9 @@ func TestCrashAtEveryStep(t *testing.T) {
 			t.Errorf("IP allocations = %v, want the instances' %v", got, want)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // crashDuring arms the crash point, runs cmd until labvmd kills itself

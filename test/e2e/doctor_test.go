@@ -100,7 +100,7 @@ func TestDoctorRebuild(t *testing.T) {
 	if err := st.Update(func(tx *store.Tx) error { return tx.AllocateIP("default", orphanIP, "feedfacefeedface") }); err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
+	_ = st.Close()
 	d.start()
 	d.jsonOut(&rep, "doctor")
 	for _, want := range []string{junkDir, junkImport, "default/" + orphanIP.String()} {

@@ -88,7 +88,9 @@ func TestWhoMayDoWhat(t *testing.T) {
 	d.mustFail("no Unix user", "create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s", "--assign-to", p+"-ghost")
 	expectOK(d.as(olivia, "create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s", "--assign-to", bob.name))
 	var inst api.Instance
-	json.Unmarshal([]byte(d.must("show", "bob-dev", "-o", "json")), &inst)
+	if err := json.Unmarshal([]byte(d.must("show", "bob-dev", "-o", "json")), &inst); err != nil {
+		t.Fatal(err)
+	}
 	if inst.Creator != olivia.name || inst.AssignedTo != bob.name || inst.Owner != bob.name {
 		t.Fatalf("bob-dev creator/assigned/owner = %s/%s/%s", inst.Creator, inst.AssignedTo, inst.Owner)
 	}
@@ -102,7 +104,9 @@ func TestWhoMayDoWhat(t *testing.T) {
 
 	t.Log("list filters by owner")
 	var mine []api.Instance
-	json.Unmarshal([]byte(expectOK(d.as(bob, "list", "--mine", "-o", "json"))), &mine)
+	if err := json.Unmarshal([]byte(expectOK(d.as(bob, "list", "--mine", "-o", "json"))), &mine); err != nil {
+		t.Fatal(err)
+	}
 	if len(mine) != 1 || mine[0].Name != "bob-dev" {
 		t.Fatalf("bob's list --mine: %+v", mine)
 	}

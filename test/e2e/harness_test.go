@@ -22,6 +22,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/client"
 	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // binaries built once for the whole run.
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 		bins.dir = dir
 		bins.labvm = filepath.Join(dir, "labvm")
 		bins.labvmd = filepath.Join(dir, "labvmd")
@@ -66,10 +67,8 @@ func TestMain(m *testing.M) {
 func requireHost(t *testing.T) string {
 	t.Helper()
 	missing := func(why string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("end-to-end prerequisite missing under CI: %s", why)
-		}
-		t.Skipf("skipping end-to-end test: %s", why)
+		t.Helper()
+		hostreq.Require(t, false, "end-to-end test: "+why)
 	}
 	if testing.Short() {
 		t.Skip("skipping end-to-end test in -short mode")
@@ -155,7 +154,7 @@ func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dir, 0o755)
+	_ = os.Chmod(dir, 0o755)
 	d := &labvmd{
 		t:        t,
 		socket:   filepath.Join(dir, "labvm.sock"),
@@ -169,10 +168,10 @@ func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 	t.Cleanup(func() {
 		d.kill()
 		d.destroyOurDomains()
-		exec.Command("ip", "link", "del", d.bridge).Run()
-		network.RemoveFirewall(context.Background(), d.table)
+		_ = exec.Command("ip", "link", "del", d.bridge).Run()
+		_ = network.RemoveFirewall(context.Background(), d.table)
 		for _, br := range d.vnetBridges() {
-			exec.Command("ip", "link", "del", br).Run()
+			_ = exec.Command("ip", "link", "del", br).Run()
 		}
 		if t.Failed() {
 			t.Logf("labvmd log:\n%s", d.logs.String())
@@ -181,7 +180,7 @@ func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 				t.Logf("%s (last 3000 bytes):\n%s", f, tail(b, 3000))
 			}
 		}
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 	})
 	return d
 }
@@ -211,7 +210,7 @@ func (d *labvmd) start() {
 		d.t.Fatal(err)
 	}
 	d.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(d.cmd, d.exited)
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(d.cmd, d.exited)
 	c := client.New(d.socket)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -235,12 +234,12 @@ func (d *labvmd) stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
 	case <-time.After(30 * time.Second):
 		d.t.Errorf("labvmd did not exit 30s after SIGTERM")
-		d.cmd.Process.Kill()
+		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
 	d.cmd = nil
@@ -250,7 +249,7 @@ func (d *labvmd) kill() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
-	d.cmd.Process.Kill()
+	_ = d.cmd.Process.Kill()
 	<-d.exited
 	d.cmd = nil
 }
@@ -262,8 +261,8 @@ func (d *labvmd) destroyOurDomains() {
 	for _, name := range strings.Fields(string(out)) {
 		xml, _ := exec.Command("virsh", "-c", "qemu:///system", "dumpxml", name).Output()
 		if bytes.Contains(xml, []byte(d.dataDir)) {
-			exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
-			exec.Command("virsh", "-c", "qemu:///system", "undefine", name).Run()
+			_ = exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
+			_ = exec.Command("virsh", "-c", "qemu:///system", "undefine", name).Run()
 		}
 	}
 }

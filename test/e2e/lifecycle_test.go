@@ -143,12 +143,14 @@ func TestInstanceLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	st.View(func(tx *store.Tx) error {
+	defer func() { _ = st.Close() }()
+	if err := st.View(func(tx *store.Tx) error {
 		allocs, err := tx.IPAllocations("default")
 		if err != nil || len(allocs) != 0 {
 			t.Errorf("IP allocations after delete = %v, %v; want none", allocs, err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

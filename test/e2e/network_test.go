@@ -33,9 +33,9 @@ func newOutsideHost(t *testing.T, routeTo ...netip.Prefix) outsideHost {
 		}
 	}
 	run("ip", "netns", "add", o.ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", o.ns).Run() })
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", o.ns).Run() })
 	run("ip", "link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", hostIf).Run() })
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
 	run("ip", "link", "set", nsIf, "netns", o.ns)
 	run("ip", "addr", "add", o.hostSide.String()+"/24", "dev", hostIf)
 	run("ip", "link", "set", hostIf, "up")
@@ -64,7 +64,7 @@ func (o outsideHost) serve(t *testing.T, port int) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 }
 
 // guestHTTP starts an HTTP server in the guest and returns a probe that

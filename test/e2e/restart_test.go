@@ -76,7 +76,7 @@ func TestRestartsNeverTouchVMs(t *testing.T) {
 
 func stopLibvirtd(t *testing.T) {
 	t.Helper()
-	exec.Command("pkill", "-x", "libvirtd").Run()
+	_ = exec.Command("pkill", "-x", "libvirtd").Run()
 	waitFor(t, 30*time.Second, "libvirtd to exit", func() bool {
 		return exec.Command("pgrep", "-x", "libvirtd").Run() != nil
 	})

@@ -3,11 +3,12 @@ package e2e
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // TestSystemdIntegration runs labvmd the way systemd does, without
@@ -15,19 +16,13 @@ import (
 // unixgram NOTIFY_SOCKET receives what labvmd tells the service manager.
 func TestSystemdIntegration(t *testing.T) {
 	requireHost(t)
-	activate, err := exec.LookPath("systemd-socket-activate")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("systemd-socket-activate missing under CI (Debian package systemd)")
-		}
-		t.Skip("systemd-socket-activate not installed (Debian package systemd)")
-	}
+	activate := hostreq.RequireTool(t, "systemd-socket-activate", "systemd")
 	notifyPath := filepath.Join(t.TempDir(), "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer notify.Close()
+	defer func() { _ = notify.Close() }()
 
 	d := newDaemon(t)
 	// systemd-socket-activate passes on only the variables named with -E.
@@ -45,7 +40,7 @@ func TestSystemdIntegration(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	buf := make([]byte, 4096)
 	for time.Now().Before(deadline) {
-		notify.SetReadDeadline(deadline)
+		_ = notify.SetReadDeadline(deadline)
 		n, err := notify.Read(buf)
 		if err != nil {
 			break
@@ -69,7 +64,7 @@ func TestSystemdIntegration(t *testing.T) {
 
 	t.Log("on SIGTERM it says STOPPING=1 and leaves systemd's socket in place")
 	d.stop()
-	notify.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = notify.SetReadDeadline(time.Now().Add(5 * time.Second))
 	stopping := false
 	for !stopping {
 		n, err := notify.Read(buf)

@@ -22,7 +22,7 @@ func testGroup(t *testing.T, name string) {
 	if out, err := exec.Command("groupadd", name).CombinedOutput(); err != nil {
 		t.Fatalf("groupadd %s: %v\n%s", name, err, out)
 	}
-	t.Cleanup(func() { exec.Command("groupdel", name).Run() })
+	t.Cleanup(func() { _ = exec.Command("groupdel", name).Run() })
 }
 
 // testUser creates a Unix user whose primary group is primary, also in
@@ -36,7 +36,7 @@ func testUser(t *testing.T, name, primary string, extra ...string) unixUser {
 	if out, err := exec.Command("useradd", append(args, name)...).CombinedOutput(); err != nil {
 		t.Fatalf("useradd %s: %v\n%s", name, err, out)
 	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	t.Cleanup(func() { _ = exec.Command("userdel", name).Run() })
 	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)

@@ -133,7 +133,7 @@ func runExec(ctx context.Context, call agentCall, req vm.ExecRequest) (vm.ExecRe
 		return vm.ExecResult{}, fmt.Errorf("guest-exec: %w", err)
 	}
 
-	statusCmd, err := encodeAgentCommand("guest-exec-status", guestExecStatusArgs{PID: started.PID})
+	statusCmd, err := encodeAgentCommand("guest-exec-status", guestExecStatusArgs(started))
 	if err != nil {
 		return vm.ExecResult{}, err
 	}

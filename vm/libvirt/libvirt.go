@@ -88,13 +88,6 @@ func (l *Driver) do(ctx context.Context, fn func(*virt.Connect) error) error {
 	return l.run(ctx, true, fn)
 }
 
-// doOnce is do for operations that must not be repeated, because the lost
-// connection may have delivered the first attempt: it reconnects for the
-// benefit of later calls but reports vm.ErrUnavailable for this one.
-func (l *Driver) doOnce(ctx context.Context, fn func(*virt.Connect) error) error {
-	return l.run(ctx, false, fn)
-}
-
 func (l *Driver) run(ctx context.Context, retry bool, fn func(*virt.Connect) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -188,7 +181,10 @@ func (l *Driver) withDomain(ctx context.Context, name string, fn func(*virt.Doma
 	return l.run(ctx, true, onDomain(name, fn))
 }
 
-// withDomainOnce is withDomain without the retry, like doOnce.
+// withDomainOnce is withDomain for operations that must not be repeated,
+// because the lost connection may have delivered the first attempt: it
+// reconnects for the benefit of later calls but reports ErrUnavailable for
+// this one.
 func (l *Driver) withDomainOnce(ctx context.Context, name string, fn func(*virt.Domain) error) error {
 	return l.run(ctx, false, onDomain(name, fn))
 }

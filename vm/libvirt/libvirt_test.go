@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labvm/labvm/test/hostreq"
 	"github.com/labvm/labvm/vm"
 )
 
@@ -31,24 +32,13 @@ func newTestDriver(t *testing.T) *Driver {
 	return l
 }
 
-// requireSystem skips tests that need a real libvirtd as root, except in
-// CI, where a missing prerequisite must fail loudly instead of silently
-// dropping coverage.
+// requireSystem stops tests that need a real libvirtd as root when there is
+// none (a failure under CI=true).
 func requireSystem(t *testing.T) {
 	t.Helper()
-	skip := func(reason string) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s", reason)
-		}
-		t.Skip(reason)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root for qemu:///system")
-	}
-	if _, err := os.Stat("/run/libvirt/libvirt-sock"); err != nil {
-		skip("libvirtd is not running (start it with `libvirtd -d`)")
-	}
+	hostreq.Require(t, os.Geteuid() == 0, "the test needs root for qemu:///system")
+	_, err := os.Stat("/run/libvirt/libvirt-sock")
+	hostreq.Require(t, err == nil, "libvirtd is not running (start it with `libvirtd -d`, or `make host`)")
 }
 
 func newSystem(t *testing.T) *Driver {
