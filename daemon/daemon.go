@@ -14,6 +14,7 @@ import (
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/images"
 	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
 )
 
@@ -108,13 +109,16 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	for _, dir := range []string{cfg.DataDir, cfg.imagesDir(), cfg.instancesDir()} {
-		// 0755: QEMU runs as libvirt-qemu and must traverse to the disks.
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
+		// 0711: QEMU runs as libvirt-qemu and must traverse to the disks;
+		// no other user may list them. Forced on every start, so a data dir
+		// made by an older labvm is fixed too.
+		if err := storage.EnsurePrivateDir(dir); err != nil {
+			return nil, err
 		}
-		if err := os.Chmod(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("chmod %s: %w", dir, err)
-		}
+	}
+	// Older labvm made instance dirs 0755 and disks and seeds 0644.
+	if err := storage.RestrictInstanceDirs(cfg.instancesDir()); err != nil {
+		return nil, err
 	}
 	st, err := store.Open(cfg.dbPath())
 	if err != nil {

@@ -40,7 +40,7 @@ func (d *Daemon) provision(ctx context.Context, op *Op, inst vm.Instance, script
 	if err != nil {
 		return fmt.Errorf("image %s: %w", inst.Image, err)
 	}
-	if err := os.MkdirAll(d.cfg.instanceDir(inst.ID), 0o755); err != nil {
+	if err := storage.EnsurePrivateDir(d.cfg.instanceDir(inst.ID)); err != nil {
 		return fmt.Errorf("create instance dir: %w", err)
 	}
 	// Before the disk: no disk is ever without the record that explains it.

@@ -28,9 +28,10 @@ var (
 
 const (
 	// Bases are shared by every instance's overlay and read by QEMU as
-	// libvirt-qemu, so they are world-readable and nobody's to write.
+	// libvirt-qemu, so they are world-readable and nobody's to write. The
+	// directory lets QEMU through by name but lists for nobody.
 	baseMode = 0o444
-	dirMode  = 0o755
+	dirMode  = storage.PrivateDirMode
 	baseExt  = ".qcow2"
 	tempGlob = ".import-*"
 	// copyChunk bounds how long a copy or hash runs before noticing that
