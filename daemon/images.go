@@ -4,16 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/images"
+	"github.com/labvm/labvm/storage"
 )
 
 // validateImageName allows names like debian-12, ubuntu-24.04, tiny.
@@ -85,30 +85,19 @@ func (d *Daemon) getImage(r *http.Request, c Caller) (response, error) {
 	return ok(out), err
 }
 
-// callerMayRead approximates whether the caller could read path itself.
-// The daemon is root; without this check any user of the socket could
-// import (and so read back through a guest) any file on the host.
-func callerMayRead(c Caller, fi os.FileInfo) bool {
-	if c.IsRoot() {
-		return true
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return false
-	}
-	mode := fi.Mode().Perm()
-	switch {
-	case int(st.Uid) == c.UID:
-		return mode&0o400 != 0
-	case int(st.Gid) == c.GID:
-		return mode&0o040 != 0
-	}
-	return mode&0o004 != 0
-}
-
+// importImage receives an image the client streams as the request body
+// (see api.ImportImageRequest) and stores it. The daemon never opens a
+// path for the caller: the client reads the file with the caller's own
+// rights. The answer waits until the body has been read to its end, as the
+// server closes it once the handler returns; the operation then finishes
+// the checks and the store. An upload that breaks off fails the operation
+// and leaves nothing behind.
 func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
-	var req api.ImportImageRequest
-	if err := decode(r, &req); err != nil {
+	if ct := r.Header.Get("Content-Type"); ct != api.ImportContentType {
+		return response{}, invalidf("send the image itself as the request body, Content-Type %s (got %q); the daemon does not read files by path", api.ImportContentType, ct)
+	}
+	req, err := api.ParseImportQuery(r.URL.Query())
+	if err != nil {
 		return response{}, err
 	}
 	noteTarget(r, req.Name)
@@ -118,39 +107,44 @@ func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 	if err := validateImageName(req.Name); err != nil {
 		return response{}, err
 	}
-	if !filepath.IsAbs(req.Path) || strings.ContainsRune(req.Path, 0) {
-		return response{}, invalidf("image path %q must be absolute", req.Path)
+	if req.SHA256 != "" {
+		if err := images.CheckDigest(req.SHA256); err != nil {
+			return response{}, invalidf("--sha256: %v", err)
+		}
 	}
 	apps, err := validateApps(req.Apps)
 	if err != nil {
 		return response{}, err
 	}
-	fi, err := os.Stat(req.Path)
-	switch {
-	case err != nil:
-		return response{}, invalidf("cannot read %s: %v", req.Path, err)
-	case !fi.Mode().IsRegular():
-		return response{}, invalidf("%s is not a regular file", req.Path)
-	case !callerMayRead(c, fi):
-		return response{}, &api.Error{Code: api.CodePermissionDenied, Message: fmt.Sprintf("you (%s) cannot read %s", c.Name, req.Path)}
+	size := r.ContentLength
+	if size <= 0 {
+		return response{}, invalidf("an image upload needs a Content-Length (got %d)", size)
 	}
-	if err := d.store.View(func(tx *store.Tx) error {
-		if _, err := tx.Image(req.Name); err == nil {
-			return &api.Error{Code: api.CodeAlreadyExists, Message: fmt.Sprintf("image %q already exists", req.Name), Hint: "delete it first, or pick another name"}
-		}
-		return nil
-	}); err != nil {
+	if capa, err := storage.FilesystemCapacity(d.images.Dir); err == nil && size > capa.Free {
+		return response{}, &api.Error{Code: api.CodeInsufficientResources,
+			Message: fmt.Sprintf("the image is %s; only %s is free for images", storage.FormatSize(size), storage.FormatSize(capa.Free)),
+			Hint:    "free space in the data dir (delete unused images or instances)"}
+	}
+	if err := d.imageNameFree(req.Name); err != nil {
 		return response{}, err
 	}
 	op, err := d.ops.begin(api.OpImageImport, req.Name, "", c)
 	if err != nil {
 		return response{}, err
 	}
+	body := &uploadBody{r: r.Body, done: make(chan struct{})}
 	d.goOp(op, func(ctx context.Context, op *Op) error {
-		op.Stage("Importing", fmt.Sprintf("%s: checksum, format, copy", req.Path))
-		imp, err := d.images.Import(ctx, images.ImportOptions{Source: req.Path, SHA256: req.SHA256})
+		defer body.finish()
+		op.Stage("Receiving", fmt.Sprintf("%s from %s", storage.FormatSize(size), c.Name))
+		meter := &pullMeter{op: op, now: time.Now}
+		imp, err := d.images.Import(ctx, body, images.ImportOptions{SHA256: req.SHA256, Size: size, Progress: func(n int64) {
+			meter.update(n, size)
+			if n == size {
+				op.Stage("Importing", "checksum, format, store")
+			}
+		}})
 		if err != nil {
-			return fmt.Errorf("import %s: %w", req.Path, err)
+			return err
 		}
 		op.Stage("Recording", imp.Digest)
 		return d.store.Update(func(tx *store.Tx) error {
@@ -161,8 +155,31 @@ func (d *Daemon) importImage(r *http.Request, c Caller) (response, error) {
 			})
 		})
 	})
+	select {
+	case <-body.done:
+	case <-r.Context().Done():
+		// The client went away; the operation's read fails and cleans up.
+	}
 	return accepted(op.Snapshot()), nil
 }
+
+// uploadBody hands a request body to an operation and tells the handler
+// when the operation is done reading it.
+type uploadBody struct {
+	r    io.Reader
+	once sync.Once
+	done chan struct{}
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *uploadBody) finish() { b.once.Do(func() { close(b.done) }) }
 
 // deleteImage removes an image unless an instance uses it; the file goes
 // only when no other name points at the same content.

@@ -46,6 +46,9 @@ type route struct {
 	action string
 	handle handlerFunc
 	stream streamFunc
+	// upload marks the one route whose body is a stream of unbounded size
+	// (an image); every other body is held to maxBodyBytes.
+	upload bool
 }
 
 // routes is the whole API, in one table.
@@ -56,7 +59,7 @@ func (d *Daemon) routes() []route {
 		{pattern: "GET /v1/sizes", handle: d.listSizes},
 
 		{pattern: "GET /v1/images", handle: d.listImages},
-		{pattern: "POST /v1/images", action: "images/write", handle: d.importImage},
+		{pattern: "POST /v1/images", action: "images/write", handle: d.importImage, upload: true},
 		{pattern: "POST /v1/images/pull", action: "images/write", handle: d.pullImage},
 		{pattern: "GET /v1/images/{name}", handle: d.getImage},
 		{pattern: "DELETE /v1/images/{name}", action: "images/delete", handle: d.deleteImage},
@@ -132,7 +135,9 @@ func (d *Daemon) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		writeError(w, api.Errorf(api.CodePermissionDenied, "could not read the caller's Unix credentials"))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if !rt.upload {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	}
 	start := time.Now()
 	if rt.stream != nil {
 		if err := rt.stream(w, r, c); err != nil {

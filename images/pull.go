@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 )
@@ -311,8 +312,8 @@ func (f *flight) wait(ctx context.Context, w watcher, want string) (imp Imported
 	}
 	switch {
 	case f.err == nil:
-		if want != "" && want != f.imp.Digest {
-			return Imported{}, false, fmt.Errorf("%w: expected sha256 %s, the download has %s", ErrChecksumMismatch, want, f.imp.Digest)
+		if want != "" && want != f.imp.SourceDigest {
+			return Imported{}, false, fmt.Errorf("%w: expected sha256 %s, the download has %s", ErrChecksumMismatch, want, f.imp.SourceDigest)
 		}
 		return f.imp, false, nil
 	case isCancel(f.err):
@@ -341,12 +342,28 @@ func (c *Catalogue) fetch(ctx context.Context, u *url.URL, want string, f *fligh
 		return Imported{}, err
 	}
 	f.markDownloaded()
-	imp, err := c.Import(ctx, ImportOptions{Source: part.data, SHA256: want})
+	imp, err := c.importPartial(ctx, part, want)
 	if err != nil && isCancel(err) {
 		return Imported{}, err
 	}
 	part.remove()
 	return imp, err
+}
+
+// importPartial imports a finished download. The partial file is root's,
+// in a root-only directory, but it goes through the same reader path as an
+// upload so there is one way into the catalogue.
+func (c *Catalogue) importPartial(ctx context.Context, part partial, want string) (Imported, error) {
+	f, err := os.Open(part.data)
+	if err != nil {
+		return Imported{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Imported{}, err
+	}
+	return c.Import(ctx, f, ImportOptions{SHA256: want, Size: st.Size()})
 }
 
 // redact hides any password in a URL for messages and logs.
