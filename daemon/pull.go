@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -46,7 +45,7 @@ func (d *Daemon) pullImage(r *http.Request, c Caller) (response, error) {
 		return response{}, err
 	}
 	d.goOp(op, func(ctx context.Context, op *Op) error {
-		op.Stage("Downloading", redactURL(req.URL))
+		op.Stage("Downloading", images.RedactURL(req.URL))
 		meter := &pullMeter{op: op, now: time.Now}
 		opts.Progress = meter.update
 		opts.Downloaded = func() { op.Stage("Importing", "checksum, format, store") }
@@ -75,16 +74,6 @@ func (d *Daemon) imageNameFree(name string) error {
 		}
 		return nil
 	})
-}
-
-// redactURL hides a password in a URL shown in operations, which every
-// reader of the daemon can list.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }
 
 // pullMeter turns download progress into the Downloading stage's detail,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -53,6 +54,7 @@ func TestPullImageThroughAPI(t *testing.T) {
 	}))
 	defer srv.Close()
 	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	td.images.Puller.AllowLoopback = true // the server is httptest's, on loopback
 	ctx := context.Background()
 
 	tests := []struct {
@@ -196,5 +198,32 @@ func TestPullMeterThrottles(t *testing.T) {
 		if got := detail(); got != s.detail {
 			t.Fatalf("after %d bytes detail = %q, want %q", s.done, got, s.detail)
 		}
+	}
+}
+
+// TestPullNeverReachesTheHost: a daemon as configured for production
+// refuses a pull from its own host, and the URL's token appears neither
+// in the operation nor in its error.
+func TestPullNeverReachesTheHost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the host's service was reached: %s", r.URL)
+	}))
+	defer srv.Close()
+	td := newTestDaemon(t, newFakeHypervisor(), nil)
+	ctx := context.Background()
+	op, err := td.client.PullImage(ctx, api.PullImageRequest{Name: "local", URL: srv.URL + "/admin?token=s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = td.client.Wait(ctx, op.ID, nil)
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("pull ended with %v, want a refusal naming loopback", err)
+	}
+	final, ferr := td.client.Operation(ctx, op.ID)
+	if ferr != nil || len(final.Stages) == 0 {
+		t.Fatalf("operation %+v, %v", final, ferr)
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(fmt.Sprintf("%+v", final), "s3cret") {
+		t.Fatalf("the token is shown: %v / %+v", err, final)
 	}
 }

@@ -117,7 +117,7 @@ func readFile(t *testing.T, path string) []byte {
 // newPullCatalogue retries fast so failure cases finish quickly.
 func newPullCatalogue(t *testing.T) *Catalogue {
 	cat := New(filepath.Join(t.TempDir(), "bases"))
-	cat.Puller = Puller{Attempts: 3, RetryWait: time.Millisecond, StallTimeout: 5 * time.Second}
+	cat.Puller = Puller{Attempts: 3, RetryWait: time.Millisecond, StallTimeout: 5 * time.Second, AllowLoopback: true}
 	return cat
 }
 
