@@ -44,6 +44,7 @@ func TestImageImportStreams(t *testing.T) {
 	sock := p + "sock"
 	testGroup(t, sock)
 	ivy := testUser(t, p+"-ivy", sock)
+	nemo := testUser(t, p+"-nemo", sock) // no role
 	d := startDaemon(t, "--socket-group", sock)
 	d.must("role", "assign", ivy.name, "owner")
 	imagesDir := filepath.Join(d.dataDir, "images")
@@ -109,6 +110,24 @@ func TestImageImportStreams(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("images/ after one import: %v", before)
 	}
+
+	t.Log("a caller without images/write is refused before any byte is sent")
+	huge := filepath.Join(ivyDir, "huge.img")
+	if f, err := os.Create(huge); err != nil {
+		t.Fatal(err)
+	} else {
+		f.Truncate(64 << 30) // sparse: costs nothing on disk, minutes to send
+		f.Close()
+	}
+	os.Chmod(huge, 0o644)
+	start := time.Now()
+	if r := d.as(nemo, "image", "import", "huge", huge); r.code == 0 || !strings.Contains(r.stderr, "images/write") {
+		t.Fatalf("import without the right: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the refusal took %v: the upload was sent before the answer", took)
+	}
+	nothingLeft("a refused upload", before)
 
 	t.Log("files she cannot read stay unread, whatever the daemon could read")
 	for _, tc := range []struct{ name, path string }{
