@@ -73,6 +73,10 @@ type Config struct {
 	BridgePrefix string
 	// Nameservers are handed to guests of NAT VNets as their resolvers.
 	Nameservers []netip.Addr
+	// PullAllowLoopback lets `image pull` fetch from this host's own
+	// addresses (a mirror served locally, tests). Off: a pull can never
+	// reach the host's services.
+	PullAllowLoopback bool
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
 	// ops.CrashPoint. Empty in production.

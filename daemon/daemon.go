@@ -21,6 +21,7 @@ import (
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/images"
 	"github.com/labvm/labvm/network"
+	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
 	vmlibvirt "github.com/labvm/labvm/vm/libvirt"
 )
@@ -115,6 +116,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
 	d.jobs = jobs.New(st, hv, log)
 	files := images.New(cfg.imagesDir())
+	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
@@ -154,14 +156,12 @@ func (a auditor) Record(who ops.Who, action, target, opID string, err error) {
 // not listable.
 func prepareDataDir(cfg Config) error {
 	for _, dir := range []string{cfg.DataDir, cfg.imagesDir(), cfg.instancesDir()} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
-		if err := os.Chmod(dir, 0o711); err != nil {
-			return fmt.Errorf("chmod %s: %w", dir, err)
+		if err := storage.EnsurePrivateDir(dir); err != nil {
+			return err
 		}
 	}
-	return nil
+	// Older labvm made instance dirs 0755 and disks and seeds 0644.
+	return storage.RestrictInstanceDirs(cfg.instancesDir())
 }
 
 // Run sets up the host side (bridges, firewall), reconciles, serves the

@@ -24,13 +24,17 @@ var (
 	ErrUnsupportedFormat = errors.New("unsupported image format")
 	// ErrInvalidDigest means a digest is not 64 hexadecimal characters.
 	ErrInvalidDigest = errors.New("invalid image digest")
+	// ErrIncomplete means the source ended before (or ran past) the size
+	// it announced, as when an upload is interrupted; nothing was stored.
+	ErrIncomplete = errors.New("image incomplete")
 )
 
 const (
 	// Bases are shared by every instance's overlay and read by QEMU as
-	// libvirt-qemu, so they are world-readable and nobody's to write.
+	// libvirt-qemu, so they are world-readable and nobody's to write. The
+	// directory lets QEMU through by name but lists for nobody.
 	baseMode = 0o444
-	dirMode  = 0o755
+	dirMode  = storage.PrivateDirMode
 	baseExt  = ".qcow2"
 	tempGlob = ".import-*"
 	// copyChunk bounds how long a copy or hash runs before noticing that
@@ -54,19 +58,27 @@ func New(dir string) *Catalogue {
 
 // ImportOptions describes one image to bring into the catalogue.
 type ImportOptions struct {
-	// Source is the image file as the user gave it.
-	Source string
-	// SHA256 is the expected hex digest of Source; empty skips the check.
-	// Case is ignored, as published checksum files vary.
+	// SHA256 is the expected hex digest of the bytes read; empty skips the
+	// check. Case is ignored, as published checksum files vary.
 	SHA256 string
+	// Size is how many bytes the reader yields, or 0 when unknown. A
+	// reader that ends early or runs on is refused (ErrIncomplete): an
+	// upload cut short must never become a base.
+	Size int64
+	// Progress, if set, is called with the bytes read so far as they
+	// arrive, from Import's goroutine.
+	Progress func(read int64)
 }
 
 // Imported describes a stored base image.
 type Imported struct {
-	// Digest is the sha256 of the source file as given, which is what users
-	// can compare against a published checksum; for raw sources it is not
-	// the digest of the stored qcow2.
-	Digest       string
+	// Digest is the sha256 of the stored qcow2 and names its file: a name
+	// in the catalogue always stands for exactly those bytes.
+	Digest string
+	// SourceDigest is the sha256 of the bytes imported, which is what users
+	// compare against a published checksum. It equals Digest for a qcow2
+	// source; a raw source is converted, so its stored digest differs.
+	SourceDigest string
 	Path         string
 	SourceFormat string
 	VirtualSize  int64
@@ -99,19 +111,23 @@ func (c *Catalogue) Remove(digest string) error {
 	return nil
 }
 
-// Import validates opts.Source and stores it as a read-only qcow2 named by
-// its digest. A qcow2 source is copied as is; a raw source is converted.
-// Importing the same file twice returns the existing base. On any failure,
-// including cancellation, Dir is left as it was.
-func (c *Catalogue) Import(ctx context.Context, opts ImportOptions) (Imported, error) {
-	imp, err := c.importImage(ctx, opts)
+// Import reads an image from src into a private temporary file in Dir,
+// hashing as it goes, and only then looks at it: the checksum is that of
+// the bytes received, and the format is read from the daemon's own copy,
+// which nobody else can change. A qcow2 is kept as is, a raw image is
+// converted; the result is stored read-only under the sha256 of its own
+// bytes. Importing content already stored re-verifies the stored file and
+// returns it. On any failure, including cancellation and a short read,
+// Dir is left as it was.
+func (c *Catalogue) Import(ctx context.Context, src io.Reader, opts ImportOptions) (Imported, error) {
+	imp, err := c.importFrom(ctx, src, opts)
 	if err != nil {
-		return Imported{}, fmt.Errorf("import image %s: %w", opts.Source, err)
+		return Imported{}, fmt.Errorf("import image: %w", err)
 	}
 	return imp, nil
 }
 
-func (c *Catalogue) importImage(ctx context.Context, opts ImportOptions) (Imported, error) {
+func (c *Catalogue) importFrom(ctx context.Context, src io.Reader, opts ImportOptions) (Imported, error) {
 	want := ""
 	if opts.SHA256 != "" {
 		d, err := normaliseDigest(opts.SHA256)
@@ -120,44 +136,50 @@ func (c *Catalogue) importImage(ctx context.Context, opts ImportOptions) (Import
 		}
 		want = d
 	}
-	st, err := os.Stat(opts.Source)
-	if err != nil {
-		return Imported{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return Imported{}, fmt.Errorf("%s is not a regular file", opts.Source)
-	}
-
-	digest, err := hashFile(ctx, opts.Source)
-	if err != nil {
-		return Imported{}, err
-	}
-	if want != "" && digest != want {
-		return Imported{}, fmt.Errorf("%w: expected sha256 %s, file has %s", ErrChecksumMismatch, want, digest)
-	}
-
-	info, err := storage.Inspect(ctx, opts.Source)
-	if err != nil {
-		return Imported{}, err
-	}
-	if err := checkSource(info, st.Size()); err != nil {
-		return Imported{}, err
-	}
-
 	if err := c.ensureDir(); err != nil {
 		return Imported{}, err
 	}
-	final := filepath.Join(c.Dir, digest+baseExt)
-	if _, err := os.Stat(final); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
+	var temps tempFiles
+	defer temps.removeAll()
+
+	received, err := temps.create(c.Dir)
+	if err != nil {
+		return Imported{}, err
+	}
+	n, sourceDigest, err := receive(ctx, received, src, opts)
+	if err != nil {
+		return Imported{}, err
+	}
+	if want != "" && sourceDigest != want {
+		return Imported{}, fmt.Errorf("%w: expected sha256 %s, received %d bytes with sha256 %s", ErrChecksumMismatch, want, n, sourceDigest)
+	}
+	info, err := storage.Inspect(ctx, received)
+	if err != nil {
+		return Imported{}, err
+	}
+	if err := checkSource(info, n); err != nil {
+		return Imported{}, err
+	}
+
+	stored, digest := received, sourceDigest
+	if info.Format == "raw" {
+		if stored, err = temps.create(c.Dir); err != nil {
 			return Imported{}, err
 		}
-		if err := c.store(ctx, opts.Source, info.Format, digest, final); err != nil {
+		if err := storage.Convert(ctx, storage.ConvertOptions{Source: received, SourceFormat: "raw", Dest: stored, DestFormat: "qcow2"}); err != nil {
+			return Imported{}, err
+		}
+		temps.remove(received)
+		if digest, err = hashFile(ctx, stored); err != nil {
 			return Imported{}, err
 		}
 	}
+	final, err := c.place(ctx, stored, digest, &temps)
+	if err != nil {
+		return Imported{}, err
+	}
 
-	stored, err := storage.Inspect(ctx, final)
+	st, err := storage.Inspect(ctx, final)
 	if err != nil {
 		return Imported{}, fmt.Errorf("inspect stored base: %w", err)
 	}
@@ -167,11 +189,152 @@ func (c *Catalogue) importImage(ctx context.Context, opts ImportOptions) (Import
 	}
 	return Imported{
 		Digest:       digest,
+		SourceDigest: sourceDigest,
 		Path:         final,
 		SourceFormat: info.Format,
-		VirtualSize:  stored.VirtualSize,
+		VirtualSize:  st.VirtualSize,
 		FileSize:     fst.Size(),
 	}, nil
+}
+
+// receive copies src into the file at path, returning the byte count and
+// their sha256, and holds the reader to opts.Size.
+func receive(ctx context.Context, path string, src io.Reader, opts ImportOptions) (n int64, digest string, err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	if opts.Size > 0 {
+		src = io.LimitReader(src, opts.Size+1) // one more shows a reader running on
+	}
+	h := sha256.New()
+	n, err = copyCtx(ctx, io.MultiWriter(f, h), src, opts.Progress)
+	if err != nil {
+		if opts.Size > 0 && n < opts.Size && !isCancel(err) {
+			return n, "", fmt.Errorf("%w: %d of %d bytes arrived: %w", ErrIncomplete, n, opts.Size, err)
+		}
+		return n, "", fmt.Errorf("receive image: %w", err)
+	}
+	if opts.Size > 0 && n != opts.Size {
+		return n, "", fmt.Errorf("%w: %d bytes arrived, %d announced", ErrIncomplete, n, opts.Size)
+	}
+	if err := f.Sync(); err != nil {
+		return n, "", fmt.Errorf("sync received image: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return n, "", fmt.Errorf("close received image: %w", err)
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// place makes the verified temporary file at tmp the base named digest.
+// If that base exists it is kept, but only once its bytes are proven to be
+// digest's and a standalone qcow2; a file whose content does not match its
+// name (corrupted, or planted by an older labvm that named raw imports by
+// their source) is replaced by the new copy.
+func (c *Catalogue) place(ctx context.Context, tmp, digest string, temps *tempFiles) (string, error) {
+	final := filepath.Join(c.Dir, digest+baseExt)
+	// Re-check what is about to be stored: a raw image qemu-img turned into
+	// something with a backing file must not become a base.
+	info, err := storage.Inspect(ctx, tmp)
+	if err != nil {
+		return "", err
+	}
+	if info.Format != "qcow2" || info.BackingFile != "" || info.DataFile != "" {
+		return "", fmt.Errorf("%w: stored copy is %s with backing %q", ErrUnsupportedFormat, info.Format, info.BackingFile)
+	}
+	if ok, err := c.holds(ctx, final, digest); err != nil {
+		return "", err
+	} else if ok {
+		return final, nil
+	}
+	f, err := os.OpenFile(tmp, os.O_RDONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := f.Chmod(baseMode); err != nil {
+		return "", fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("store %s: %w", final, err)
+	}
+	temps.forget(tmp)
+	return final, syncDir(c.Dir)
+}
+
+// holds reports whether path is a regular file whose bytes hash to digest
+// and which is a standalone qcow2: only then may an import reuse it.
+func (c *Catalogue) holds(ctx context.Context, path, digest string) (bool, error) {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !st.Mode().IsRegular() {
+		return false, nil
+	}
+	got, err := hashFile(ctx, path)
+	if err != nil {
+		return false, err
+	}
+	if got != digest {
+		return false, nil
+	}
+	info, err := storage.Inspect(ctx, path)
+	if err != nil {
+		return false, nil
+	}
+	return info.Format == "qcow2" && info.BackingFile == "" && info.DataFile == "", nil
+}
+
+// tempFiles tracks an import's temporary files so every exit removes them.
+type tempFiles struct{ paths []string }
+
+// create makes an empty private file in dir with a name doctor recognises
+// as an interrupted import.
+func (t *tempFiles) create(dir string) (string, error) {
+	f, err := os.CreateTemp(dir, tempGlob)
+	if err != nil {
+		return "", fmt.Errorf("create temporary file: %w", err)
+	}
+	t.paths = append(t.paths, f.Name())
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("create temporary file: %w", err)
+	}
+	return f.Name(), nil
+}
+
+// forget drops a path that was renamed into place: its name may be reused
+// by another import's temporary file.
+func (t *tempFiles) forget(path string) {
+	for i, p := range t.paths {
+		if p == path {
+			t.paths = append(t.paths[:i], t.paths[i+1:]...)
+			return
+		}
+	}
+}
+
+func (t *tempFiles) remove(path string) {
+	os.Remove(path)
+	t.forget(path)
+}
+
+func (t *tempFiles) removeAll() {
+	for _, p := range t.paths {
+		os.Remove(p)
+	}
+	t.paths = nil
 }
 
 // ensureDir creates Dir and forces its mode: the umask must not make bases
@@ -210,73 +373,6 @@ func checkSource(info storage.DiskInfo, size int64) error {
 	}
 }
 
-// store writes the base under a temporary name in Dir and renames it into
-// place, so a base at its final name is always complete and read-only.
-func (c *Catalogue) store(ctx context.Context, source, format, digest, final string) (err error) {
-	tmp, err := os.CreateTemp(c.Dir, tempGlob)
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	tmpPath := tmp.Name()
-	defer func() {
-		_ = tmp.Close() // closed and checked below on success; a second Close is harmless
-		if err != nil {
-			_ = os.Remove(tmpPath) // best effort: the error that matters is err; doctor finds leftovers
-		}
-	}()
-
-	switch format {
-	case "qcow2":
-		// Hash while copying: the copy must be the very bytes that were
-		// checked, even if the source changes under us.
-		got, err := copyHashed(ctx, tmp, source)
-		if err != nil {
-			return fmt.Errorf("copy %s: %w", source, err)
-		}
-		if got != digest {
-			return fmt.Errorf("source %s changed while being imported", source)
-		}
-	case "raw":
-		if err := tmp.Close(); err != nil {
-			return err
-		}
-		if err := storage.Convert(ctx, storage.ConvertOptions{Source: source, SourceFormat: "raw", Dest: tmpPath, DestFormat: "qcow2"}); err != nil {
-			return err
-		}
-		if tmp, err = os.OpenFile(tmpPath, os.O_RDWR, 0); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("%w: %s", ErrUnsupportedFormat, format)
-	}
-
-	// Re-check what was actually written: a qcow2 that grew a backing file
-	// between inspection and copy must not become a base.
-	info, err := storage.Inspect(ctx, tmpPath)
-	if err != nil {
-		return err
-	}
-	if info.Format != "qcow2" || info.BackingFile != "" || info.DataFile != "" {
-		return fmt.Errorf("%w: stored copy is %s with backing %q", ErrUnsupportedFormat, info.Format, info.BackingFile)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", tmpPath, err)
-	}
-	if err := tmp.Chmod(baseMode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmpPath, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmpPath, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmpPath, final); err != nil {
-		return fmt.Errorf("store %s: %w", final, err)
-	}
-	return syncDir(c.Dir)
-}
-
 func hashFile(ctx context.Context, path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -284,46 +380,46 @@ func hashFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	if err := copyCtx(ctx, h, f); err != nil {
+	if _, err := copyCtx(ctx, h, f, nil); err != nil {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func copyHashed(ctx context.Context, dst io.Writer, path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if err := copyCtx(ctx, io.MultiWriter(dst, h), f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// copyCtx is io.Copy that checks ctx between chunks; images are gigabytes
-// and a cancelled import must stop promptly.
-func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) error {
+// copyCtx is io.Copy that checks ctx between chunks (images are gigabytes
+// and a cancelled import must stop promptly) and reports the running total
+// to progress, if set. It returns the bytes written.
+func copyCtx(ctx context.Context, dst io.Writer, src io.Reader, progress func(int64)) (int64, error) {
 	buf := make([]byte, copyChunk)
+	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return n, err
 		}
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return err
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			if _, err := dst.Write(buf[:m]); err != nil {
+				return n, err
+			}
+			n += int64(m)
+			if progress != nil {
+				progress(n)
 			}
 		}
 		if rerr == io.EOF {
-			return nil
+			return n, nil
 		}
 		if rerr != nil {
-			return rerr
+			return n, rerr
 		}
 	}
+}
+
+// CheckDigest validates a sha256 a user gave, so the daemon can refuse it
+// before any operation starts.
+func CheckDigest(d string) error {
+	_, err := normaliseDigest(d)
+	return err
 }
 
 func normaliseDigest(d string) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,6 +81,19 @@ func dirEntries(t *testing.T, dir string) []string {
 	return names
 }
 
+// importFile imports the file at path as a client would stream it.
+func importFile(ctx context.Context, cat *Catalogue, path string, opts ImportOptions) (Imported, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Imported{}, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && opts.Size == 0 {
+		opts.Size = st.Size()
+	}
+	return cat.Import(ctx, f, opts)
+}
+
 func TestImport(t *testing.T) {
 	f := newFixtures(t)
 	tests := []struct {
@@ -97,12 +111,14 @@ func TestImport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			cat := New(filepath.Join(t.TempDir(), "bases"))
-			digest := sha256File(t, tc.source)
-			opts := ImportOptions{Source: tc.source}
+			sourceDigest := sha256File(t, tc.source)
+			var opts ImportOptions
 			if tc.checksum != nil {
-				opts.SHA256 = tc.checksum(digest)
+				opts.SHA256 = tc.checksum(sourceDigest)
 			}
-			imp, err := cat.Import(ctx, opts)
+			var progress []int64
+			opts.Progress = func(n int64) { progress = append(progress, n) }
+			imp, err := importFile(ctx, cat, tc.source, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,18 +126,23 @@ func TestImport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Imported{Digest: digest, Path: filepath.Join(cat.Dir, digest+".qcow2"), SourceFormat: tc.wantFormat, VirtualSize: tc.wantVirtual, FileSize: st.Size()}
+			// The name is the digest of what is stored, whatever came in.
+			digest := sha256File(t, imp.Path)
+			want := Imported{Digest: digest, SourceDigest: sourceDigest, Path: filepath.Join(cat.Dir, digest+".qcow2"), SourceFormat: tc.wantFormat, VirtualSize: tc.wantVirtual, FileSize: st.Size()}
 			if imp != want {
 				t.Fatalf("Import = %+v, want %+v", imp, want)
 			}
-			if cat.Path(digest) != imp.Path {
-				t.Fatalf("Path(%s) = %q, want %q", digest, cat.Path(digest), imp.Path)
+			if tc.wantFormat == "qcow2" && digest != sourceDigest {
+				t.Fatalf("qcow2 stored as %s, want its own digest %s", digest, sourceDigest)
+			}
+			if srcSt, _ := os.Stat(tc.source); len(progress) == 0 || progress[len(progress)-1] != srcSt.Size() {
+				t.Fatalf("progress %v does not end at the source size %d", progress, srcSt.Size())
 			}
 			if st.Mode().Perm() != 0o444 {
 				t.Fatalf("base mode %v, want 0444", st.Mode().Perm())
 			}
-			if dst, _ := os.Stat(cat.Dir); dst.Mode().Perm() != 0o755 {
-				t.Fatalf("catalogue dir mode %v, want 0755", dst.Mode().Perm())
+			if dst, _ := os.Stat(cat.Dir); dst.Mode().Perm() != 0o711 {
+				t.Fatalf("catalogue dir mode %v, want 0711 (QEMU passes, nobody lists)", dst.Mode().Perm())
 			}
 			info, err := storage.Inspect(ctx, imp.Path)
 			if err != nil {
@@ -138,28 +159,47 @@ func TestImport(t *testing.T) {
 	}
 }
 
+// failingReader yields data, then fails as a dropped connection does.
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
 func TestImportRefuses(t *testing.T) {
 	f := newFixtures(t)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	wrong := strings.Repeat("0", 64)
+	qcow2 := readFile(t, f.qcow2)
+	half := qcow2[:len(qcow2)/2]
 
 	tests := []struct {
 		name    string
 		ctx     context.Context
+		src     io.Reader
 		opts    ImportOptions
 		wantIs  error
 		wantMsg string
 	}{
-		{name: "text file", opts: ImportOptions{Source: f.text}, wantIs: ErrUnsupportedFormat, wantMsg: "accepted: qcow2"},
-		{name: "empty file", opts: ImportOptions{Source: f.empty}, wantIs: ErrUnsupportedFormat, wantMsg: "not a disk image"},
-		{name: "vmdk", opts: ImportOptions{Source: f.vmdk}, wantIs: ErrUnsupportedFormat, wantMsg: "vmdk"},
-		{name: "qcow2 with backing file", opts: ImportOptions{Source: f.backed}, wantIs: ErrUnsupportedFormat, wantMsg: "backing file"},
-		{name: "wrong checksum", opts: ImportOptions{Source: f.qcow2, SHA256: wrong}, wantIs: ErrChecksumMismatch, wantMsg: wrong},
-		{name: "malformed checksum", opts: ImportOptions{Source: f.qcow2, SHA256: "abc"}, wantIs: ErrInvalidDigest},
-		{name: "missing source", opts: ImportOptions{Source: f.qcow2 + ".gone"}, wantIs: fs.ErrNotExist},
-		{name: "directory source", opts: ImportOptions{Source: f.dir}, wantMsg: "not a regular file"},
-		{name: "cancelled", ctx: cancelled, opts: ImportOptions{Source: f.qcow2}, wantIs: context.Canceled},
+		{name: "text file", src: bytes.NewReader(readFile(t, f.text)), wantIs: ErrUnsupportedFormat, wantMsg: "accepted: qcow2"},
+		{name: "empty file", src: bytes.NewReader(nil), wantIs: ErrUnsupportedFormat, wantMsg: "not a disk image"},
+		{name: "vmdk", src: bytes.NewReader(readFile(t, f.vmdk)), wantIs: ErrUnsupportedFormat, wantMsg: "vmdk"},
+		{name: "qcow2 with backing file", src: bytes.NewReader(readFile(t, f.backed)), wantIs: ErrUnsupportedFormat, wantMsg: "backing file"},
+		{name: "wrong checksum", src: bytes.NewReader(qcow2), opts: ImportOptions{SHA256: wrong}, wantIs: ErrChecksumMismatch, wantMsg: wrong},
+		{name: "malformed checksum", src: bytes.NewReader(qcow2), opts: ImportOptions{SHA256: "abc"}, wantIs: ErrInvalidDigest},
+		{name: "upload cut short", src: &failingReader{data: half, err: io.ErrUnexpectedEOF}, opts: ImportOptions{Size: int64(len(qcow2))}, wantIs: ErrIncomplete, wantMsg: "arrived"},
+		{name: "fewer bytes than announced", src: bytes.NewReader(half), opts: ImportOptions{Size: int64(len(qcow2))}, wantIs: ErrIncomplete},
+		{name: "more bytes than announced", src: bytes.NewReader(qcow2), opts: ImportOptions{Size: int64(len(half))}, wantIs: ErrIncomplete},
+		{name: "cancelled", ctx: cancelled, src: bytes.NewReader(qcow2), wantIs: context.Canceled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,7 +208,7 @@ func TestImportRefuses(t *testing.T) {
 				ctx = context.Background()
 			}
 			cat := New(filepath.Join(t.TempDir(), "bases"))
-			_, err := cat.Import(ctx, tc.opts)
+			_, err := cat.Import(ctx, tc.src, tc.opts)
 			if err == nil {
 				t.Fatal("Import succeeded, want error")
 			}
@@ -184,29 +224,35 @@ func TestImportRefuses(t *testing.T) {
 		})
 	}
 	t.Run("checksum mismatch names both digests", func(t *testing.T) {
-		_, err := New(t.TempDir()).Import(context.Background(), ImportOptions{Source: f.qcow2, SHA256: wrong})
+		_, err := importFile(context.Background(), New(t.TempDir()), f.qcow2, ImportOptions{SHA256: wrong})
 		if got := sha256File(t, f.qcow2); err == nil || !strings.Contains(err.Error(), got) {
 			t.Fatalf("Import error %v does not name the actual digest %s", err, got)
 		}
 	})
 }
 
-// TestStoreCancelled cancels at the copy/convert step, after validation,
-// where a temporary file already exists in Dir.
-func TestStoreCancelled(t *testing.T) {
+// TestImportCancelledWhileStoring cancels after the bytes are in, where
+// temporary files already exist in Dir.
+func TestImportCancelledWhileStoring(t *testing.T) {
 	f := newFixtures(t)
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	for _, tc := range []struct{ source, format string }{{f.qcow2, "qcow2"}, {f.raw, "raw"}} {
-		t.Run(tc.format, func(t *testing.T) {
+	for _, source := range []string{f.qcow2, f.raw} {
+		t.Run(filepath.Base(source), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
 			cat := New(t.TempDir())
-			digest := sha256File(t, tc.source)
-			err := cat.store(cancelled, tc.source, tc.format, digest, cat.Path(digest))
+			var size int64
+			if st, err := os.Stat(source); err == nil {
+				size = st.Size()
+			}
+			_, err := importFile(ctx, cat, source, ImportOptions{Progress: func(n int64) {
+				if n == size {
+					cancel()
+				}
+			}})
 			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("store error = %v, want context.Canceled", err)
+				t.Fatalf("Import error = %v, want context.Canceled", err)
 			}
 			if names := dirEntries(t, cat.Dir); len(names) != 0 {
-				t.Fatalf("cancelled store left %v behind", names)
+				t.Fatalf("cancelled import left %v behind", names)
 			}
 		})
 	}
@@ -216,12 +262,12 @@ func TestImportDedup(t *testing.T) {
 	f := newFixtures(t)
 	ctx := context.Background()
 	cat := New(t.TempDir())
-	first, err := cat.Import(ctx, ImportOptions{Source: f.qcow2})
+	first, err := importFile(ctx, cat, f.qcow2, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.Stat(first.Path)
-	second, err := cat.Import(ctx, ImportOptions{Source: f.qcow2, SHA256: first.Digest})
+	second, err := importFile(ctx, cat, f.qcow2, ImportOptions{SHA256: first.Digest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,18 +278,64 @@ func TestImportDedup(t *testing.T) {
 	if !os.SameFile(before, after) {
 		t.Fatal("second import replaced the stored base instead of reusing it")
 	}
-	if _, err := cat.Import(ctx, ImportOptions{Source: f.raw}); err != nil {
+	raw, err := importFile(ctx, cat, f.raw, ImportOptions{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if again, err := importFile(ctx, cat, f.raw, ImportOptions{}); err != nil || again != raw {
+		t.Fatalf("raw imported again = %+v, %v; want %+v", again, err, raw)
 	}
 	if names := dirEntries(t, cat.Dir); len(names) != 2 {
 		t.Fatalf("catalogue holds %v, want two bases", names)
 	}
 }
 
+// TestImportDedupPoisoned: a base whose content is not what its name says
+// (here: raw source bytes stored under the raw file's digest, as older
+// labvm named raw imports, or a corrupted file) is never reused; the
+// import stores the verified bytes in its place.
+func TestImportDedupPoisoned(t *testing.T) {
+	f := newFixtures(t)
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		planted func(t *testing.T, path string)
+	}{
+		{name: "other content", planted: func(t *testing.T, path string) { writeFile(t, path, readFile(t, f.raw)) }},
+		{name: "truncated", planted: func(t *testing.T, path string) { writeFile(t, path, readFile(t, f.qcow2)[:4096]) }},
+		{name: "symlink", planted: func(t *testing.T, path string) {
+			if err := os.Symlink(f.backed, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cat := New(t.TempDir())
+			digest := sha256File(t, f.qcow2)
+			tc.planted(t, cat.Path(digest))
+			imp, err := importFile(ctx, cat, f.qcow2, ImportOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if imp.Digest != digest || imp.Path != cat.Path(digest) {
+				t.Fatalf("Import = %+v, want digest %s", imp, digest)
+			}
+			st, err := os.Lstat(imp.Path)
+			if err != nil || !st.Mode().IsRegular() {
+				t.Fatalf("stored base is %v, %v; want a regular file", st, err)
+			}
+			if got := sha256File(t, imp.Path); got != digest {
+				t.Fatalf("stored base has sha256 %s, its name says %s", got, digest)
+			}
+		})
+	}
+}
+
 func TestRemove(t *testing.T) {
 	f := newFixtures(t)
 	cat := New(t.TempDir())
-	imp, err := cat.Import(context.Background(), ImportOptions{Source: f.raw})
+	imp, err := importFile(context.Background(), cat, f.raw, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,15 +23,15 @@ func (p *Puller) lookupChecksum(ctx context.Context, rawSums string, image *url.
 	}
 	name := path.Base(image.Path)
 	if name == "/" || name == "." {
-		return "", fmt.Errorf("%w: %s has no file name to look up in %s", ErrChecksumNotListed, image.Redacted(), sums.Redacted())
+		return "", fmt.Errorf("%w: %s has no file name to look up in %s", ErrChecksumNotListed, RedactURL(image.String()), RedactURL(sums.String()))
 	}
 	body, err := p.fetchSmall(ctx, sums, maxChecksumsFile)
 	if err != nil {
-		return "", fmt.Errorf("checksums %s: %w", sums.Redacted(), err)
+		return "", fmt.Errorf("checksums %s: %w", RedactURL(sums.String()), err)
 	}
 	digest, ok := findChecksum(body, name)
 	if !ok {
-		return "", fmt.Errorf("%w: %s lists no sha256 for %q", ErrChecksumNotListed, sums.Redacted(), name)
+		return "", fmt.Errorf("%w: %s lists no sha256 for %q", ErrChecksumNotListed, RedactURL(sums.String()), name)
 	}
 	return digest, nil
 }

@@ -174,6 +174,10 @@ func (p *Puller) attempt(ctx context.Context, part partial, u *url.URL, mayResum
 	}
 	resp, err := p.client().Do(req)
 	if err != nil {
+		err = redactErr(err)
+		if errors.Is(err, ErrForbiddenAddress) || errors.Is(err, ErrRemoteRefused) {
+			return err // the same next time
+		}
 		return transient(attemptErr(actx, err))
 	}
 	defer resp.Body.Close()
@@ -323,6 +327,10 @@ func (p *Puller) fetchSmall(ctx context.Context, u *url.URL, limit int64) ([]byt
 	}
 	resp, err := p.client().Do(req)
 	if err != nil {
+		err = redactErr(err)
+		if errors.Is(err, ErrForbiddenAddress) || errors.Is(err, ErrRemoteRefused) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %w", ErrDownloadFailed, err)
 	}
 	defer resp.Body.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 )
@@ -33,18 +34,6 @@ const (
 	defaultStallTimeout = time.Minute
 )
 
-// defaultClient fetches images unless a Puller brings its own client.
-// There is no overall timeout (images are gigabytes); a stalled transfer
-// is caught by the Puller's StallTimeout instead. Compression is off so
-// that byte offsets, and with them resumes, refer to the file itself and
-// not to a gzip stream the transport would silently decode.
-var defaultClient = &http.Client{Transport: func() http.RoundTripper {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DisableCompression = true
-	t.ResponseHeaderTimeout = 30 * time.Second
-	return t
-}()}
-
 // PullOptions describes one image to fetch over HTTP(S).
 type PullOptions struct {
 	// URL is where the image is; only http and https are accepted.
@@ -70,9 +59,11 @@ type PullOptions struct {
 // same URL at the same time make one request stream, and every caller gets
 // its progress and result. Its zero value is ready to use.
 type Puller struct {
-	// Client makes the requests; nil means a client without compression
-	// and with a 30 s wait for response headers.
-	Client *http.Client
+	// AllowLoopback lets pulls connect to loopback and to this host's own
+	// addresses, which are otherwise refused (ErrForbiddenAddress) along
+	// with link-local, unspecified and multicast ones. Only for tests that
+	// serve images from httptest; nothing in the API can set it.
+	AllowLoopback bool
 	// Attempts bounds the requests made for one download, the first
 	// included; 0 means 5.
 	Attempts int
@@ -83,15 +74,18 @@ type Puller struct {
 	// 0 means one minute.
 	StallTimeout time.Duration
 
+	clientOnce sync.Once
+	httpClient *http.Client
+
 	mu      sync.Mutex
 	flights map[string]*flight
 }
 
+// client is built on first use, with the destination guard AllowLoopback
+// asks for, and kept so connections are reused.
 func (p *Puller) client() *http.Client {
-	if p.Client != nil {
-		return p.Client
-	}
-	return defaultClient
+	p.clientOnce.Do(func() { p.httpClient = newGuardedClient(p.AllowLoopback) })
+	return p.httpClient
 }
 
 func (p *Puller) attempts() int {
@@ -150,13 +144,13 @@ func checkPull(opts PullOptions) (u *url.URL, want string, err error) {
 func parseImageURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %q: %v", ErrInvalidURL, raw, err)
+		return nil, fmt.Errorf("%w: %s does not parse: %v", ErrInvalidURL, RedactURL(raw), redactErr(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("%w: %q: only http:// and https:// URLs can be pulled", ErrInvalidURL, u.Redacted())
+		return nil, fmt.Errorf("%w: %q: only http:// and https:// URLs can be pulled", ErrInvalidURL, RedactURL(raw))
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("%w: %q has no host", ErrInvalidURL, u.Redacted())
+		return nil, fmt.Errorf("%w: %q has no host", ErrInvalidURL, RedactURL(raw))
 	}
 	return u, nil
 }
@@ -170,7 +164,7 @@ func parseImageURL(raw string) (*url.URL, error) {
 func (c *Catalogue) Pull(ctx context.Context, opts PullOptions) (Imported, error) {
 	imp, err := c.pull(ctx, opts)
 	if err != nil {
-		return Imported{}, fmt.Errorf("pull %s: %w", redact(opts.URL), err)
+		return Imported{}, fmt.Errorf("pull %s: %w", RedactURL(opts.URL), err)
 	}
 	return imp, nil
 }
@@ -311,8 +305,8 @@ func (f *flight) wait(ctx context.Context, w watcher, want string) (imp Imported
 	}
 	switch {
 	case f.err == nil:
-		if want != "" && want != f.imp.Digest {
-			return Imported{}, false, fmt.Errorf("%w: expected sha256 %s, the download has %s", ErrChecksumMismatch, want, f.imp.Digest)
+		if want != "" && want != f.imp.SourceDigest {
+			return Imported{}, false, fmt.Errorf("%w: expected sha256 %s, the download has %s", ErrChecksumMismatch, want, f.imp.SourceDigest)
 		}
 		return f.imp, false, nil
 	case isCancel(f.err):
@@ -341,7 +335,7 @@ func (c *Catalogue) fetch(ctx context.Context, u *url.URL, want string, f *fligh
 		return Imported{}, err
 	}
 	f.markDownloaded()
-	imp, err := c.Import(ctx, ImportOptions{Source: part.data, SHA256: want})
+	imp, err := c.importPartial(ctx, part, want)
 	if err != nil && isCancel(err) {
 		return Imported{}, err
 	}
@@ -349,11 +343,18 @@ func (c *Catalogue) fetch(ctx context.Context, u *url.URL, want string, f *fligh
 	return imp, err
 }
 
-// redact hides any password in a URL for messages and logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
+// importPartial imports a finished download. The partial file is root's,
+// in a root-only directory, but it goes through the same reader path as an
+// upload so there is one way into the catalogue.
+func (c *Catalogue) importPartial(ctx context.Context, part partial, want string) (Imported, error) {
+	f, err := os.Open(part.data)
 	if err != nil {
-		return fmt.Sprintf("%q", raw)
+		return Imported{}, err
 	}
-	return u.Redacted()
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Imported{}, err
+	}
+	return c.Import(ctx, f, ImportOptions{SHA256: want, Size: st.Size()})
 }

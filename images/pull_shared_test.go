@@ -128,7 +128,7 @@ func TestPullShared(t *testing.T) {
 				if !errors.Is(r.err, tc.wantErr[i]) || (tc.wantErr[i] == nil) != (r.err == nil) {
 					t.Fatalf("pull %d error = %v, want %v", i, r.err, tc.wantErr[i])
 				}
-				if r.err == nil && (r.imp.Digest != digestOf(data) || got[i].Load() != int64(len(data))) {
+				if r.err == nil && (r.imp.SourceDigest != digestOf(data) || got[i].Load() != int64(len(data))) {
 					t.Fatalf("pull %d = %+v after %d bytes of progress, want digest %s after %d", i, r.imp, got[i].Load(), digestOf(data), len(data))
 				}
 			}
@@ -176,8 +176,8 @@ func TestPullCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if imp.Digest != digestOf(data) {
-		t.Fatalf("resumed pull digest %s, want %s", imp.Digest, digestOf(data))
+	if imp.SourceDigest != digestOf(data) {
+		t.Fatalf("resumed pull digest %s, want %s", imp.SourceDigest, digestOf(data))
 	}
 	if ranges := o.requests(); len(ranges) != 2 || ranges[1] == "" {
 		t.Fatalf("requests had Range %q, want the second to resume", ranges)
@@ -191,7 +191,7 @@ func TestPullDedup(t *testing.T) {
 	ctx := context.Background()
 	o := newOrigin(t, content(readFile(t, f.qcow2), `"a"`))
 	cat := newPullCatalogue(t)
-	first, err := cat.Import(ctx, ImportOptions{Source: f.qcow2})
+	first, err := importFile(ctx, cat, f.qcow2, ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

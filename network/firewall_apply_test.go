@@ -288,7 +288,7 @@ func lockedLabSpec(table string) FirewallSpec {
 
 func TestFirewallLockedApplyMatchesBuilder(t *testing.T) {
 	l := newFWLab(t)
-	requireTool(t, "nft")
+	hostreq.RequireTool(t, "nft", "nftables")
 	table := "lvt" + l.id
 	spec := lockedLabSpec(table)
 	want, err := BuildFirewall(spec)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // The port security lab: one VNet bridge lvb1 (10.250.1.0/24) in the
@@ -97,7 +99,7 @@ type attack struct {
 
 func TestPortSecurity(t *testing.T) {
 	l := newFWLab(t)
-	requireTool(t, "busybox")
+	hostreq.RequireTool(t, "busybox", "busybox-static")
 	subnet := netip.MustParsePrefix("10.250.1.0/24")
 	gw := Gateway(subnet)
 	l.addVNet("lvb1", subnet)

@@ -72,7 +72,7 @@ func CreateOverlay(ctx context.Context, opts OverlayOptions) (err error) {
 		return fmt.Errorf("create overlay %s: backing file: %w", opts.Path, err)
 	}
 
-	f, err := os.OpenFile(opts.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(opts.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, PrivateFileMode)
 	if err != nil {
 		return fmt.Errorf("create overlay %s: %w", opts.Path, err)
 	}

@@ -31,7 +31,7 @@ func WriteSeed(ctx context.Context, path string, spec SeedSpec) error {
 	if err != nil {
 		return fmt.Errorf("write seed %s: %w", path, err)
 	}
-	if err := writeFileAtomic(ctx, path, img, 0o644); err != nil {
+	if err := writeFileAtomic(ctx, path, img, PrivateFileMode); err != nil {
 		return fmt.Errorf("write seed %s: %w", path, err)
 	}
 	return nil
@@ -54,8 +54,7 @@ func writeFileAtomic(ctx context.Context, path string, data []byte, mode os.File
 	if _, err := tmp.Write(data); err != nil {
 		return err
 	}
-	// CreateTemp uses 0600 and the umask would trim a mode given at open;
-	// chmod sets exactly what QEMU needs.
+	// chmod sets exactly the mode asked for, whatever the umask.
 	if err := tmp.Chmod(mode); err != nil {
 		return err
 	}

@@ -65,8 +65,8 @@ func TestWriteSeedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Mode().Perm() != 0o644 {
-		t.Fatalf("seed mode %v, want 0644", st.Mode().Perm())
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("seed mode %v, want 0600 (it carries keys and scripts)", st.Mode().Perm())
 	}
 	if st.Size()%2048 != 0 {
 		t.Fatalf("seed size %d is not whole 2048-byte sectors", st.Size())

@@ -385,7 +385,7 @@ func (d *daemonProc) stop() {
 // importImage imports the test image and returns the stored base's path.
 func (d *daemonProc) importImage(path string) (string, error) {
 	ctx := context.Background()
-	op, err := d.c.ImportImage(ctx, api.ImportImageRequest{Name: "tiny", Path: path})
+	op, err := d.c.ImportImageFile(ctx, api.ImportImageRequest{Name: "tiny"}, path)
 	if err != nil {
 		return "", err
 	}

@@ -65,7 +65,7 @@ func profile(o options) error {
 		return err
 	}
 	c := client.New(cfg.SocketPath)
-	op, err := c.ImportImage(ctx, api.ImportImageRequest{Name: "tiny", Path: o.image})
+	op, err := c.ImportImageFile(ctx, api.ImportImageRequest{Name: "tiny"}, o.image)
 	if err != nil {
 		return err
 	}

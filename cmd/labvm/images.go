@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+	"syscall"
+	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/spf13/cobra"
@@ -29,18 +33,16 @@ func newImageImportCommand(a *app) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "import NAME FILE",
-		Short: "Import a qcow2 or raw cloud image from a file on this host",
+		Short: "Import a qcow2 or raw cloud image from a file you can read",
 		Long: `Import a cloud image (qcow2, or raw which is converted to qcow2) under NAME.
-The file is verified against --sha256 when given, copied into the daemon's
-data dir read-only, and shared by every instance created from it.`,
+labvm reads FILE with your own rights and sends its bytes to the daemon,
+which never opens a path for you. The bytes received are verified against
+--sha256 when given, stored read-only, and shared by every instance created
+from the image.`,
 		Example: "  labvm image import debian-12 ./debian-12-genericcloud-amd64.qcow2 --sha256 5f1c…",
 		Args:    exactArgs(2, "NAME and FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := filepath.Abs(args[1])
-			if err != nil {
-				return err
-			}
-			req := api.ImportImageRequest{Name: args[0], Path: path, SHA256: sum}
+			req := api.ImportImageRequest{Name: args[0], SHA256: sum}
 			for _, s := range apps {
 				app, err := parseApp(s)
 				if err != nil {
@@ -48,7 +50,14 @@ data dir read-only, and shared by every instance created from it.`,
 				}
 				req.Apps = append(req.Apps, app)
 			}
-			op, err := a.client().ImportImage(cmd.Context(), req)
+			f, size, err := openImage(args[1])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			up := newUploadMeter(a.stderr, isTerminal(a.stderr) && !a.json(), filepath.Base(args[1]), size)
+			op, err := a.client().ImportImage(cmd.Context(), req, &countingReader{r: f, report: up.update}, size)
+			up.stop()
 			if err != nil {
 				return err
 			}
@@ -59,6 +68,89 @@ data dir read-only, and shared by every instance created from it.`,
 	cmd.Flags().StringArrayVar(&apps, "app", nil, "an application the image serves, NAME=PORT[/PATH] (repeatable; default jupyter, jupyterlab, rstudio)")
 	wf.register(cmd)
 	return cmd
+}
+
+// openImage opens an image file with the caller's own rights and returns
+// its size. Only a regular file will do: a FIFO or a device has no size to
+// announce and may never end. O_NONBLOCK keeps the open of a FIFO from
+// hanging until the check refuses it.
+func openImage(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, 0, &api.Error{Code: api.CodePermissionDenied, Message: fmt.Sprintf("you cannot read %s", path),
+			Hint: "labvm reads the image with your own rights; copy it somewhere you can read, or ask its owner"}
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, usageErrorf("%s is not a regular file", path)
+	}
+	if st.Size() == 0 {
+		f.Close()
+		return nil, 0, usageErrorf("%s is empty, not a disk image", path)
+	}
+	return f, st.Size(), nil
+}
+
+// countingReader reports the bytes read so far after every read.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.report(c.n)
+	return n, err
+}
+
+// uploadMeter shows an upload's progress on one terminal line, redrawn at
+// most four times a second; off a terminal it prints nothing.
+type uploadMeter struct {
+	w     io.Writer
+	live  bool
+	name  string
+	total int64
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newUploadMeter(w io.Writer, live bool, name string, total int64) *uploadMeter {
+	return &uploadMeter{w: w, live: live, name: name, total: total, start: time.Now()}
+}
+
+func (m *uploadMeter) update(n int64) {
+	if !m.live {
+		return
+	}
+	now := time.Now()
+	if now.Sub(m.last) < 250*time.Millisecond && n != m.total {
+		return
+	}
+	m.last, m.drawn = now, true
+	line := fmt.Sprintf("Uploading %s: %s / %s (%d%%)", m.name, bytesIEC(n), bytesIEC(m.total), n*100/m.total)
+	if el := now.Sub(m.start).Seconds(); el > 0.5 {
+		line += fmt.Sprintf(" %s/s", bytesIEC(int64(float64(n)/el)))
+	}
+	fmt.Fprintf(m.w, "\r\x1b[K%s", line)
+}
+
+// stop ends the progress line, if one was drawn.
+func (m *uploadMeter) stop() {
+	if m.drawn {
+		fmt.Fprintln(m.w)
+		m.drawn = false
+	}
 }
 
 func newImageListCommand(a *app) *cobra.Command {
@@ -106,14 +198,9 @@ func newImageDeleteCommand(a *app) *cobra.Command {
 
 // parseApp reads NAME=PORT[/PATH].
 func parseApp(s string) (api.App, error) {
-	name, rest, ok := strings.Cut(s, "=")
-	if !ok || name == "" {
-		return api.App{}, usageErrorf("--app %q: want NAME=PORT[/PATH], e.g. jupyter=8888/tree", s)
+	app, err := api.ParseApp(s)
+	if err != nil {
+		return api.App{}, usageErrorf("--app %q: %v", s, err)
 	}
-	portText, path, _ := strings.Cut(rest, "/")
-	port, err := strconv.Atoi(portText)
-	if err != nil || port < 1 || port > 65535 {
-		return api.App{}, usageErrorf("--app %q: port %q is not 1-65535", s, portText)
-	}
-	return api.App{Name: name, Port: port, Path: "/" + path}, nil
+	return app, nil
 }

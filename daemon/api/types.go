@@ -42,16 +42,6 @@ type Image struct {
 	Apps        []App     `json:"apps"`
 }
 
-// ImportImageRequest imports a file that is already on the daemon's host.
-type ImportImageRequest struct {
-	Name   string `json:"name"`
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256,omitempty"`
-	// Apps are the image's applications; empty means the defaults
-	// (jupyter, jupyterlab, rstudio).
-	Apps []App `json:"apps,omitempty"`
-}
-
 // App is an application served in guests of an image, reached with
 // `labvm open`.
 type App struct {

@@ -14,7 +14,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"syscall"
+	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 )
@@ -39,6 +41,9 @@ func New(socket string) *Client {
 			return d.DialContext(ctx, "unix", socket)
 		},
 		MaxIdleConns: 4,
+		// Uploads ask before sending (Expect: 100-continue), so a refusal
+		// (no right, name taken) comes back before gigabytes go out.
+		ExpectContinueTimeout: 30 * time.Second,
 	}
 	return &Client{socket: socket, http: &http.Client{Transport: tr}}
 }
@@ -82,6 +87,11 @@ func (c *Client) request(ctx context.Context, method, path string, in any) (*htt
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(ctx, req)
+}
+
+// send makes the request and rebuilds the daemon's error, if any.
+func (c *Client) send(ctx context.Context, req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -146,10 +156,50 @@ func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/images/"+esc(name), nil, &out)
 }
 
-// ImportImage starts importing a file on the daemon's host.
-func (c *Client) ImportImage(ctx context.Context, req api.ImportImageRequest) (api.Operation, error) {
+// ImportImage streams size bytes of an image from body to the daemon,
+// which stores it under req.Name. It returns once the daemon has received
+// everything, with the operation that checks and stores it. Open the file
+// as the user (never as root on someone's behalf): the daemon stores what
+// it is sent and reads no path itself.
+func (c *Client) ImportImage(ctx context.Context, req api.ImportImageRequest, body io.Reader, size int64) (api.Operation, error) {
 	var out api.Operation
-	return out, c.do(ctx, http.MethodPost, "/v1/images", req, &out)
+	if size <= 0 {
+		return out, &api.Error{Code: api.CodeInvalidArgument, Message: fmt.Sprintf("image of %d bytes: nothing to import", size)}
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://labvmd/v1/images?"+req.Query().Encode(), io.NopCloser(body))
+	if err != nil {
+		return out, err
+	}
+	hreq.ContentLength = size
+	hreq.Header.Set("Content-Type", api.ImportContentType)
+	hreq.Header.Set("Expect", "100-continue")
+	resp, err := c.send(ctx, hreq)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return out, fmt.Errorf("decode response of image import: %w", err)
+	}
+	return out, nil
+}
+
+// ImportImageFile opens path with this process's own rights and streams
+// it with ImportImage. Only regular files are sent.
+func (c *Client) ImportImageFile(ctx context.Context, req api.ImportImageRequest, path string) (api.Operation, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return api.Operation{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return api.Operation{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return api.Operation{}, fmt.Errorf("%s is not a regular file", path)
+	}
+	return c.ImportImage(ctx, req, f, st.Size())
 }
 
 // DeleteImage deletes an image that no instance uses.

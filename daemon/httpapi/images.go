@@ -1,6 +1,9 @@
 package httpapi
 
-import "github.com/labvm/labvm/daemon/api"
+import (
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/errdefs"
+)
 
 func (s *Server) listImages(c call) (response, error) {
 	out, err := s.Library.List()
@@ -12,13 +15,19 @@ func (s *Server) getImage(c call) (response, error) {
 	return ok(out), err
 }
 
+// importImage receives an image as the request body: the CLI opens the
+// file as the user and streams it, so the daemon never opens a path on
+// anyone's behalf.
 func (s *Server) importImage(c call) (response, error) {
-	var req api.ImportImageRequest
-	if err := decode(c.r, &req); err != nil {
-		return response{}, err
+	if ct := c.r.Header.Get("Content-Type"); ct != api.ImportContentType {
+		return response{}, errdefs.Invalidf("send the image itself as the request body, Content-Type %s (got %q); the daemon does not read files by path", api.ImportContentType, ct)
+	}
+	req, err := api.ParseImportQuery(c.r.URL.Query())
+	if err != nil {
+		return response{}, errdefs.Invalidf("%v", err)
 	}
 	c.target(req.Name)
-	return opResponse(s.Library.Import(c.c, req))
+	return opResponse(s.Library.Import(c.ctx(), c.c, req, c.r.Body, c.r.ContentLength))
 }
 
 func (s *Server) pullImage(c call) (response, error) {

@@ -17,7 +17,7 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/sizes", perm: authz.PermAnyone, scope: host, handle: s.listSizes},
 
 		{pattern: "GET /v1/images", perm: authz.PermRead, scope: host, handle: s.listImages},
-		{pattern: "POST /v1/images", perm: authz.PermManageImages, scope: host, audit: "images/write", handle: s.importImage},
+		{pattern: "POST /v1/images", perm: authz.PermManageImages, scope: host, audit: "images/write", handle: s.importImage, upload: true},
 		{pattern: "POST /v1/images/pull", perm: authz.PermManageImages, scope: host, audit: "images/write", handle: s.pullImage},
 		{pattern: "GET /v1/images/{name}", perm: authz.PermRead, scope: host, handle: s.getImage},
 		{pattern: "DELETE /v1/images/{name}", perm: authz.PermManageImages, scope: host, audit: "images/delete", handle: s.deleteImage},

@@ -122,7 +122,10 @@ type route struct {
 	scope   scope
 	// audit names the call in the audit log; mutating routes have one.
 	// Refused calls are audited too (rate-limited per uid).
-	audit  string
+	audit string
+	// upload marks the one route whose body is a stream of unbounded size
+	// (an image); every other body is held to maxBodyBytes.
+	upload bool
 	handle func(call) (response, error)
 	stream func(http.ResponseWriter, call) error
 }
@@ -157,7 +160,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		writeError(w, api.Errorf(api.CodePermissionDenied, "could not read the caller's Unix credentials"))
 		return
 	}
-	r.Body = &progressBody{ReadCloser: http.MaxBytesReader(w, r.Body, maxBodyBytes), rc: http.NewResponseController(w)}
+	body := r.Body
+	if !rt.upload {
+		body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	}
+	r.Body = &progressBody{ReadCloser: body, rc: http.NewResponseController(w)}
 	cl := call{r: r, c: c}
 	if rt.audit != "" {
 		cl.note = &auditNote{action: rt.audit, target: r.PathValue("name")}

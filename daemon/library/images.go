@@ -10,11 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -23,6 +22,7 @@ import (
 	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/images"
+	"github.com/labvm/labvm/storage"
 )
 
 // validateImageName allows names like debian-12, ubuntu-24.04, tiny.
@@ -106,55 +106,33 @@ func (l *Library) Get(name string) (api.Image, error) {
 	return out, err
 }
 
-// callerMayRead approximates whether the caller could read path itself.
-// The daemon is root; without this check any user of the socket could
-// import (and so read back through a guest) any file on the host.
-func callerMayRead(c authz.Caller, fi os.FileInfo) bool {
-	if c.IsRoot() {
-		return true
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return false
-	}
-	mode := fi.Mode().Perm()
-	switch {
-	case int(st.Uid) == c.UID:
-		return mode&0o400 != 0
-	case int(st.Gid) == c.GID:
-		return mode&0o040 != 0
-	}
-	return mode&0o004 != 0
-}
-
-// Import copies an image file into the library under a name.
-func (l *Library) Import(c authz.Caller, req api.ImportImageRequest) (store.Operation, error) {
+// Import stores an image the caller streams as body (size bytes) under
+// a name. The daemon never opens a path on the caller's behalf: what the
+// caller could read, it sends. The operation reads the body; Import
+// returns once it has (or ctx, the request, ended), so the caller's
+// connection is answered after the last byte.
+func (l *Library) Import(ctx context.Context, c authz.Caller, req api.ImportImageRequest, body io.Reader, size int64) (store.Operation, error) {
 	var response store.Operation
 	if err := validateImageName(req.Name); err != nil {
 		return response, err
 	}
-	if !filepath.IsAbs(req.Path) || strings.ContainsRune(req.Path, 0) {
-		return response, errdefs.Invalidf("image path %q must be absolute", req.Path)
+	if req.SHA256 != "" {
+		if err := images.CheckDigest(req.SHA256); err != nil {
+			return response, errdefs.Invalidf("--sha256: %v", err)
+		}
 	}
 	apps, err := validateApps(req.Apps)
 	if err != nil {
 		return response, err
 	}
-	fi, err := os.Stat(req.Path)
-	switch {
-	case err != nil:
-		return response, errdefs.Invalidf("cannot read %s: %v", req.Path, err)
-	case !fi.Mode().IsRegular():
-		return response, errdefs.Invalidf("%s is not a regular file", req.Path)
-	case !callerMayRead(c, fi):
-		return response, errdefs.New(errdefs.ErrPermissionDenied, "", "you (%s) cannot read %s", c.Name, req.Path)
+	if size <= 0 {
+		return response, errdefs.Invalidf("an image upload needs a Content-Length (got %d)", size)
 	}
-	if err := l.store.View(func(tx *store.Tx) error {
-		if _, err := tx.Image(req.Name); err == nil {
-			return errdefs.New(errdefs.ErrAlreadyExists, "delete it first, or pick another name", "image %q already exists", req.Name)
-		}
-		return nil
-	}); err != nil {
+	if capa, err := storage.FilesystemCapacity(l.files.Dir); err == nil && size > capa.Free {
+		return response, errdefs.New(errdefs.ErrInsufficientResources, "free space in the data dir (delete unused images or instances)",
+			"the image is %s; only %s is free for images", storage.FormatSize(size), storage.FormatSize(capa.Free))
+	}
+	if err := l.imageNameFree(req.Name); err != nil {
 		return response, err
 	}
 	op, err := l.ops.Begin(api.OpImageImport, req.Name, "", ops.Who{Name: c.Name, UID: c.UID})
@@ -162,11 +140,19 @@ func (l *Library) Import(c authz.Caller, req api.ImportImageRequest) (store.Oper
 		return response, err
 	}
 	snap := op.Snapshot()
+	up := &uploadBody{r: body, done: make(chan struct{})}
 	l.ops.Go(op, func(ctx context.Context, op *ops.Op) error {
-		op.Stage(StepImport, fmt.Sprintf("%s: checksum, format, copy", req.Path))
-		imp, err := l.files.Import(ctx, images.ImportOptions{Source: req.Path, SHA256: req.SHA256})
+		defer up.finish()
+		op.Stage(StepReceive, fmt.Sprintf("%s from %s", storage.FormatSize(size), c.Name))
+		meter := &pullMeter{op: op, now: time.Now}
+		imp, err := l.files.Import(ctx, up, images.ImportOptions{SHA256: req.SHA256, Size: size, Progress: func(n int64) {
+			meter.update(n, size)
+			if n == size {
+				op.Stage(StepImport, "checksum, format, store")
+			}
+		}})
 		if err != nil {
-			return fmt.Errorf("import %s: %w", req.Path, err)
+			return err
 		}
 		op.Stage(StepRecord, imp.Digest)
 		return l.store.Update(func(tx *store.Tx) error {
@@ -177,8 +163,31 @@ func (l *Library) Import(c authz.Caller, req api.ImportImageRequest) (store.Oper
 			})
 		})
 	})
+	select {
+	case <-up.done:
+	case <-ctx.Done():
+		// The client went away; the operation's read fails and cleans up.
+	}
 	return snap, nil
 }
+
+// uploadBody hands a request body to an operation and tells the handler
+// when the operation is done reading it.
+type uploadBody struct {
+	r    io.Reader
+	once sync.Once
+	done chan struct{}
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.finish()
+	}
+	return n, err
+}
+
+func (b *uploadBody) finish() { b.once.Do(func() { close(b.done) }) }
 
 // Delete removes an image unless an instance uses it; the file goes
 // only when no other name points at the same content.

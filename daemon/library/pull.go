@@ -3,7 +3,6 @@ package library
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -17,6 +16,7 @@ import (
 // The steps of image operations.
 var (
 	StepDownload = ops.Step{ID: "download", Title: "Downloading"}
+	StepReceive  = ops.Step{ID: "receive", Title: "Receiving"}
 	StepImport   = ops.Step{ID: "import", Title: "Importing"}
 	StepRecord   = ops.Step{ID: "record", Title: "Recording"}
 )
@@ -49,7 +49,7 @@ func (l *Library) Pull(c authz.Caller, req api.PullImageRequest) (store.Operatio
 	}
 	snap := op.Snapshot()
 	l.ops.Go(op, func(ctx context.Context, op *ops.Op) error {
-		op.Stage(StepDownload, redactURL(req.URL))
+		op.Stage(StepDownload, images.RedactURL(req.URL))
 		meter := &pullMeter{op: op, now: time.Now}
 		opts.Progress = meter.update
 		opts.Downloaded = func() { op.Stage(StepImport, "checksum, format, store") }
@@ -78,16 +78,6 @@ func (l *Library) imageNameFree(name string) error {
 		}
 		return nil
 	})
-}
-
-// redactURL hides a password in a URL shown in operations, which every
-// reader of the daemon can list.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }
 
 // pullMeter turns download progress into the Downloading stage's detail,

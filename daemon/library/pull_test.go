@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/daemontest"
 )
@@ -53,7 +55,9 @@ func TestPullImageThroughAPI(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	td := daemontest.NewWith(t, daemontest.NewFakeHypervisor(), func(cfg *daemon.Config) {
+		cfg.PullAllowLoopback = true // the server is httptest's, on loopback
+	}, nil)
 	ctx := context.Background()
 
 	tests := []struct {
@@ -144,5 +148,32 @@ func TestPullImageThroughAPI(t *testing.T) {
 	}
 	if partial, _ := os.ReadDir(filepath.Join(td.Paths.Images(), ".partial")); len(partial) != 0 {
 		t.Fatalf("partial area holds %v", partial)
+	}
+}
+
+// TestPullNeverReachesTheHost: a daemon as configured for production
+// refuses a pull from its own host, and the URL's token appears neither
+// in the operation nor in its error.
+func TestPullNeverReachesTheHost(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the host's service was reached: %s", r.URL)
+	}))
+	defer srv.Close()
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	ctx := context.Background()
+	op, err := td.Client.PullImage(ctx, api.PullImageRequest{Name: "local", URL: srv.URL + "/admin?token=s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = td.Client.Wait(ctx, op.ID, nil)
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("pull ended with %v, want a refusal naming loopback", err)
+	}
+	final, ferr := td.Client.Operation(ctx, op.ID)
+	if ferr != nil || len(final.Stages) == 0 {
+		t.Fatalf("operation %+v, %v", final, ferr)
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(fmt.Sprintf("%+v", final), "s3cret") {
+		t.Fatalf("the token is shown: %v / %+v", err, final)
 	}
 }

@@ -103,6 +103,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		if diskSize, err = storage.ParseSize(req.DiskSize); err != nil {
 			return response, errdefs.New(errdefs.ErrInvalidArgument, "give a size like 120G, 200GiB or 1T", "--disk-size: %v", err)
 		}
+		if err := storage.CheckVirtualSize(e.paths.Instances(), diskSize); err != nil {
+			return response, fmt.Errorf("--disk-size: %w", err)
+		}
 	}
 	var keys []string
 	if strings.TrimSpace(req.SSHPublicKey) != "" {

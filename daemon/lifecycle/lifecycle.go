@@ -43,7 +43,7 @@ func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, sc
 	if err != nil {
 		return fmt.Errorf("image %s: %w", inst.Image, err)
 	}
-	if err := os.MkdirAll(e.paths.Dir(inst.ID), 0o755); err != nil {
+	if err := storage.EnsurePrivateDir(e.paths.Dir(inst.ID)); err != nil {
 		return fmt.Errorf("create instance dir: %w", err)
 	}
 	// Before the disk: no disk is ever without the record that explains it.

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestOpenImage(t *testing.T) {
+	dir := t.TempDir()
+	regular := filepath.Join(dir, "disk.img")
+	os.WriteFile(regular, make([]byte, 4096), 0o644)
+	empty := filepath.Join(dir, "empty.img")
+	os.WriteFile(empty, nil, 0o644)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		path     string
+		wantSize int64
+		wantErr  string
+	}{
+		{name: "regular file", path: regular, wantSize: 4096},
+		{name: "directory", path: dir, wantErr: "not a regular file"},
+		{name: "fifo, without hanging", path: fifo, wantErr: "not a regular file"},
+		{name: "empty", path: empty, wantErr: "empty"},
+		{name: "missing", path: filepath.Join(dir, "nope"), wantErr: "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, size, err := openImage(tt.path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if size != tt.wantSize {
+				t.Fatalf("size %d, want %d", size, tt.wantSize)
+			}
+		})
+	}
+}
+
+func TestUploadMeter(t *testing.T) {
+	tests := []struct {
+		name string
+		live bool
+		want string
+	}{
+		{name: "terminal", live: true, want: "Uploading disk.img: 1 MiB / 1 MiB (100%)"},
+		{name: "not a terminal", live: false, want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			m := newUploadMeter(&buf, tt.live, "disk.img", 1<<20)
+			m.update(1 << 19)
+			m.update(1 << 20)
+			m.stop()
+			if got := buf.String(); tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+				t.Fatalf("output %q, want it to contain %q", got, tt.want)
+			}
+		})
+	}
+}
