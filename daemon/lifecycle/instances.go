@@ -353,3 +353,16 @@ func (e *Engine) removeInstanceFiles(id string) error {
 }
 
 func netipPrefix(inst vm.Instance) netip.Prefix { return netip.PrefixFrom(inst.IP, inst.Prefix) }
+
+// fail records the state an operation that failed with cause leaves the
+// instance in, and returns cause. If the state cannot be written either,
+// both errors are returned and logged: an instance must never be left in
+// a transitional state without anyone hearing of it (reconcile settles it
+// at the next start).
+func (e *Engine) fail(inst *vm.Instance, s vm.State, cause error) error {
+	if err := e.setState(inst, s, cause.Error()); err != nil {
+		e.log.Error("record the state after a failure", "instance", inst.Name, "state", s, "cause", cause, "error", err)
+		return errors.Join(cause, fmt.Errorf("record %s as %s: %w", inst.Name, s, err))
+	}
+	return cause
+}

@@ -195,32 +195,27 @@ func (e *Engine) deleteRecord(inst vm.Instance) error {
 func (e *Engine) runStart(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	if _, err := os.Stat(e.paths.Disk(inst.ID)); err != nil {
 		err = fmt.Errorf("disk of %s is missing (%v); the instance cannot start", inst.Name, err)
-		e.setState(&inst, vm.StateUnknown, err.Error())
-		return err
+		return e.fail(&inst, vm.StateUnknown, err)
 	}
 	if err := e.bootDomain(ctx, op, inst); err != nil {
-		e.setState(&inst, vm.StateStopped, err.Error())
-		return err
+		return e.fail(&inst, vm.StateStopped, err)
 	}
 	return e.settle(ctx, op, &inst)
 }
 
 func (e *Engine) runStop(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	if err := e.shutdownDomain(ctx, op, inst); err != nil {
-		e.setState(&inst, vm.StateUnknown, err.Error())
-		return err
+		return e.fail(&inst, vm.StateUnknown, err)
 	}
 	return e.setState(&inst, vm.StateStopped, "")
 }
 
 func (e *Engine) runRestart(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	if err := e.shutdownDomain(ctx, op, inst); err != nil {
-		e.setState(&inst, vm.StateUnknown, err.Error())
-		return err
+		return e.fail(&inst, vm.StateUnknown, err)
 	}
 	if err := e.bootDomain(ctx, op, inst); err != nil {
-		e.setState(&inst, vm.StateStopped, err.Error())
-		return err
+		return e.fail(&inst, vm.StateStopped, err)
 	}
 	return e.settle(ctx, op, &inst)
 }
@@ -228,13 +223,11 @@ func (e *Engine) runRestart(ctx context.Context, op *ops.Op, inst vm.Instance) e
 func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	op.Stage(StepDestroy, inst.Domain)
 	if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
-		e.setState(&inst, vm.StateUnknown, err.Error())
-		return fmt.Errorf("destroy domain of %s: %w", inst.Name, err)
+		return e.fail(&inst, vm.StateUnknown, fmt.Errorf("destroy domain of %s: %w", inst.Name, err))
 	}
 	op.Stage(StepRemove, e.paths.Dir(inst.ID))
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
-		e.setState(&inst, vm.StateUnknown, err.Error())
-		return err
+		return e.fail(&inst, vm.StateUnknown, err)
 	}
 	op.Stage(StepRelease, addrOrNone(inst.IP))
 	e.ready.forget(inst.ID)

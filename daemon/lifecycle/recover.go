@@ -49,13 +49,11 @@ func (e *Engine) resumeBoot(inst vm.Instance, kind api.OperationKind, fresh bool
 		if fresh {
 			op.Stage(StepDealloc, "destroying the domain found at daemon start")
 			if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
-				e.setState(&inst, vm.StateUnknown, err.Error())
-				return fmt.Errorf("destroy domain of %s: %w", inst.Name, err)
+				return e.fail(&inst, vm.StateUnknown, fmt.Errorf("destroy domain of %s: %w", inst.Name, err))
 			}
 		}
 		if err := e.bootDomain(ctx, op, inst); err != nil {
-			e.setState(&inst, vm.StateStopped, err.Error())
-			return err
+			return e.fail(&inst, vm.StateStopped, err)
 		}
 		return e.settle(ctx, op, &inst)
 	})
