@@ -122,6 +122,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
 	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
+	d.vnets.OnSync(d.lc.NetworksChanged)
 	d.api = &httpapi.Server{
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,

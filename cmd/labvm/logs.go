@@ -8,7 +8,7 @@ import (
 )
 
 func newLogsCommand(a *app) *cobra.Command {
-	var setup, startup bool
+	var setup, startup, raw bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME [--setup | --startup]",
 		Short: "Show an instance's serial console log, or its setup or startup script's output",
@@ -36,7 +36,14 @@ func newLogsCommand(a *app) *cobra.Command {
 			if logs.Truncated {
 				fmt.Fprintln(a.stderr, "(only the last MiB is shown)")
 			}
-			fmt.Fprint(a.stdout, logs.Content)
+			content := logs.Content
+			if !raw && isTerminal(a.stdout) {
+				// What the guest printed goes to the user's terminal: its
+				// escapes must not reach it (set a title, rewrite the
+				// screen, answer back). --raw passes them.
+				content = safeLines(content)
+			}
+			fmt.Fprint(a.stdout, content)
 			if logs.Content != "" && !strings.HasSuffix(logs.Content, "\n") {
 				fmt.Fprintln(a.stdout)
 			}
@@ -45,5 +52,6 @@ func newLogsCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&setup, "setup", false, "the setup script's output")
 	cmd.Flags().BoolVar(&startup, "startup", false, "the startup script's output (latest boot)")
+	cmd.Flags().BoolVar(&raw, "raw", false, "print the guest's bytes as they are, terminal escapes included")
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/labvm/labvm/daemon/errdefs"
@@ -114,6 +115,8 @@ type Engine struct {
 	jobs   Jobs
 	nets   Networks
 	ready  *readiness
+	// phone is the phone-home server, once started.
+	phone atomic.Pointer[phoneHome]
 	// stopping is closed when the daemon starts stopping; long waits
 	// (readiness) give up at once and leave the rest to reconcile.
 	stopping <-chan struct{}

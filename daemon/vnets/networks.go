@@ -70,7 +70,13 @@ type Engine struct {
 	net   HostNetwork
 	// mu serialises host network changes (bridges, firewall).
 	mu sync.Mutex
+	// synced runs after every sync (the phone-home listener follows the
+	// gateways).
+	synced func()
 }
+
+// OnSync sets what runs after every successful sync.
+func (e *Engine) OnSync(fn func()) { e.synced = fn }
 
 // New returns an engine.
 func New(cfg Config, st *store.Store, hn HostNetwork, log *slog.Logger) *Engine {
@@ -226,6 +232,9 @@ func (e *Engine) Sync(ctx context.Context) error {
 	}
 	if err := e.net.ApplyFirewall(ctx, spec); err != nil {
 		return fmt.Errorf("apply firewall: %w", err)
+	}
+	if e.synced != nil {
+		e.synced()
 	}
 	return nil
 }
