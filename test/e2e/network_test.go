@@ -112,7 +112,11 @@ func TestNetworkIsolation(t *testing.T) {
 	t.Log("an owner makes a second VNet without egress, with one subnet")
 	research := freeSubnet(t)
 	gpu := netip.PrefixFrom(research.Addr(), 25)
-	d.must("network", "create", "research", "--cidr", research.String(), "--egress", "none")
+	d.must("network", "create", "research", "--cidr", research.String(), "--egress", "none", "--peer-traffic", "allow")
+	d.mustFail("--peer-traffic", "network", "create", "chatty", "--cidr", freeSubnet(t).String(), "--peer-traffic", "sometimes")
+	d.mustFail("loopback", "network", "create", "local", "--cidr", "127.1.0.0/16")
+	d.mustFail("link-local", "network", "create", "meta", "--cidr", "169.254.0.0/16")
+	d.mustFail("multicast", "network", "create", "multi", "--cidr", "224.1.0.0/16")
 	d.mustFail("not inside", "network", "subnet", "add", "research", "bad", "--cidr", "10.1.2.0/24")
 	d.mustFail("overlaps", "network", "create", "again", "--cidr", research.String())
 	d.mustFail("not a CIDR", "network", "create", "broken", "--cidr", "10.300.0.0/16")
@@ -121,26 +125,34 @@ func TestNetworkIsolation(t *testing.T) {
 	d.mustFail("unknown vnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "nowhere")
 	d.mustFail("unknown subnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "cpu")
 
-	t.Log("two instances share the default subnet; a third sits in research/gpu")
+	t.Log("two instances share the default subnet; two more sit in research/gpu")
 	d.must("create", "web-one", "--image", "tiny", "--size", "Standard_B1s")
 	d.must("create", "web-two", "--image", "tiny", "--size", "Standard_B1s")
 	d.must("create", "lab-one", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "gpu")
-	one, two, lab := d.showInstance("web-one"), d.showInstance("web-two"), d.showInstance("lab-one")
+	d.must("create", "lab-two", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "gpu")
+	one, two, lab, lab2 := d.showInstance("web-one"), d.showInstance("web-two"), d.showInstance("lab-one"), d.showInstance("lab-two")
 	if lab.VNet != "research" || lab.Subnet != "gpu" || !gpu.Contains(netip.MustParseAddr(lab.IP)) {
 		t.Fatalf("lab-one placed at %s/%s %s", lab.VNet, lab.Subnet, lab.IP)
 	}
 	var vnet api.VNet
 	d.jsonOut(&vnet, "network", "show", "default")
+	if vnet.PeerTraffic != "deny" {
+		t.Fatalf("the default VNet's peer traffic is %q, want deny", vnet.PeerTraffic)
+	}
 	if len(vnet.Addresses) != 2 {
 		t.Fatalf("network show lists %d addresses in use, want 2: %+v", len(vnet.Addresses), vnet.Addresses)
 	}
 	d.mustFail("used by lab-one", "network", "delete", "research")
 
-	t.Log("guests in the same subnet reach each other; across VNets they do not")
+	t.Log("on the default VNet guests do not reach each other; on research (peer traffic allowed) they do; across VNets never")
 	serveInGuest(t, d, "web-two", 8080)
 	serveInGuest(t, d, "lab-one", 8080)
-	if !fetchFromGuest(d, "web-one", two.IP, 8080) {
-		t.Fatal("web-one cannot reach web-two in the same subnet")
+	serveInGuest(t, d, "lab-two", 8080)
+	if fetchFromGuest(d, "web-one", two.IP, 8080) {
+		t.Fatal("web-one reached web-two on the default VNet, whose guests are isolated from each other")
+	}
+	if !fetchFromGuest(d, "lab-two", lab.IP, 8080) {
+		t.Fatalf("lab-two cannot reach lab-one on research, which allows peer traffic\n%s", d.nftTable())
 	}
 	if fetchFromGuest(d, "web-one", lab.IP, 8080) {
 		rt, _ := exec.Command("ip", "route").CombinedOutput()
@@ -155,7 +167,7 @@ func TestNetworkIsolation(t *testing.T) {
 	for _, target := range []struct {
 		ip   string
 		port int
-	}{{one.IP, 22}, {two.IP, 8080}, {lab.IP, 22}, {lab.IP, 8080}} {
+	}{{one.IP, 22}, {two.IP, 8080}, {lab.IP, 22}, {lab.IP, 8080}, {lab2.IP, 8080}} {
 		if err := out.connect(netip.MustParseAddr(target.ip), target.port); err == nil {
 			t.Fatalf("outside host connected to %s:%d", target.ip, target.port)
 		}
@@ -192,6 +204,7 @@ func TestNetworkIsolation(t *testing.T) {
 
 	t.Log("deleting the last instance and then its VNet removes its bridge and rules")
 	d.must("delete", "lab-one", "--yes")
+	d.must("delete", "lab-two", "--yes")
 	d.must("network", "subnet", "remove", "research", "gpu")
 	d.must("network", "delete", "research")
 	if brs := d.vnetBridges(); len(brs) != 0 {
