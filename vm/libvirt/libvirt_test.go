@@ -258,25 +258,6 @@ func TestParseInstanceMetadata(t *testing.T) {
 	}
 }
 
-func TestDomainStatusString(t *testing.T) {
-	tests := []struct {
-		s    vm.DomainStatus
-		want string
-	}{
-		{vm.DomainAbsent, "absent"},
-		{vm.DomainRunning, "running"},
-		{vm.DomainPaused, "paused"},
-		{vm.DomainShutoff, "shutoff"},
-		{vm.DomainOther, "other"},
-		{vm.DomainStatus(42), "vm.DomainStatus(42)"},
-	}
-	for _, tt := range tests {
-		if got := tt.s.String(); got != tt.want {
-			t.Errorf("%d.String() = %q, want %q", int(tt.s), got, tt.want)
-		}
-	}
-}
-
 // cutProxy forwards a unix socket to libvirtd and can sever every open
 // connection, which to a client looks exactly like libvirtd restarting,
 // without disturbing the real daemon other users depend on.
