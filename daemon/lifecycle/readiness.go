@@ -155,6 +155,8 @@ func (e *Engine) startPhoneHome(ctx context.Context) {
 	go func() {
 		defer e.ops.Done()
 		<-ctx.Done()
-		srv.Close()
+		// The daemon is stopping: a listener that fails to close has no
+		// one left to tell.
+		_ = srv.Close()
 	}()
 }

@@ -77,12 +77,15 @@ func Open(path string) (_ *Store, err error) {
 		return nil, corrupt(path, err)
 	}
 	if err := verify(db); err != nil {
-		db.Close()
+		// The verify error is the one to report; nothing was written.
+		_ = db.Close()
 		return nil, corrupt(path, err)
 	}
 	s := &Store{db: db}
 	if err := s.migrate(); err != nil {
-		db.Close()
+		// The migrate error is the one to report; its one transaction
+		// rolled back, so Close loses nothing.
+		_ = db.Close()
 		return nil, err
 	}
 	return s, nil
