@@ -92,7 +92,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if hv == nil {
 		lv, err := vmlibvirt.Connect(ctx, cfg.LibvirtURI)
 		if err != nil {
-			st.Close()
+			// The connect error is the one to report; what the store
+			// committed is on disk whether or not Close succeeds.
+			_ = st.Close()
 			return nil, err
 		}
 		hv = lv
@@ -188,8 +190,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		if ln, err = httpapi.Listen(d.cfg.SocketPath, d.cfg.SocketGroup); err != nil {
 			return err
 		}
-		// Only a socket we made is ours to remove; systemd's stays.
-		defer os.Remove(d.cfg.SocketPath)
+		// Only a socket we made is ours to remove; systemd's stays. One
+		// left behind is removed as stale by the next Listen.
+		defer func() { _ = os.Remove(d.cfg.SocketPath) }()
 	}
 
 	d.status("setting up VNets: bridges and firewall")
@@ -256,7 +259,9 @@ func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }
 // Close releases the store and the libvirt connection.
 func (d *Daemon) Close() error {
 	if c, ok := d.hv.(interface{ Close() error }); ok {
-		c.Close()
+		// Dropping the libvirt connection loses nothing (see
+		// .errcheck-excludes); the store's Close below is the one that can.
+		_ = c.Close()
 	}
 	return d.store.Close()
 }

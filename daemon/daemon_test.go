@@ -113,13 +113,15 @@ func TestLifecycleThroughAPI(t *testing.T) {
 
 func assertNoIPs(t *testing.T, td *daemontest.Daemon) {
 	t.Helper()
-	td.Store().View(func(tx *store.Tx) error {
+	if err := td.Store().View(func(tx *store.Tx) error {
 		allocs, _ := tx.IPAllocations("default")
 		if len(allocs) != 0 {
 			t.Errorf("addresses still allocated: %+v", allocs)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestCreateRejectsBadInputAndChangesNothing(t *testing.T) {

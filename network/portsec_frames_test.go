@@ -105,7 +105,7 @@ func sendFrames(t *testing.T, ns string, n int, frames ...[]byte) {
 		if err != nil {
 			return err
 		}
-		defer unix.Close(fd)
+		defer func() { _ = unix.Close(fd) }()
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -158,7 +158,7 @@ func startCapture(t *testing.T, ns, ifname string) *capture {
 	})
 	if err != nil {
 		if c.fd != 0 {
-			unix.Close(c.fd)
+			_ = unix.Close(c.fd)
 		}
 		t.Fatalf("capture on %s in %s: %v", ifname, ns, err)
 	}
@@ -187,7 +187,7 @@ func startCapture(t *testing.T, ns, ifname string) *capture {
 	t.Cleanup(func() {
 		close(c.done)
 		<-stopped
-		unix.Close(c.fd)
+		_ = unix.Close(c.fd)
 	})
 	return c
 }

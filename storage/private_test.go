@@ -78,7 +78,9 @@ func TestEnsurePrivateDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "data")
 	for _, start := range []os.FileMode{0, 0o755} { // new, then an old open one
 		if start != 0 {
-			os.Chmod(dir, start)
+			if err := os.Chmod(dir, start); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := EnsurePrivateDir(dir); err != nil {
 			t.Fatal(err)

@@ -12,9 +12,13 @@ import (
 func TestOpenImage(t *testing.T) {
 	dir := t.TempDir()
 	regular := filepath.Join(dir, "disk.img")
-	os.WriteFile(regular, make([]byte, 4096), 0o644)
+	if err := os.WriteFile(regular, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	empty := filepath.Join(dir, "empty.img")
-	os.WriteFile(empty, nil, 0o644)
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 		t.Fatal(err)

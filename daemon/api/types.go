@@ -192,17 +192,17 @@ type UpdateInstanceRequest struct {
 
 // VNet is an isolated network of instances.
 type VNet struct {
-	Name      string    `json:"name"`
-	Bridge    string    `json:"bridge"`
-	CIDR      string    `json:"cidr"`
-	Egress    string    `json:"egress"` // nat or none
+	Name   string `json:"name"`
+	Bridge string `json:"bridge"`
+	CIDR   string `json:"cidr"`
+	Egress string `json:"egress"` // nat or none
 	// PeerTraffic is allow or deny: whether the VNet's guests reach each
 	// other directly.
-	PeerTraffic string `json:"peer_traffic"`
-	Subnets   []Subnet  `json:"subnets"`
-	Addresses []Address `json:"addresses_in_use"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
+	PeerTraffic string    `json:"peer_traffic"`
+	Subnets     []Subnet  `json:"subnets"`
+	Addresses   []Address `json:"addresses_in_use"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Subnet is a CIDR of a VNet with its gateway on the host.

@@ -15,7 +15,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { _ = st.Close() })
 	uid := func(n int) *int { return &n }
 	if err := st.Update(func(tx *store.Tx) error {
 		for _, a := range []store.RoleAssignment{

@@ -108,7 +108,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutCtx)
-	<-errc
+	// After Shutdown, Serve returns http.ErrServerClosed: the end asked
+	// for, not a failure.
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		s.Log.Warn("API server ended with an error after shutdown", "error", err)
+	}
 	return nil
 }
 

@@ -229,9 +229,15 @@ func TestJobQueueThroughAPI(t *testing.T) {
 	}
 
 	t.Log("stop cancels the running job and keeps the queued one")
-	c.SetJobParallel(ctx, "alice-dev", 1)
-	c.SubmitJob(ctx, "alice-dev", []string{"sleep", "100"})
-	c.SubmitJob(ctx, "alice-dev", []string{"sleep", "200"})
+	if _, err := c.SetJobParallel(ctx, "alice-dev", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitJob(ctx, "alice-dev", []string{"sleep", "100"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitJob(ctx, "alice-dev", []string{"sleep", "200"}); err != nil {
+		t.Fatal(err)
+	}
 	jd.waitJobs(t, "alice-dev", "Succeeded", "Failed", "Cancelled", "Running", "Queued")
 	op, err = c.Stop(ctx, "alice-dev")
 	jd.waitOp(t, op, err)
@@ -261,7 +267,9 @@ func TestJobsSurviveRestart(t *testing.T) {
 	jd.waitOp(t, op, err)
 	// The fake's disk is never written: make it so reconcile keeps it.
 	inst, _ := jd.client.Instance(ctx, "bob-dev")
-	os.WriteFile(jd.Paths.Disk(inst.ID), nil, 0o644)
+	if err := os.WriteFile(jd.Paths.Disk(inst.ID), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, cmd := range []string{"a", "b", "c"} {
 		if _, err := jd.client.SubmitJob(ctx, "bob-dev", []string{cmd}); err != nil {
 			t.Fatal(err)

@@ -17,7 +17,7 @@ func TestPullMeterThrottles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer func() { _ = st.Close() }()
 	op, err := ops.New(ops.Options{Store: st}).Begin(api.OpImagePull, "x", "", ops.Who{Name: "root"})
 	if err != nil {
 		t.Fatal(err)

@@ -53,7 +53,9 @@ func (e *Engine) writeManifest(inst vm.Instance) error {
 	if err != nil {
 		return fmt.Errorf("write manifest of %s: %w", inst.Name, err)
 	}
-	defer os.Remove(f.Name()) // a no-op once renamed
+	// A no-op once renamed; a temp left behind is found by doctor
+	// (IsManifestTemp) and the write's own error is what matters.
+	defer func() { _ = os.Remove(f.Name()) }()
 	if _, err := f.Write(append(raw, '\n')); err != nil {
 		f.Close()
 		return fmt.Errorf("write manifest of %s: %w", inst.Name, err)

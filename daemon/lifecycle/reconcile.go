@@ -91,7 +91,11 @@ func (e *Engine) reconcileInstance(ctx context.Context, inst vm.Instance, hasDom
 		return nil
 	case diskMissing:
 		if hasDomain {
-			e.hv.Destroy(ctx, inst.Domain)
+			// The state below says the instance needs attention either
+			// way; a domain left running is worth a line in the log.
+			if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
+				e.log.Warn("destroy domain of instance whose disk is missing", "instance", inst.Name, "error", err)
+			}
 		}
 		return e.setState(&inst, vm.StateUnknown, fmt.Sprintf("disk %s is missing", e.paths.Disk(inst.ID)))
 	case inst.State == vm.StateRestarting:

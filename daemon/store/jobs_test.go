@@ -14,7 +14,7 @@ func TestJobsStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	now := time.Now().UTC()
 	var ids []int
 	for i := 0; i < 3; i++ {
@@ -54,7 +54,7 @@ func TestJobsStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.View(func(tx *Tx) error {
+	if err := s.View(func(tx *Tx) error {
 		jobs, _ := tx.Jobs("aaaa")
 		if len(jobs) != 3 || jobs[1].State != vm.JobSucceeded || jobs[0].ID != 1 {
 			t.Errorf("jobs = %+v", jobs)
@@ -77,7 +77,9 @@ func TestJobsStore(t *testing.T) {
 			t.Errorf("job instances = %v", insts)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	err = s.Update(func(tx *Tx) error {
 		if err := tx.PruneJobs("aaaa", 0); err != nil {
 			return err
@@ -94,10 +96,12 @@ func TestJobsStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.View(func(tx *Tx) error {
+	if err := s.View(func(tx *Tx) error {
 		if jobs, _ := tx.Jobs("aaaa"); len(jobs) != 0 {
 			t.Errorf("jobs after delete: %+v", jobs)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

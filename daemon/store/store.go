@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
@@ -70,18 +71,21 @@ func Open(path string) (_ *Store, err error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open state %s: locked by another process (is another labvmd running on this data dir?)", path)
 		}
 		return nil, corrupt(path, err)
 	}
 	if err := verify(db); err != nil {
-		db.Close()
+		// The verify error is the one to report; nothing was written.
+		_ = db.Close()
 		return nil, corrupt(path, err)
 	}
 	s := &Store{db: db}
 	if err := s.migrate(); err != nil {
-		db.Close()
+		// The migrate error is the one to report; its one transaction
+		// rolled back, so Close loses nothing.
+		_ = db.Close()
 		return nil, err
 	}
 	return s, nil

@@ -21,7 +21,7 @@ func openTemp(t *testing.T) (*Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s, path
 }
 
@@ -36,7 +36,7 @@ func TestInstancesByIDAndName(t *testing.T) {
 	if err := s.Update(func(tx *Tx) error { return tx.CreateInstance(dup) }); !errors.Is(err, ErrExists) {
 		t.Fatalf("duplicate name: %v", err)
 	}
-	s.View(func(tx *Tx) error {
+	if err := s.View(func(tx *Tx) error {
 		got, err := tx.InstanceByName("alice-dev")
 		if err != nil || got.ID != inst.ID || got.State != vm.StateRunning || got.IP != inst.IP {
 			t.Fatalf("by name: %+v %v", got, err)
@@ -45,16 +45,20 @@ func TestInstancesByIDAndName(t *testing.T) {
 			t.Fatalf("refused duplicate was stored: %v", err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Update(func(tx *Tx) error { return tx.DeleteInstance(inst.ID) }); err != nil {
 		t.Fatal(err)
 	}
-	s.View(func(tx *Tx) error {
+	if err := s.View(func(tx *Tx) error {
 		if _, err := tx.InstanceByName("alice-dev"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("name survives delete: %v", err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestIPAllocations(t *testing.T) {
@@ -75,15 +79,21 @@ func TestIPAllocations(t *testing.T) {
 	if err := s.Update(func(tx *Tx) error { return tx.AllocateIP("default", a, "i9") }); !errors.Is(err, ErrExists) {
 		t.Fatalf("double allocation: %v", err)
 	}
-	s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) })
-	s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) }) // idempotent
-	s.View(func(tx *Tx) error {
+	if err := s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(func(tx *Tx) error { return tx.ReleaseIP("default", b) }); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if err := s.View(func(tx *Tx) error {
 		got, err := tx.IPAllocations("default")
 		if err != nil || len(got) != 1 || got[0].IP != a || got[0].InstanceID != "i1" {
 			t.Fatalf("allocations = %+v, %v", got, err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestOperationsPrune(t *testing.T) {
@@ -150,14 +160,20 @@ func TestOperationsPrune(t *testing.T) {
 
 func TestSchemaVersion(t *testing.T) {
 	s, path := openTemp(t)
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// A database from a newer labvmd must be refused, not misread.
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) })
-	db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(path); err == nil {
 		t.Fatal("newer schema accepted")
 	}
@@ -216,7 +232,7 @@ func TestGroupCommit(t *testing.T) {
 	if want := (n + 2) / 3; failed != want || exists != 1 {
 		t.Fatalf("failed = %d (want %d), name conflicts = %d (want 1)", failed, want, exists)
 	}
-	s.View(func(tx *Tx) error {
+	if err := s.View(func(tx *Tx) error {
 		for i := range n {
 			got := tx.tx.Bucket(bucketMeta).Get([]byte(fmt.Sprintf("k%02d", i)))
 			if wantWritten := i%3 != 0 && i != 1 && i != 2; i != 1 && i != 2 && (got != nil) != wantWritten {
@@ -227,7 +243,9 @@ func TestGroupCommit(t *testing.T) {
 			t.Errorf("the winning create is missing: %v", err)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// A panic reaches its own caller, and the store still works after.
 	func() {
 		defer func() {
@@ -235,7 +253,7 @@ func TestGroupCommit(t *testing.T) {
 				t.Errorf("recovered %v, want boom", p)
 			}
 		}()
-		s.Update(func(tx *Tx) error { panic("boom") })
+		_ = s.Update(func(tx *Tx) error { panic("boom") }) // never returns
 	}()
 	if err := s.Update(func(tx *Tx) error { return nil }); err != nil {
 		t.Fatalf("update after a panic: %v", err)

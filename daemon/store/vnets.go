@@ -10,16 +10,16 @@ import (
 // VNet is an isolated network: one Linux bridge, a CIDR, and the subnets
 // carved from it (each with its gateway on the host).
 type VNet struct {
-	Name      string       `json:"name"`
-	Bridge    string       `json:"bridge"`
-	CIDR      netip.Prefix `json:"cidr"`
-	Egress    string       `json:"egress"`
+	Name   string       `json:"name"`
+	Bridge string       `json:"bridge"`
+	CIDR   netip.Prefix `json:"cidr"`
+	Egress string       `json:"egress"`
 	// PeerTraffic is "allow" when the VNet's guests may reach each other;
 	// anything else (and records made before it existed) is deny.
-	PeerTraffic string `json:"peer_traffic,omitempty"`
-	Subnets   []Subnet     `json:"subnets"`
-	CreatedBy string       `json:"created_by"`
-	CreatedAt time.Time    `json:"created_at"`
+	PeerTraffic string    `json:"peer_traffic,omitempty"`
+	Subnets     []Subnet  `json:"subnets"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Subnet is a CIDR inside a VNet.

@@ -80,10 +80,14 @@ func TestInstanceFilesArePrivate(t *testing.T) {
 	t.Log("a data dir an older labvm left open is closed at the next start")
 	d.stop()
 	for _, dir := range dirs {
-		os.Chmod(dir, 0o755)
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, f := range files {
-		os.Chmod(filepath.Join(idir, f), 0o644)
+		if err := os.Chmod(filepath.Join(idir, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.start()
 	check("after labvmd restarted on an open data dir")

@@ -56,26 +56,44 @@ func TestImageImportStreams(t *testing.T) {
 	// Root's secrets: a readable file in a root-only directory, and a
 	// root-only file. Both are valid images, so only rights stop them.
 	secretDir := t.TempDir()
-	os.Chmod(secretDir, 0o700)
+	if err := os.Chmod(secretDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	inLocked := filepath.Join(secretDir, "readable.qcow2")
 	rootOnly := filepath.Join(secretDir, "root-only.qcow2")
-	os.WriteFile(inLocked, tiny, 0o644)
-	os.WriteFile(rootOnly, tiny, 0o600)
+	if err := os.WriteFile(inLocked, tiny, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rootOnly, tiny, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// Ivy's own directory, with her copy of the image and her symlinks.
 	ivyDir, err := os.MkdirTemp("/var/tmp", "labvm-e2e-ivy-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(ivyDir) })
-	os.Chmod(ivyDir, 0o755)
-	os.Chown(ivyDir, ivy.uid, ivy.gid)
+	t.Cleanup(func() { _ = os.RemoveAll(ivyDir) })
+	if err := os.Chmod(ivyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(ivyDir, ivy.uid, ivy.gid); err != nil {
+		t.Fatal(err)
+	}
 	own := filepath.Join(ivyDir, "mine.qcow2")
-	os.WriteFile(own, tiny, 0o600)
-	os.Chown(own, ivy.uid, ivy.gid)
+	if err := os.WriteFile(own, tiny, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(own, ivy.uid, ivy.gid); err != nil {
+		t.Fatal(err)
+	}
 	linkToRootOnly := filepath.Join(ivyDir, "link-root-only.qcow2")
 	linkIntoLocked := filepath.Join(ivyDir, "link-locked.qcow2")
-	os.Symlink(rootOnly, linkToRootOnly)
-	os.Symlink(inLocked, linkIntoLocked)
+	if err := os.Symlink(rootOnly, linkToRootOnly); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(inLocked, linkIntoLocked); err != nil {
+		t.Fatal(err)
+	}
 
 	bases := func() []string {
 		t.Helper()
@@ -116,10 +134,14 @@ func TestImageImportStreams(t *testing.T) {
 	if f, err := os.Create(huge); err != nil {
 		t.Fatal(err)
 	} else {
-		f.Truncate(64 << 30) // sparse: costs nothing on disk, minutes to send
+		if err := f.Truncate(64 << 30); err != nil { // sparse: costs nothing on disk, minutes to send
+			t.Fatal(err)
+		}
 		f.Close()
 	}
-	os.Chmod(huge, 0o644)
+	if err := os.Chmod(huge, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	if r := d.as(nemo, "image", "import", "huge", huge); r.code == 0 || !strings.Contains(r.stderr, "images/write") {
 		t.Fatalf("import without the right: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -149,7 +171,9 @@ func TestImageImportStreams(t *testing.T) {
 
 	t.Log("a wrong checksum and a file that is not an image leave nothing behind")
 	notImage := filepath.Join(t.TempDir(), "notes.txt")
-	os.WriteFile(notImage, append(bytes.Repeat([]byte("not a disk image\n"), 4096), '!'), 0o644) // not whole sectors
+	if err := os.WriteFile(notImage, append(bytes.Repeat([]byte("not a disk image\n"), 4096), '!'), 0o644); err != nil { // not whole sectors
+		t.Fatal(err)
+	}
 	d.mustFail("sha256", "image", "import", "wrongsum", image, "--sha256", strings.Repeat("0", 64))
 	nothingLeft("a checksum mismatch", before)
 	d.mustFail("qcow2", "image", "import", "notimage", notImage)

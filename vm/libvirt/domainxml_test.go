@@ -68,7 +68,7 @@ func TestBootUnderTCG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestBootUnderTCG(t *testing.T) {
 		}
 	}
 	run("ip", "link", "add", bridge, "type", "bridge")
-	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", bridge).Run() })
 	run("qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "disk.qcow2"), "64M")
 	if err := os.WriteFile(filepath.Join(dir, "seed.iso"), make([]byte, 64*1024), 0o644); err != nil {
 		t.Fatal(err)
