@@ -410,3 +410,45 @@ func TestHostGuards(t *testing.T) {
 		t.Fatalf("a size bigger than the host's memory: %v", err)
 	}
 }
+
+// TestLongCreateStream runs many creates at once (under -race in `make
+// test`): every one ends Running with its own address, and a create that
+// finishes before its handler answers is no crash (the snapshot is taken
+// before the operation starts).
+func TestLongCreateStream(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	const workers, each = 8, 25 // 200: most of the default /24
+	errs := make(chan error, workers*each)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				_, err := td.Create(t, daemontest.TinyReq(fmt.Sprintf("s%d-%d", w, i)))
+				errs <- err
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := td.Client.Instances(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, inst := range list {
+		if inst.State != "Running" || seen[inst.IP] {
+			t.Fatalf("%s: %s at %s (duplicate address: %v)", inst.Name, inst.State, inst.IP, seen[inst.IP])
+		}
+		seen[inst.IP] = true
+	}
+	if len(list) != workers*each {
+		t.Fatalf("%d instances, want %d", len(list), workers*each)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/netip"
 )
@@ -63,6 +64,48 @@ func NextFree(subnet netip.Prefix, used []netip.Addr) (netip.Addr, error) {
 		a = a.Next()
 	}
 	return netip.Addr{}, fmt.Errorf("%w: all %d guest addresses of %s are in use", ErrSubnetFull, size-1-start, subnet)
+}
+
+// GuestAddrs yields the guest addresses of subnet (those NextFree would
+// consider), starting after from and wrapping around once, so an
+// allocator that remembers its last address finds the next free one
+// without scanning what is taken. An invalid from starts at the first.
+func GuestAddrs(subnet netip.Prefix, from netip.Addr) iter.Seq[netip.Addr] {
+	return func(yield func(netip.Addr) bool) {
+		size := 1 << (32 - subnet.Bits())
+		start := firstGuestOffset
+		if size <= 2*firstGuestOffset {
+			start = 2
+		}
+		first := subnet.Addr()
+		for i := 0; i < start; i++ {
+			first = first.Next()
+		}
+		n := size - 1 - start
+		if n <= 0 {
+			return
+		}
+		a := first
+		if from.IsValid() && subnet.Contains(from) {
+			a = from.Next()
+		}
+		for i := 0; i < n; i++ {
+			if !subnet.Contains(a) || a.Compare(first) < 0 || isBroadcast(subnet, a) {
+				a = first
+			}
+			if !yield(a) {
+				return
+			}
+			a = a.Next()
+		}
+	}
+}
+
+func isBroadcast(subnet netip.Prefix, a netip.Addr) bool {
+	b := a.As4()
+	host := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	mask := uint32(1)<<(32-subnet.Bits()) - 1
+	return host&mask == mask
 }
 
 // MAC derives a stable, locally administered MAC in QEMU's 52:54:00 range

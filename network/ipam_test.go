@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -78,5 +79,45 @@ func TestMACStable(t *testing.T) {
 	}
 	if m1[:9] != "52:54:00:" {
 		t.Fatalf("MAC %s outside QEMU's range", m1)
+	}
+}
+
+func TestGuestAddrs(t *testing.T) {
+	tests := []struct {
+		subnet string
+		from   string
+		want   []string
+	}{
+		{"10.9.0.0/29", "", []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}},
+		{"10.9.0.0/29", "10.9.0.4", []string{"10.9.0.5", "10.9.0.6", "10.9.0.2", "10.9.0.3", "10.9.0.4"}},
+		{"10.9.0.0/29", "10.9.0.6", []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}},
+		{"10.9.0.0/29", "192.0.2.1", []string{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}},
+	}
+	for _, tt := range tests {
+		var from netip.Addr
+		if tt.from != "" {
+			from = netip.MustParseAddr(tt.from)
+		}
+		var got []string
+		for a := range GuestAddrs(netip.MustParsePrefix(tt.subnet), from) {
+			got = append(got, a.String())
+		}
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("GuestAddrs(%s, %s) = %v, want %v", tt.subnet, tt.from, got, tt.want)
+		}
+	}
+	// Every address NextFree would give is among them, for a big subnet too.
+	p := netip.MustParsePrefix("10.9.0.0/24")
+	n := 0
+	for a := range GuestAddrs(p, netip.Addr{}) {
+		if n == 0 {
+			if first, _ := NextFree(p, nil); first != a {
+				t.Fatalf("first guest address %s, NextFree says %s", a, first)
+			}
+		}
+		n++
+	}
+	if want := 256 - 1 - firstGuestOffset; n != want {
+		t.Fatalf("a /24 yields %d guest addresses, want %d", n, want)
 	}
 }

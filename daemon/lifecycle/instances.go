@@ -183,15 +183,18 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		if vnet.Egress == network.EgressNAT.String() {
 			inst.DNS = e.cfg.Nameservers
 		}
-		allocs, err := tx.IPAllocations(inst.VNet)
-		if err != nil {
-			return err
+		// Search from the last address given out: a create's cost does
+		// not grow with the number of instances.
+		for a := range network.GuestAddrs(subnet.CIDR, tx.IPHint(inst.VNet)) {
+			if !tx.IPAllocated(inst.VNet, a) {
+				inst.IP = a
+				break
+			}
 		}
-		used := make([]netip.Addr, 0, len(allocs))
-		for _, a := range allocs {
-			used = append(used, a.IP)
+		if !inst.IP.IsValid() {
+			return fmt.Errorf("%w: every guest address of %s/%s (%s) is in use", network.ErrSubnetFull, inst.VNet, inst.Subnet, subnet.CIDR)
 		}
-		if inst.IP, err = network.NextFree(subnet.CIDR, used); err != nil {
+		if err := tx.SetIPHint(inst.VNet, inst.IP); err != nil {
 			return err
 		}
 		if err := tx.AllocateIP(inst.VNet, inst.IP, inst.ID); err != nil {

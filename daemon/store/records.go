@@ -120,6 +120,23 @@ func (t *Tx) AllocateIP(vnet string, ip netip.Addr, instanceID string) error {
 	return b.Put(k, []byte(instanceID))
 }
 
+// IPAllocated reports whether ip in vnet is held.
+func (t *Tx) IPAllocated(vnet string, ip netip.Addr) bool {
+	return t.tx.Bucket(bucketIPs).Get(ipKey(vnet, ip)) != nil
+}
+
+// IPHint is the address the last allocation in vnet took (invalid when
+// none is recorded): the next search starts after it.
+func (t *Tx) IPHint(vnet string) netip.Addr {
+	a, _ := netip.ParseAddr(string(t.tx.Bucket(bucketIPHints).Get([]byte(vnet))))
+	return a
+}
+
+// SetIPHint records where vnet's next address search starts.
+func (t *Tx) SetIPHint(vnet string, ip netip.Addr) error {
+	return t.tx.Bucket(bucketIPHints).Put([]byte(vnet), []byte(ip.String()))
+}
+
 // ReleaseIP frees ip in vnet. Releasing a free address is not an error, so
 // rollback and reconcile can call it blindly.
 func (t *Tx) ReleaseIP(vnet string, ip netip.Addr) error {

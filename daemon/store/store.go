@@ -19,7 +19,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
 // older databases forward and refuses newer ones.
-const SchemaVersion = 4
+const SchemaVersion = 5
 
 var (
 	bucketMeta       = []byte("meta")
@@ -33,6 +33,7 @@ var (
 	bucketAudit      = []byte("audit")
 	bucketVNets      = []byte("vnets")
 	bucketJobs       = []byte("jobs")
+	bucketIPHints    = []byte("ip_hints")
 
 	keySchema = []byte("schema_version")
 )
@@ -115,6 +116,12 @@ var migrations = []func(tx *bolt.Tx) error{
 	},
 	3: func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketJobs)
+		return err
+	},
+	// 4→5: where each VNet's next address search starts, so a create
+	// does not scan every allocation.
+	4: func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketIPHints)
 		return err
 	},
 }
