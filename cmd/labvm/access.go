@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/network/sameuser"
 	"github.com/labvm/labvm/vm/shell"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -55,7 +56,8 @@ func newForwardCommand(a *app) *cobra.Command {
 		Short: "Forward a local port to a port of the instance",
 		Long: `Listen on 127.0.0.1:LOCAL and connect every connection made to it to port
 REMOTE in the guest, through labvmd. Without LOCAL a free port is chosen and
-printed. Runs until interrupted.`,
+printed. Only you can use the local port: connections made by another
+user of this host are closed and reported. Runs until interrupted.`,
 		Example: `  labvm forward alice-dev 8888:80     # http://127.0.0.1:8888 is the guest's port 80
   labvm forward alice-dev 5432         # a free local port to the guest's PostgreSQL`,
 		GroupID: "access",
@@ -82,8 +84,11 @@ func (a *app) forward(ctx context.Context, name string, local, remote int, liste
 		return err
 	}
 	probe.Close()
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)))
+	// Other local users can connect to 127.0.0.1 too: only this user's
+	// own connections are served, others are closed and reported.
+	ln, err := sameuser.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)), sameuser.Options{
+		Refused: func(r *sameuser.Refusal) { fmt.Fprintf(a.stderr, "labvm: %v\n", r) },
+	})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("local port %d is already in use; pick another, e.g. `labvm forward %s %d:%d`, or give only %d to get a free port", local, name, local+1, remote, remote)
