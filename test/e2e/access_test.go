@@ -48,8 +48,15 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 	waitForPort(t, client.New(d.socket), "alice-dev", 22)
 
 	t.Log("labvm ssh runs a command in it, recording the host key under the instance's alias")
+	// With a host key from labvmd, labvm pins it in its own known_hosts;
+	// without (an older daemon), ssh records what it sees in the given one.
 	knownHosts := filepath.Join(dir, "known_hosts")
-	sshOpts := []string{"-i", key, "-o", "UserKnownHostsFile=" + knownHosts, "-o", "BatchMode=yes"}
+	sshOpts := []string{"-i", key, "-o", "BatchMode=yes"}
+	if len(inst.SSHHostKeys) > 0 {
+		knownHosts = filepath.Join(d.configHome(), "labvm", "known_hosts")
+	} else {
+		sshOpts = append(sshOpts, "-o", "UserKnownHostsFile="+knownHosts)
+	}
 	out := d.must(append([]string{"ssh", "alice-dev", "--"}, append(sshOpts, "hostname")...)...)
 	if got := strings.TrimSpace(out); got != "alice-dev" {
 		t.Fatalf("labvm ssh alice-dev -- hostname printed %q", got)
@@ -153,7 +160,7 @@ func (d *labvmd) forward(t *testing.T, args ...string) (stop func()) {
 func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(bins.labvm, args...)
-	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
+	cmd.Env = append(os.Environ(), d.cliEnv()...)
 	stop, _ = runUntilInterrupted(t, cmd, prefix, args)
 	return stop
 }
