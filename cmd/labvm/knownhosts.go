@@ -134,7 +134,7 @@ func writeFileAtomic(path string, r io.Reader) (err error) {
 	defer func() {
 		if err != nil {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = os.Remove(tmp.Name()) // best effort: err is what the caller needs
 		}
 	}()
 	if _, err := io.Copy(tmp, r); err != nil {

@@ -205,7 +205,9 @@ func TestWriteKnownHosts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "labvm", "known_hosts")
 			if tt.old != "" {
-				os.MkdirAll(filepath.Dir(path), 0o700)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					t.Fatal(err)
+				}
 				if err := os.WriteFile(path, []byte(tt.old), 0o600); err != nil {
 					t.Fatal(err)
 				}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labvm/labvm/test/hostreq"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -46,8 +47,8 @@ func dialAndPrint(spec string) int {
 		fmt.Fprintln(os.Stderr, "dial:", err)
 		return 3
 	}
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	b, _ := io.ReadAll(conn) // a refused connection may end in a reset
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a missing deadline only risks the test timing out
+	b, _ := io.ReadAll(conn)                               // a refused connection may end in a reset
 	fmt.Printf("got:%s", b)
 	return 0
 }
@@ -66,7 +67,7 @@ func dialMapped(addr string) (net.Conn, error) {
 	sa := &unix.SockaddrInet6{Port: ap.Port}
 	copy(sa.Addr[:], ap.IP.To16())
 	if err := unix.Connect(fd, sa); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // the connect error is what matters
 		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), "mapped")
@@ -74,26 +75,10 @@ func dialMapped(addr string) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("sameuser tests need root to run a client as another uid, and CI=true runs must not skip them")
-	}
-	t.Skip("skipping: running a client as another uid needs root (run `sudo make test`)")
-}
-
 // clientBinary copies the test binary where any uid may run it.
 func clientBinary(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("setpriv (util-linux) missing under CI")
-		}
-		t.Skip("skipping: setpriv (util-linux) not in PATH")
-	}
+	hostreq.RequireTool(t, "setpriv", "util-linux")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +87,7 @@ func clientBinary(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +130,8 @@ func runClient(t *testing.T, bin string, uid int, mode, addr string) string {
 // client as another process, under the listener's uid or another one, over
 // IPv4, IPv6 and an IPv6 socket reaching IPv4.
 func TestOnlyTheSameUserGetsThrough(t *testing.T) {
-	requireRoot(t)
+	// Running a client as another uid needs root.
+	hostreq.RequireRoot(t)
 	bin := clientBinary(t)
 	// Two uids no account should use: the kernel needs no passwd entry.
 	other := 61000 + os.Getpid()%1000
@@ -184,7 +170,7 @@ func TestOnlyTheSameUserGetsThrough(t *testing.T) {
 					if err != nil {
 						return
 					}
-					io.WriteString(conn, "welcome")
+					_, _ = io.WriteString(conn, "welcome") // the client checks what arrived
 					conn.Close()
 					served <- struct{}{}
 				}
