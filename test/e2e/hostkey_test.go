@@ -77,6 +77,7 @@ func TestSSHHostKeyIsPinned(t *testing.T) {
 	waitForPort(t, client.New(d.socket), "pin-dev", 22)
 
 	r = d.mustFail("other than the one labvmd gave it", append([]string{"ssh", "pin-dev", "--"}, append(sshOpts, "hostname")...)...)
+	t.Logf("labvm ssh to the impersonated guest said:\n%s", r.stderr)
 	for _, w := range []string{"Host key verification failed.", "impersonating", "labvm console pin-dev"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Fatalf("labvm ssh to the impersonated guest: stderr does not mention %q:\n%s", w, r.stderr)
