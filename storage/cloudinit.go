@@ -40,6 +40,10 @@ type SeedSpec struct {
 	Address netip.Prefix
 	Gateway netip.Addr
 	DNS     []netip.Addr
+	// HostKey, when set, becomes the guest's only SSH host key (cloud-init's
+	// ssh_keys); the image's own keys are deleted and none is generated.
+	// Nil leaves the guest to generate its own, unknown to anyone.
+	HostKey *SSHHostKey
 	// PhoneHomeURL, when set, receives a POST once cloud-init has finished,
 	// which is how the daemon learns the guest is up.
 	PhoneHomeURL string
@@ -72,6 +76,11 @@ func (s SeedSpec) Validate() error {
 	for _, d := range s.DNS {
 		if !d.IsValid() {
 			return fmt.Errorf("%w: DNS server list holds an invalid address", ErrInvalidSeed)
+		}
+	}
+	if s.HostKey != nil {
+		if err := s.HostKey.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSeed, err)
 		}
 	}
 	if s.PhoneHomeURL != "" {
@@ -198,6 +207,17 @@ func UserData(s SeedSpec) ([]byte, error) {
 	b.WriteString("preserve_hostname: false\n")
 	b.WriteString("ssh_pwauth: false\n")
 	b.WriteString("disable_root: true\n")
+	if s.HostKey != nil {
+		// cloud-init's cc_ssh: ssh_deletekeys removes the image's baked-in
+		// keys, so the guest can present no key but ours; given ssh_keys,
+		// it generates none (ssh_genkeytypes: [] says so for any reader).
+		// The key is written to /etc/ssh/ssh_host_ed25519_key{,.pub}.
+		b.WriteString("ssh_deletekeys: true\n")
+		b.WriteString("ssh_genkeytypes: []\n")
+		b.WriteString("ssh_keys:\n")
+		fmt.Fprintf(&b, "  ed25519_private: %s\n", yamlQuote(string(s.HostKey.Private)))
+		fmt.Fprintf(&b, "  ed25519_public: %s\n", yamlQuote(s.HostKey.Public))
+	}
 	if s.User != "" {
 		// Listing only our user (no "default") keeps the image's stock
 		// account from being created alongside it.

@@ -8,14 +8,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
-	"github.com/labvm/labvm/vm/shell"
+	"github.com/labvm/labvm/network/sameuser"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -55,7 +54,8 @@ func newForwardCommand(a *app) *cobra.Command {
 		Short: "Forward a local port to a port of the instance",
 		Long: `Listen on 127.0.0.1:LOCAL and connect every connection made to it to port
 REMOTE in the guest, through labvmd. Without LOCAL a free port is chosen and
-printed. Runs until interrupted.`,
+printed. Only you can use the local port: connections made by another
+user of this host are closed and reported. Runs until interrupted.`,
 		Example: `  labvm forward alice-dev 8888:80     # http://127.0.0.1:8888 is the guest's port 80
   labvm forward alice-dev 5432         # a free local port to the guest's PostgreSQL`,
 		GroupID: "access",
@@ -82,8 +82,11 @@ func (a *app) forward(ctx context.Context, name string, local, remote int, liste
 		return err
 	}
 	probe.Close()
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)))
+	// Other local users can connect to 127.0.0.1 too: only this user's
+	// own connections are served, others are closed and reported.
+	ln, err := sameuser.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)), sameuser.Options{
+		Refused: func(r *sameuser.Refusal) { fmt.Fprintf(a.stderr, "labvm: %v\n", r) },
+	})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("local port %d is already in use; pick another, e.g. `labvm forward %s %d:%d`, or give only %d to get a free port", local, name, local+1, remote, remote)
@@ -273,158 +276,4 @@ func splice(ctx context.Context, a, b net.Conn) {
 	wg.Wait()
 	a.Close()
 	b.Close()
-}
-
-// lookSSH finds the system ssh client.
-func lookSSH() (string, error) {
-	path, err := exec.LookPath("ssh")
-	if err != nil {
-		return "", &api.Error{Code: api.CodeUnavailable, Message: "no ssh client found in PATH",
-			Hint: "install OpenSSH's client (`sudo apt install openssh-client`), or use `labvm tunnel` with another client"}
-	}
-	return path, nil
-}
-
-func newSSHCommand(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "ssh NAME [-- SSH-ARGS…]",
-		Short: "Log in to the instance with ssh, through labvmd",
-		Long: `Run the system's ssh to the instance as its guest user, with labvm tunnel
-as the ProxyCommand: the guest's network is reachable only through labvmd.
-SSH works only on instances created with --ssh-key; it logs in with that key.
-Anything after -- is passed to ssh: options, then a command to run.
-
-Host keys: ssh records the instance's key under the alias
-labvm-NAME-ID8 (ID8 is the first 8 characters of the instance's id, see
-` + "`labvm show`" + `), accepting it without a prompt the first time
-(StrictHostKeyChecking=accept-new) since it comes from your own instance
-through labvmd's tunnel, not from a network that could be spoofed. Later
-logins must present the same key. An instance created again under the same
-name has a new id, hence a new alias, so there is no host-key mismatch to
-resolve; ` + "`ssh-keygen -R labvm-NAME-ID8`" + ` forgets an old one.
-
-labvm's options come first and ssh keeps the first value it sees, so
-SSH-ARGS cannot change the user, the proxy or the host key alias.`,
-		Example: `  labvm ssh alice-dev
-  labvm ssh alice-dev -- -i ~/.ssh/id_ed25519 hostname
-  labvm ssh alice-dev -- -L 8080:localhost:80`,
-		GroupID: "access",
-		Args: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.ArgsLenAtDash()
-			if len(args) < 1 || (dash == -1 && len(args) != 1) || (dash != -1 && dash != 1) {
-				return usageErrorf("usage: %s", cmd.UseLine())
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			sshPath, err := lookSSH()
-			if err != nil {
-				return err
-			}
-			inst, err := a.sshTarget(cmd.Context(), args[0], true)
-			if err != nil {
-				return err
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("find the labvm binary for ssh's ProxyCommand: %w", err)
-			}
-			argv := append([]string{"ssh"}, sshArgs(self, a.socket, inst, args[1:])...)
-			// exec, not a child: ssh owns the terminal, signals and exit code.
-			if err := syscall.Exec(sshPath, argv, os.Environ()); err != nil {
-				return fmt.Errorf("run %s: %w", sshPath, err)
-			}
-			return nil
-		},
-	}
-}
-
-func newSSHConfigCommand(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:   "ssh-config NAME",
-		Short: "Print an ssh_config block for the instance",
-		Long: `Print a Host block that makes plain ssh, scp, rsync and editors' remote
-modes reach the instance through labvmd. Host keys are handled as for
-` + "`labvm ssh`" + ` (see its help).`,
-		Example: `  labvm ssh-config alice-dev >> ~/.ssh/config && ssh alice-dev`,
-		GroupID: "access",
-		Args:    exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			inst, err := a.sshTarget(cmd.Context(), args[0], false)
-			if err != nil {
-				return err
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("find the labvm binary for ssh's ProxyCommand: %w", err)
-			}
-			_, err = io.WriteString(a.stdout, sshConfig(self, a.socket, inst))
-			return err
-		},
-	}
-}
-
-// sshTarget is the instance to log in to. With probe it opens and closes
-// one tunnel to port 22 first, so any refusal (SSH off, not Running, not
-// yours) is labvmd's explanation rather than ssh's "Connection closed".
-func (a *app) sshTarget(ctx context.Context, name string, probe bool) (api.Instance, error) {
-	if probe {
-		conn, err := a.client().Tunnel(ctx, name, 22)
-		if err != nil {
-			return api.Instance{}, err
-		}
-		conn.Close()
-	}
-	inst, err := a.client().Instance(ctx, name)
-	if err != nil {
-		return inst, err
-	}
-	if !inst.SSH {
-		return inst, &api.Error{Code: api.CodeConflict,
-			Message: fmt.Sprintf("SSH is off on %s: it was created without --ssh-key, and SSH can only be enabled when an instance is created", name),
-			Hint:    "create a new instance with a key: labvm create NAME … --ssh-key ~/.ssh/id_ed25519.pub"}
-	}
-	return inst, nil
-}
-
-// hostKeyAlias names the instance's host key in known_hosts; the id part
-// makes a re-created instance a different host.
-func hostKeyAlias(inst api.Instance) string {
-	id := inst.ID
-	if len(id) > 8 {
-		id = id[:8]
-	}
-	return "labvm-" + inst.Name + "-" + id
-}
-
-// proxyCommand is the ProxyCommand line: ssh runs it through the shell
-// after expanding %-tokens, so both are escaped.
-func proxyCommand(self, socket, name string) string {
-	cmd := strings.Join([]string{shell.Quote(self), "--socket", shell.Quote(socket), "tunnel", shell.Quote(name), "22"}, " ")
-	return strings.ReplaceAll(cmd, "%", "%%")
-}
-
-// sshArgs are ssh's arguments after argv[0]. ssh takes options again
-// after the destination, so the user's extra options may follow it.
-func sshArgs(self, socket string, inst api.Instance, extra []string) []string {
-	args := []string{
-		"-o", "ProxyCommand=" + proxyCommand(self, socket, inst.Name),
-		"-o", "HostKeyAlias=" + hostKeyAlias(inst),
-		"-o", "StrictHostKeyChecking=accept-new",
-		"-l", inst.GuestUser,
-		inst.Name,
-	}
-	return append(args, extra...)
-}
-
-func sshConfig(self, socket string, inst api.Instance) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# labvm instance %s (id %s), written by `labvm ssh-config`\n", inst.Name, inst.ID)
-	fmt.Fprintf(&b, "Host %s\n", inst.Name)
-	fmt.Fprintf(&b, "    HostName %s\n", inst.Name)
-	fmt.Fprintf(&b, "    User %s\n", inst.GuestUser)
-	fmt.Fprintf(&b, "    HostKeyAlias %s\n", hostKeyAlias(inst))
-	fmt.Fprintf(&b, "    ProxyCommand %s\n", proxyCommand(self, socket, inst.Name))
-	fmt.Fprintf(&b, "    StrictHostKeyChecking accept-new\n")
-	return b.String()
 }

@@ -3,11 +3,8 @@ package main
 import (
 	"io"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-
-	"github.com/labvm/labvm/daemon/api"
 )
 
 func TestParseForward(t *testing.T) {
@@ -38,88 +35,6 @@ func TestParseForward(t *testing.T) {
 			}
 			if err != nil || local != tt.local || remote != tt.remote {
 				t.Fatalf("= %d, %d, %v; want %d, %d", local, remote, err, tt.local, tt.remote)
-			}
-		})
-	}
-}
-
-var sshInst = api.Instance{Name: "alice-dev", ID: "0123456789abcdef", GuestUser: "alice", SSH: true}
-
-func TestSSHArgs(t *testing.T) {
-	tests := []struct {
-		name         string
-		self, socket string
-		extra        []string
-		want         []string
-	}{
-		{
-			name: "plain login",
-			self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock",
-			want: []string{
-				"-o", "ProxyCommand=/usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22",
-				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
-				"-o", "StrictHostKeyChecking=accept-new",
-				"-l", "alice", "alice-dev",
-			},
-		},
-		{
-			name: "user options and a command follow the destination",
-			self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock",
-			extra: []string{"-i", "/k/id", "hostname"},
-			want: []string{
-				"-o", "ProxyCommand=/usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22",
-				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
-				"-o", "StrictHostKeyChecking=accept-new",
-				"-l", "alice", "alice-dev", "-i", "/k/id", "hostname",
-			},
-		},
-		{
-			name: "paths with spaces, quotes and percent signs survive sh and ssh",
-			self: "/opt/my tools/labvm", socket: "/tmp/it's 100%.sock",
-			want: []string{
-				"-o", `ProxyCommand='/opt/my tools/labvm' --socket '/tmp/it'\''s 100%%.sock' tunnel alice-dev 22`,
-				"-o", "HostKeyAlias=labvm-alice-dev-01234567",
-				"-o", "StrictHostKeyChecking=accept-new",
-				"-l", "alice", "alice-dev",
-			},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := sshArgs(tt.self, tt.socket, sshInst, tt.extra); !slices.Equal(got, tt.want) {
-				t.Fatalf("sshArgs =\n%q\nwant\n%q", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSSHConfig(t *testing.T) {
-	tests := []struct {
-		name string
-		inst api.Instance
-		want string
-	}{
-		{"alice's instance", sshInst, `# labvm instance alice-dev (id 0123456789abcdef), written by ` + "`labvm ssh-config`" + `
-Host alice-dev
-    HostName alice-dev
-    User alice
-    HostKeyAlias labvm-alice-dev-01234567
-    ProxyCommand /usr/bin/labvm --socket /run/labvm/labvm.sock tunnel alice-dev 22
-    StrictHostKeyChecking accept-new
-`},
-		{"created by root", api.Instance{Name: "ci-box", ID: "ffffffff00000000", GuestUser: "labvm", SSH: true}, `# labvm instance ci-box (id ffffffff00000000), written by ` + "`labvm ssh-config`" + `
-Host ci-box
-    HostName ci-box
-    User labvm
-    HostKeyAlias labvm-ci-box-ffffffff
-    ProxyCommand /usr/bin/labvm --socket /run/labvm/labvm.sock tunnel ci-box 22
-    StrictHostKeyChecking accept-new
-`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := sshConfig("/usr/bin/labvm", "/run/labvm/labvm.sock", tt.inst); got != tt.want {
-				t.Fatalf("sshConfig =\n%s\nwant\n%s", got, tt.want)
 			}
 		})
 	}

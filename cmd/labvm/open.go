@@ -21,7 +21,8 @@ func newOpenCommand(a *app) *cobra.Command {
 and print the URL to open. Only the instance's own user may do this. The
 applications come from the instance's image (defaults: jupyter on 8888 /tree,
 jupyterlab on 8888 /lab, rstudio on 8787 /); the application itself must be
-running in the guest. Runs until interrupted.`,
+running in the guest. As with ` + "`labvm forward`" + `, only you can use the local
+port. Runs until interrupted.`,
 		Example: `  labvm open alice-dev jupyterlab
   labvm open alice-dev rstudio --browser`,
 		GroupID: "access",

@@ -111,6 +111,12 @@ type Instance struct {
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+
+	// SSHHostKeys are the guest's SSH host public keys, authorized_keys
+	// lines ("ssh-ed25519 AAAA…"), made by labvmd at create and handed to
+	// the guest in its seed; ssh pins them. Empty for instances created
+	// before labvmd made host keys.
+	SSHHostKeys []string `json:"ssh_host_keys,omitempty"`
 }
 
 // ExecRequest runs a command in the guest through the QEMU guest agent.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,8 +48,15 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 	waitForPort(t, client.New(d.socket), "alice-dev", 22)
 
 	t.Log("labvm ssh runs a command in it, recording the host key under the instance's alias")
+	// With a host key from labvmd, labvm pins it in its own known_hosts;
+	// without (an older daemon), ssh records what it sees in the given one.
 	knownHosts := filepath.Join(dir, "known_hosts")
-	sshOpts := []string{"-i", key, "-o", "UserKnownHostsFile=" + knownHosts, "-o", "BatchMode=yes"}
+	sshOpts := []string{"-i", key, "-o", "BatchMode=yes"}
+	if len(inst.SSHHostKeys) > 0 {
+		knownHosts = filepath.Join(d.configHome(), "labvm", "known_hosts")
+	} else {
+		sshOpts = append(sshOpts, "-o", "UserKnownHostsFile="+knownHosts)
+	}
 	out := d.must(append([]string{"ssh", "alice-dev", "--"}, append(sshOpts, "hostname")...)...)
 	if got := strings.TrimSpace(out); got != "alice-dev" {
 		t.Fatalf("labvm ssh alice-dev -- hostname printed %q", got)
@@ -152,13 +160,22 @@ func (d *labvmd) forward(t *testing.T, args ...string) (stop func()) {
 func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (stop func()) {
 	t.Helper()
 	cmd := exec.Command(bins.labvm, args...)
-	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
+	cmd.Env = append(os.Environ(), d.cliEnv()...)
+	stop, _ = runUntilInterrupted(t, cmd, prefix, args)
+	return stop
+}
+
+// runUntilInterrupted starts cmd, a long-running labvm command given
+// args, waits for its first line to start with prefix, and returns the
+// func that interrupts it and its stderr so far.
+func runUntilInterrupted(t *testing.T, cmd *exec.Cmd, prefix string, args []string) (stop func(), stderr func() string) {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	var errb lockedBuilder
+	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +190,10 @@ func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (
 	select {
 	case line := <-first:
 		if !strings.HasPrefix(line, prefix) {
-			t.Fatalf("labvm forward %v printed %q; stderr: %s", args, line, stderr.String())
+			t.Fatalf("labvm %v printed %q; stderr: %s", args, line, errb.String())
 		}
 	case <-time.After(time.Minute):
-		t.Fatalf("labvm forward %v printed nothing in a minute", args)
+		t.Fatalf("labvm %v printed nothing in a minute", args)
 	}
 	return func() {
 		t.Helper()
@@ -184,12 +201,31 @@ func (d *labvmd) untilInterrupted(t *testing.T, prefix string, args ...string) (
 		select {
 		case err := <-exited:
 			if err != nil {
-				t.Fatalf("labvm forward after Ctrl-C: %v; stderr: %s", err, stderr.String())
+				t.Fatalf("labvm %v after Ctrl-C: %v; stderr: %s", args, err, errb.String())
 			}
 		case <-time.After(30 * time.Second):
-			t.Fatalf("labvm forward still running 30s after Ctrl-C")
+			t.Fatalf("labvm %v still running 30s after Ctrl-C", args)
 		}
-	}
+	}, errb.String
+}
+
+// lockedBuilder is a strings.Builder a running command writes to while
+// the test reads it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func httpGet(t *testing.T, url string) string {

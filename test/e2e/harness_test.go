@@ -279,7 +279,7 @@ func (d *labvmd) labvm(args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.labvm, args...)
-	cmd.Env = append(os.Environ(), "LABVM_SOCKET="+d.socket)
+	cmd.Env = append(os.Environ(), d.cliEnv()...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -290,6 +290,18 @@ func (d *labvmd) labvm(args ...string) result {
 		d.t.Fatalf("run labvm %v: %v", args, err)
 	}
 	return r
+}
+
+// cliEnv is what labvm run by root needs to talk to this daemon; its own
+// config dir (labvm's known_hosts) stays in the daemon's directory rather
+// than root's home.
+func (d *labvmd) cliEnv() []string {
+	return []string{"LABVM_SOCKET=" + d.socket, "XDG_CONFIG_HOME=" + d.configHome()}
+}
+
+// configHome is root's XDG_CONFIG_HOME for labvm commands of this test.
+func (d *labvmd) configHome() string {
+	return filepath.Join(filepath.Dir(d.socket), "config")
 }
 
 // must runs labvm and fails the test unless it exits 0.

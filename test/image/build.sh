@@ -46,7 +46,7 @@ MODDIR=/lib/modules/$KVER
 
 MBR=/usr/lib/syslinux/mbr/mbr.bin
 BUSYBOX=/bin/busybox
-BINARIES=(/usr/sbin/qemu-ga /usr/sbin/dropbear /usr/bin/dropbearkey)
+BINARIES=(/usr/sbin/qemu-ga /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dropbearconvert)
 # module name [insmod parameters]; dependencies are added by modprobe
 MODULES=(
 	virtio_pci virtio_scsi sr_mod sd_mod virtio_blk virtio_net virtio_console
