@@ -27,6 +27,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		Subnet:      inst.Subnet,
 		DiskVirtual: inst.DiskSize,
 		SSH:         len(inst.SSHAuthorizedKeys) > 0,
+		SSHHostKeys: inst.SSHHostKeys,
 		GuestUser:   inst.GuestUser,
 		Creator:     inst.Creator,
 		AssignedTo:  inst.AssignedTo,

@@ -120,6 +120,12 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	if err != nil {
 		return response, err
 	}
+	// The guest's SSH host key is made here, so the record names it from
+	// the start; the private half goes only into the seed.
+	hostKey, err := storage.NewSSHHostKey()
+	if err != nil {
+		return response, fmt.Errorf("make the SSH host key: %w", err)
+	}
 	if err := e.checkHost(size); err != nil {
 		return response, err
 	}
@@ -132,6 +138,7 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		Image:             req.Image,
 		DiskSize:          diskSize,
 		SSHAuthorizedKeys: keys,
+		SSHHostKeys:       []string{hostKey.Public},
 		Creator:           c.Name,
 		CreatorUID:        &c.UID,
 		AssignedTo:        req.AssignTo,
@@ -216,7 +223,7 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	// The snapshot is taken before the operation runs: it may finish (and
 	// leave the running set) before this function returns.
 	snap := op.Snapshot()
-	e.ops.Go(op, func(ctx context.Context, op *ops.Op) error { return e.runCreate(ctx, op, inst, scripts) })
+	e.ops.Go(op, func(ctx context.Context, op *ops.Op) error { return e.runCreate(ctx, op, inst, seedSecrets{scripts: scripts, hostKey: hostKey}) })
 	return snap, nil
 }
 

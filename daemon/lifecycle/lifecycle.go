@@ -21,8 +21,15 @@ import (
 // far and leaves the record as CreateFailed with the reason; a guest that
 // boots but never becomes ready is SetupFailed and keeps its disk for
 // inspection.
-func (e *Engine) runCreate(ctx context.Context, op *ops.Op, inst vm.Instance, scripts storage.Scripts) error {
-	if err := e.provision(ctx, op, inst, scripts); err != nil {
+// seedSecrets is what a create hands the guest once, in its seed, and
+// keeps nowhere else: the scripts' text and the private SSH host key.
+type seedSecrets struct {
+	scripts storage.Scripts
+	hostKey storage.SSHHostKey
+}
+
+func (e *Engine) runCreate(ctx context.Context, op *ops.Op, inst vm.Instance, secrets seedSecrets) error {
+	if err := e.provision(ctx, op, inst, secrets); err != nil {
 		// The rollback must run even when ctx was cancelled mid-step.
 		e.rollbackCreate(context.WithoutCancel(ctx), &inst)
 		if serr := e.setState(&inst, vm.StateCreateFailed, err.Error()); serr != nil {
@@ -33,7 +40,7 @@ func (e *Engine) runCreate(ctx context.Context, op *ops.Op, inst vm.Instance, sc
 	return e.settle(ctx, op, &inst)
 }
 
-func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, scripts storage.Scripts) error {
+func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, secrets seedSecrets) error {
 	var img store.Image
 	err := e.store.View(func(tx *store.Tx) error {
 		var err error
@@ -60,7 +67,8 @@ func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, sc
 
 	op.Stage(StepSeed, "NoCloud cidata: meta-data, user-data, network-config v2")
 	spec := e.seedSpec(inst)
-	spec.Scripts = scripts
+	spec.Scripts = secrets.scripts
+	spec.HostKey = &secrets.hostKey
 	if err := storage.WriteSeed(ctx, e.paths.Seed(inst.ID), spec); err != nil {
 		return fmt.Errorf("write seed for %s: %w", inst.Name, err)
 	}

@@ -154,9 +154,11 @@ func TestWhoMayDoWhat(t *testing.T) {
 	t.Log("the audit log shows who did what, with the outcome")
 	var audit []api.AuditEntry
 	d.jsonOut(&audit, "audit")
+	// A refused call is recorded before its body is read, so it names
+	// only what its path names (nothing, for these two).
 	want := []struct{ caller, action, target, outcome string }{
-		{alice.name, "roles/write", alice.name, "denied"},
-		{rita.name, "computes/write", "rita-dev", "denied"},
+		{alice.name, "roles/write", "", "denied"},
+		{rita.name, "computes/write", "", "denied"},
 		{alice.name, "computes/write", "alice-dev", "succeeded"},
 		{carol.name, "computes/stop/action", "alice-dev", "succeeded"},
 		{carol.name, "computes/applicationaccess/action:exec", "alice-dev", "denied"},

@@ -27,10 +27,8 @@ func TestSSHHostKeyIsPinned(t *testing.T) {
 	d.must("create", "pin-dev", "--image", "tiny", "--size", "Standard_B1s", "--ssh-key", key+".pub")
 	var inst api.Instance
 	d.jsonOut(&inst, "show", "pin-dev")
-	// Guard until labvmd makes host keys at create (see the report of
-	// issue 10); remove it once it does.
 	if len(inst.SSHHostKeys) == 0 {
-		t.Skip("skipping: labvmd does not record SSH host keys yet (ssh_host_keys is empty in `labvm show -o json`); this test runs once the daemon makes the key at create and puts it in the seed")
+		t.Fatal("labvmd recorded no SSH host key for the instance (ssh_host_keys is empty in `labvm show -o json`)")
 	}
 	waitForPort(t, client.New(d.socket), "pin-dev", 22)
 	alias := "labvm-pin-dev-" + inst.ID[:8]
