@@ -178,6 +178,11 @@ func (e *Engine) saveScriptLog(ctx context.Context, inst vm.Instance, kind stora
 		e.log.Warn("fetch script output", "instance", inst.Name, "script", kind, "error", err)
 		return
 	}
+	// The guest chose these bytes: keep at most what we asked for, even if
+	// its agent answered with more.
+	if len(out) > maxScriptLog {
+		out = out[len(out)-maxScriptLog:]
+	}
 	if err := os.WriteFile(e.scriptLogPath(inst.ID, kind), out, 0o600); err != nil {
 		e.log.Warn("keep script output", "instance", inst.Name, "script", kind, "error", err)
 	}
