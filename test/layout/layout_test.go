@@ -53,7 +53,6 @@ var rules = []rule{
 		name:         "daemon/store builds with CGO_ENABLED=0",
 		roots:        []string{"daemon/store"},
 		forbidden:    needsCgo,
-		knownFailure: "daemon/store imports vm, which imports libvirt (issue 11: the daemon/ split)",
 	},
 }
 
