@@ -50,9 +50,9 @@ var rules = []rule{
 		forbidden: needsCgo,
 	},
 	{
-		name:         "daemon/store builds with CGO_ENABLED=0",
-		roots:        []string{"daemon/store"},
-		forbidden:    needsCgo,
+		name:      "daemon/store builds with CGO_ENABLED=0",
+		roots:     []string{"daemon/store"},
+		forbidden: needsCgo,
 	},
 }
 
