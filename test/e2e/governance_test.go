@@ -185,5 +185,5 @@ func TestWhoMayDoWhat(t *testing.T) {
 			t.Logf("audit: %+v", e)
 		}
 	}
-	expectDenied(d.as(alice, "audit"), "roles/write")
+	expectDenied(d.as(alice, "audit"), "audit/read")
 }

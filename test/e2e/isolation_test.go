@@ -177,7 +177,14 @@ func TestOneHostManyUsers(t *testing.T) {
 		dbBefore := fileSize(t, filepath.Join(d.dataDir, "labvm.db"))
 		const floods = 2000
 		long := strings.Repeat("x", 64<<10)
-		cfg := filepath.Join(t.TempDir(), "curl.cfg")
+		// Under /var/tmp: mallory must read it, and t.TempDir's parent is
+		// root's alone.
+		cfgDir, err := os.MkdirTemp("/var/tmp", "labvm-e2e-flood-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(cfgDir) })
+		cfg := filepath.Join(cfgDir, "curl.cfg")
 		var b strings.Builder
 		for i := 0; i < floods; i++ {
 			fmt.Fprintf(&b, "url = \"http://labvmd/v1/instances/%s%%1b[2J%d\"\n-X DELETE\n-o /dev/null\n", long[:200], i)
@@ -185,7 +192,7 @@ func TestOneHostManyUsers(t *testing.T) {
 		if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Chmod(filepath.Dir(cfg), 0o755); err != nil {
+		if err := os.Chmod(cfgDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()

@@ -71,7 +71,9 @@ func httpGetAs(t *testing.T, u unixUser, port string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	script := `exec 3<>/dev/tcp/127.0.0.1/` + port + ` || exit 3
+	// A refused connection is closed under the writer: ignore SIGPIPE.
+	script := `trap '' PIPE
+exec 3<>/dev/tcp/127.0.0.1/` + port + ` || exit 3
 printf 'GET / HTTP/1.0\r\n\r\n' >&3 2>/dev/null
 cat <&3 2>/dev/null
 exit 0`
