@@ -196,7 +196,7 @@ func TestOneHostManyUsers(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		out, err := runAs(mallory, "curl", "-s", "--unix-socket", d.socket, "-K", cfg)
+		out, err := runAs(mallory, "curl", "-s", "-g", "--unix-socket", d.socket, "-K", cfg)
 		took := time.Since(start)
 		if err != nil {
 			t.Fatalf("curl as mallory: %v\n%s", err, out)
