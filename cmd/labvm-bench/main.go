@@ -63,7 +63,7 @@ func main() {
 	flag.IntVar(&o.creates, "creates", 20, "control-plane creates (and floor runs) on QEMU")
 	flag.IntVar(&o.lifecycle, "lifecycle", 5, "create/stop/start/delete cycles with a booting guest")
 	flag.IntVar(&o.pairs, "pairs", 10, "labvm create vs virt-install pairs")
-	flag.IntVar(&o.scale, "scale", 1000, "instances created on the test driver")
+	flag.IntVar(&o.scale, "scale", 10000, "instances created on the test driver (a /16 holds them)")
 	flag.IntVar(&o.parallel, "parallel", 20, "parallel creates on the test driver")
 	flag.IntVar(&o.cmdRuns, "cmd-runs", 20, "runs of each `labvm list`/`labvm show` timing")
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")

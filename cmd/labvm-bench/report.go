@@ -165,6 +165,15 @@ func (r *report) targets() []target {
 		out = append(out,
 			target{"daemon RSS idle", "≤ 50 MB", mb(r.rssIdle), r.rssIdle <= 50e6, margin(float64(r.rssIdle)/1e6, 50, "MB")},
 			target{fmt.Sprintf("daemon RSS at %d instances", r.scaleN), "≤ 100 MB", mb(r.rssFull), r.rssFull <= 100e6, margin(float64(r.rssFull)/1e6, 100, "MB")})
+		if n := len(r.scaleCreate.runs); n >= 200 {
+			// A create's cost must not grow with the fleet: the median of
+			// the last tenth against the first tenth.
+			first, last := sample{runs: r.scaleCreate.runs[:n/10]}, sample{runs: r.scaleCreate.runs[n-n/10:]}
+			ratio := float64(last.median()) / float64(first.median())
+			out = append(out, target{fmt.Sprintf("create cost at %d instances vs at the start", n), "≤ 1.5× (flat)",
+				fmt.Sprintf("last %d: %s, first %d: %s = %.2f×", n/10, ms(last.median()), n/10, ms(first.median()), ratio),
+				ratio <= 1.5, margin(ratio, 1.5, "×")})
+		}
 		single := r.scaleCreate.median()
 		worst := r.parallel.max()
 		ok := len(r.parallelFailed) == 0 && len(r.parallel.runs) == r.o.parallel && worst <= 10*single

@@ -17,7 +17,7 @@ import (
 // `--ready-probe none` makes an instance Running once its domain runs,
 // since the test driver has no guest to answer.
 func (e *env) scaleFigures() error {
-	d, err := e.startDaemon("scale", 21, "--libvirt-uri", "test:///default", "--ready-probe", "none")
+	d, err := e.startDaemon("scale", 16, "--libvirt-uri", "test:///default", "--ready-probe", "none")
 	if err != nil {
 		return err
 	}

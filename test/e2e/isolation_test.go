@@ -291,16 +291,21 @@ path, n = sys.argv[1], int(sys.argv[2])
 held, refused = [], 0
 for i in range(n):
     s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.sendall(b"POST /v1/instances HTTP/1.1\r\nHost: x\r\n")  # and never the rest
-    s.settimeout(0.2)
     try:
+        s.connect(path)
+        s.sendall(b"POST /v1/instances HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        s.settimeout(0.05)
         if s.recv(64).startswith(b"HTTP/1.1 429"):
             refused += 1
             s.close()
             continue
     except socket.timeout:
         pass
+    except OSError:
+        # closed by the daemon before we could even send: refused too
+        refused += 1
+        s.close()
+        continue
     held.append(s)
 print("holding %d connections, %d refused" % (len(held), refused), flush=True)
 time.sleep(60)
