@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -135,24 +133,11 @@ func (e *Engine) waitScript(ctx context.Context, inst vm.Instance, kind guest.Sc
 func (e *Engine) scriptStatus(ctx context.Context, inst vm.Instance, kind guest.ScriptKind) (exit int, done bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := e.hv.Exec(cctx, inst.Domain, vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
-		"cat /proc/sys/kernel/random/boot_id; cat " + kind.StatusPath() + " 2>/dev/null || true"}})
+	res, err := e.hv.Exec(cctx, inst.Domain, guest.ScriptStatusRequest(kind))
 	if err != nil {
 		return 0, false, err
 	}
-	lines := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
-	if len(lines) < 2 {
-		return 0, false, nil
-	}
-	boot, f := strings.TrimSpace(lines[0]), strings.Fields(lines[1])
-	if len(f) < 2 || f[1] != boot {
-		return 0, false, nil // an earlier boot's result
-	}
-	exit, err = strconv.Atoi(f[0])
-	if err != nil {
-		return 0, false, fmt.Errorf("read %s status %q: %w", kind, lines[1], err)
-	}
-	return exit, true, nil
+	return guest.ParseScriptStatus(kind, res.Stdout)
 }
 
 func (e *Engine) scriptLogPath(id string, kind guest.ScriptKind) string {
@@ -163,8 +148,7 @@ func (e *Engine) scriptLogPath(id string, kind guest.ScriptKind) string {
 func (e *Engine) fetchScriptLog(ctx context.Context, inst vm.Instance, kind guest.ScriptKind) ([]byte, error) {
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	res, err := e.hv.Exec(cctx, inst.Domain, vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
-		"tail -c " + strconv.Itoa(maxScriptLog) + " " + kind.LogPath() + " 2>/dev/null || true"}})
+	res, err := e.hv.Exec(cctx, inst.Domain, guest.ScriptLogRequest(kind, maxScriptLog))
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"unicode/utf8"
+
+	"github.com/labvm/labvm/vm"
 )
 
 // Guest paths of the script machinery. The daemon reads the status and
@@ -70,3 +74,37 @@ var runner string
 
 // Runner returns the runner script, to be installed at RunnerPath.
 func Runner() string { return runner }
+
+// ScriptStatusRequest is the guest-exec that prints the guest's current
+// boot id, then the kind's status file ("EXIT BOOT_ID") if the runner has
+// written it.
+func ScriptStatusRequest(kind ScriptKind) vm.ExecRequest {
+	return vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
+		"cat /proc/sys/kernel/random/boot_id; cat " + kind.StatusPath() + " 2>/dev/null || true"}}
+}
+
+// ParseScriptStatus decodes what ScriptStatusRequest printed: done is
+// true only when the script ended during the current boot (an earlier
+// boot's result does not count), and exit is then its exit code.
+func ParseScriptStatus(kind ScriptKind, out []byte) (exit int, done bool, err error) {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 2 {
+		return 0, false, nil
+	}
+	boot, f := strings.TrimSpace(lines[0]), strings.Fields(lines[1])
+	if len(f) < 2 || f[1] != boot {
+		return 0, false, nil // an earlier boot's result
+	}
+	exit, err = strconv.Atoi(f[0])
+	if err != nil {
+		return 0, false, fmt.Errorf("read %s status %q: %w", kind, lines[1], err)
+	}
+	return exit, true, nil
+}
+
+// ScriptLogRequest is the guest-exec that prints the last max bytes of
+// the kind's output (nothing when there is none yet).
+func ScriptLogRequest(kind ScriptKind, max int) vm.ExecRequest {
+	return vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
+		"tail -c " + strconv.Itoa(max) + " " + kind.LogPath() + " 2>/dev/null || true"}}
+}
