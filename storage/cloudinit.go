@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/labvm/labvm/vm/guest"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -89,11 +90,11 @@ func (s SeedSpec) Validate() error {
 			return fmt.Errorf("%w: phone-home URL %q: want an absolute http(s) URL", ErrInvalidSeed, s.PhoneHomeURL)
 		}
 	}
-	for kind, body := range map[ScriptKind][]byte{ScriptSetup: s.Scripts.Setup, ScriptStartup: s.Scripts.Startup} {
+	for kind, body := range map[guest.ScriptKind][]byte{guest.ScriptSetup: s.Scripts.Setup, guest.ScriptStartup: s.Scripts.Startup} {
 		if len(body) == 0 {
 			continue
 		}
-		if err := ValidateScript(kind, body); err != nil {
+		if err := guest.ValidateScript(kind, body); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidSeed, err)
 		}
 		if s.Scripts.Timeout < time.Second {

@@ -17,6 +17,7 @@ import (
 	"github.com/labvm/labvm/daemon/daemontest"
 	"github.com/labvm/labvm/daemon/jobs"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/guest"
 )
 
 // fakeJobHV adds guest processes to the fake hypervisor: jobs run until
@@ -101,7 +102,7 @@ func (f *fakeJobHV) exit(t *testing.T, jobID, pid, code int, out string) {
 	t.Helper()
 	f.jmu.Lock()
 	defer f.jmu.Unlock()
-	stdout, _ := vm.JobOutputPaths(jobID)
+	stdout, _ := guest.JobOutputPaths(jobID)
 	f.files[stdout] = []byte(out)
 	p, ok := f.procs[pid]
 	if !ok {

@@ -8,6 +8,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/guest"
 )
 
 var jobStreams = [2]string{"stdout", "stderr"}
@@ -26,7 +27,7 @@ func (e *Engine) Snapshot(ctx context.Context, inst vm.Instance, job vm.Job) (ap
 		out.Truncated = job.StdoutSize > int64(len(kept.Stdout)) || job.StderrSize > int64(len(kept.Stderr))
 	case job.State == vm.JobRunning:
 		paths := [2]string{}
-		paths[0], paths[1] = vm.JobOutputPaths(job.ID)
+		paths[0], paths[1] = guest.JobOutputPaths(job.ID)
 		for i, p := range paths {
 			c, err := e.readGuestOutput(ctx, inst, p, -1, vm.MaxJobOutput)
 			if err != nil {
@@ -60,7 +61,7 @@ func (e *Engine) keptOutput(inst vm.Instance, job vm.Job) (store.JobOutput, erro
 func (e *Engine) Follow(ctx context.Context, inst vm.Instance, job vm.Job, send func(api.JobLogEvent) bool) {
 	offsets := [2]int64{-1, -1}
 	paths := [2]string{}
-	paths[0], paths[1] = vm.JobOutputPaths(job.ID)
+	paths[0], paths[1] = guest.JobOutputPaths(job.ID)
 	warned := false
 	for {
 		changed := e.jobs.watch()

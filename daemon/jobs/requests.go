@@ -10,6 +10,7 @@ import (
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/guest"
 	"github.com/labvm/labvm/vm/shell"
 )
 
@@ -44,7 +45,7 @@ func (e *Engine) Get(inst vm.Instance, id int) (vm.Job, error) {
 
 // Submit queues a command in inst for submitter.
 func (e *Engine) Submit(inst vm.Instance, submitter string, command []string) (vm.Job, error) {
-	if err := vm.ValidateCommand(command); err != nil {
+	if err := guest.ValidateCommand(command); err != nil {
 		return vm.Job{}, errdefs.Invalidf("%v; use `labvm job submit NAME -- COMMAND [ARGS…]`", err)
 	}
 	if err := inst.State.Check(vm.ActionAccess); err != nil {

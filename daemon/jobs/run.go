@@ -8,6 +8,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/guest"
 )
 
 // runJob owns one started job until it ends or labvmd stops: it starts
@@ -43,7 +44,7 @@ func (e *Engine) runJob(ctx context.Context, inst vm.Instance, job vm.Job, lj *l
 // pid. Once sent, the start is finished and recorded even if labvmd is
 // stopping, so the next labvmd can re-attach.
 func (e *Engine) startGuestJob(ctx context.Context, runner Runner, inst vm.Instance, job vm.Job) (vm.Job, error) {
-	req, err := vm.JobStartRequest(job.ID, job.Command)
+	req, err := guest.JobStartRequest(job.ID, job.Command)
 	if err != nil {
 		return job, err
 	}
@@ -143,7 +144,7 @@ func (e *Engine) instanceGone(ctx context.Context, inst vm.Instance) string {
 func (e *Engine) signalJob(ctx context.Context, inst vm.Instance, job vm.Job, sig string) {
 	sctx, cancel := context.WithTimeout(ctx, jobGuestCall)
 	defer cancel()
-	res, err := e.hv.Exec(sctx, inst.Domain, vm.JobSignalRequest(job.PID, sig))
+	res, err := e.hv.Exec(sctx, inst.Domain, guest.JobSignalRequest(job.PID, sig))
 	if err == nil && res.ExitCode != 0 {
 		err = fmt.Errorf("kill exited %d: %s", res.ExitCode, res.Stderr)
 	}
@@ -216,7 +217,7 @@ func (e *Engine) collectOutput(ctx context.Context, inst vm.Instance, job vm.Job
 	var out store.JobOutput
 	var sizes [2]int64
 	paths := [2]string{}
-	paths[0], paths[1] = vm.JobOutputPaths(job.ID)
+	paths[0], paths[1] = guest.JobOutputPaths(job.ID)
 	for i, p := range paths {
 		c, err := e.readGuestOutput(context.WithoutCancel(ctx), inst, p, -1, vm.MaxJobOutput)
 		if err != nil {
@@ -235,15 +236,15 @@ func (e *Engine) collectOutput(ctx context.Context, inst vm.Instance, job vm.Job
 
 // readGuestOutput reads up to max bytes of a job's output file from
 // offset (negative: the last max bytes).
-func (e *Engine) readGuestOutput(ctx context.Context, inst vm.Instance, path string, offset int64, max int) (vm.OutputChunk, error) {
+func (e *Engine) readGuestOutput(ctx context.Context, inst vm.Instance, path string, offset int64, max int) (guest.OutputChunk, error) {
 	ctx, cancel := context.WithTimeout(ctx, jobGuestCall)
 	defer cancel()
-	res, err := e.hv.Exec(ctx, inst.Domain, vm.JobReadRequest(path, offset, max))
+	res, err := e.hv.Exec(ctx, inst.Domain, guest.JobReadRequest(path, offset, max))
 	if err != nil {
-		return vm.OutputChunk{}, err
+		return guest.OutputChunk{}, err
 	}
 	if res.ExitCode != 0 {
-		return vm.OutputChunk{}, fmt.Errorf("reading %s exited %d: %s", path, res.ExitCode, res.Stderr)
+		return guest.OutputChunk{}, fmt.Errorf("reading %s exited %d: %s", path, res.ExitCode, res.Stderr)
 	}
-	return vm.ParseJobRead(res.Stdout)
+	return guest.ParseJobRead(res.Stdout)
 }

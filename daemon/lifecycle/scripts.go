@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -15,6 +13,7 @@ import (
 	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
+	"github.com/labvm/labvm/vm/guest"
 )
 
 // defaultScriptTimeout bounds a setup or startup script unless the
@@ -33,11 +32,11 @@ func (e *Engine) scriptsOf(req api.CreateInstanceRequest) (storage.Scripts, erro
 		}
 		s.Timeout = time.Duration(req.ScriptTimeoutSeconds) * time.Second
 	}
-	for kind, body := range map[storage.ScriptKind][]byte{storage.ScriptSetup: s.Setup, storage.ScriptStartup: s.Startup} {
+	for kind, body := range map[guest.ScriptKind][]byte{guest.ScriptSetup: s.Setup, guest.ScriptStartup: s.Startup} {
 		if len(body) == 0 {
 			continue
 		}
-		if err := storage.ValidateScript(kind, body); err != nil {
+		if err := guest.ValidateScript(kind, body); err != nil {
 			return s, errdefs.Invalidf("--%s-script: %v", kind, err)
 		}
 	}
@@ -46,13 +45,13 @@ func (e *Engine) scriptsOf(req api.CreateInstanceRequest) (storage.Scripts, erro
 
 // pendingScripts lists what this boot must wait for: setup once, startup
 // every boot, setup first.
-func pendingScripts(inst vm.Instance) []storage.ScriptKind {
-	var out []storage.ScriptKind
+func pendingScripts(inst vm.Instance) []guest.ScriptKind {
+	var out []guest.ScriptKind
 	if inst.Scripts.Setup && !inst.Scripts.SetupDone {
-		out = append(out, storage.ScriptSetup)
+		out = append(out, guest.ScriptSetup)
 	}
 	if inst.Scripts.Startup {
-		out = append(out, storage.ScriptStartup)
+		out = append(out, guest.ScriptStartup)
 	}
 	return out
 }
@@ -70,7 +69,7 @@ func (e *Engine) awaitScripts(ctx context.Context, op *ops.Op, inst *vm.Instance
 	limit := time.Duration(inst.Scripts.TimeoutSeconds)*time.Second + time.Minute
 	for _, kind := range kinds {
 		step := StepSetup
-		if kind == storage.ScriptStartup {
+		if kind == guest.ScriptStartup {
 			step = StepStartup
 		}
 		op.Stage(step, fmt.Sprintf("up to %s; output: labvm logs %s --%s", limit-time.Minute, inst.Name, kind))
@@ -79,7 +78,7 @@ func (e *Engine) awaitScripts(ctx context.Context, op *ops.Op, inst *vm.Instance
 			return err
 		}
 		e.saveScriptLog(ctx, *inst, kind)
-		if kind == storage.ScriptSetup {
+		if kind == guest.ScriptSetup {
 			inst.Scripts.SetupDone = true
 			inst.Scripts.SetupExit = exit
 			if err := e.setState(inst, inst.State, inst.StateReason); err != nil {
@@ -99,7 +98,7 @@ func (e *Engine) awaitScripts(ctx context.Context, op *ops.Op, inst *vm.Instance
 
 // waitScript returns the script's exit code, or nil when only a
 // phone-home told that it ended.
-func (e *Engine) waitScript(ctx context.Context, inst vm.Instance, kind storage.ScriptKind, limit time.Duration, phoned <-chan struct{}) (*int, error) {
+func (e *Engine) waitScript(ctx context.Context, inst vm.Instance, kind guest.ScriptKind, limit time.Duration, phoned <-chan struct{}) (*int, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(time.Second)
@@ -131,39 +130,25 @@ func (e *Engine) waitScript(ctx context.Context, inst vm.Instance, kind storage.
 }
 
 // scriptStatus reads the runner's status file and the current boot id.
-func (e *Engine) scriptStatus(ctx context.Context, inst vm.Instance, kind storage.ScriptKind) (exit int, done bool, err error) {
+func (e *Engine) scriptStatus(ctx context.Context, inst vm.Instance, kind guest.ScriptKind) (exit int, done bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	res, err := e.hv.Exec(cctx, inst.Domain, vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
-		"cat /proc/sys/kernel/random/boot_id; cat " + kind.StatusPath() + " 2>/dev/null || true"}})
+	res, err := e.hv.Exec(cctx, inst.Domain, guest.ScriptStatusRequest(kind))
 	if err != nil {
 		return 0, false, err
 	}
-	lines := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
-	if len(lines) < 2 {
-		return 0, false, nil
-	}
-	boot, f := strings.TrimSpace(lines[0]), strings.Fields(lines[1])
-	if len(f) < 2 || f[1] != boot {
-		return 0, false, nil // an earlier boot's result
-	}
-	exit, err = strconv.Atoi(f[0])
-	if err != nil {
-		return 0, false, fmt.Errorf("read %s status %q: %w", kind, lines[1], err)
-	}
-	return exit, true, nil
+	return guest.ParseScriptStatus(kind, res.Stdout)
 }
 
-func (e *Engine) scriptLogPath(id string, kind storage.ScriptKind) string {
+func (e *Engine) scriptLogPath(id string, kind guest.ScriptKind) string {
 	return filepath.Join(e.paths.Dir(id), string(kind)+".log")
 }
 
 // fetchScriptLog reads a script's output from the guest (its last MiB).
-func (e *Engine) fetchScriptLog(ctx context.Context, inst vm.Instance, kind storage.ScriptKind) ([]byte, error) {
+func (e *Engine) fetchScriptLog(ctx context.Context, inst vm.Instance, kind guest.ScriptKind) ([]byte, error) {
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	res, err := e.hv.Exec(cctx, inst.Domain, vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
-		"tail -c " + strconv.Itoa(maxScriptLog) + " " + kind.LogPath() + " 2>/dev/null || true"}})
+	res, err := e.hv.Exec(cctx, inst.Domain, guest.ScriptLogRequest(kind, maxScriptLog))
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +157,7 @@ func (e *Engine) fetchScriptLog(ctx context.Context, inst vm.Instance, kind stor
 
 // saveScriptLog keeps a finished script's output on the host, so it can be
 // read while the instance is stopped.
-func (e *Engine) saveScriptLog(ctx context.Context, inst vm.Instance, kind storage.ScriptKind) {
+func (e *Engine) saveScriptLog(ctx context.Context, inst vm.Instance, kind guest.ScriptKind) {
 	out, err := e.fetchScriptLog(ctx, inst, kind)
 	if err != nil {
 		e.log.Warn("fetch script output", "instance", inst.Name, "script", kind, "error", err)
@@ -202,9 +187,9 @@ func (e *Engine) Logs(ctx context.Context, inst vm.Instance, kind string) (api.L
 		if os.IsNotExist(err) {
 			content, err = nil, nil
 		}
-	case string(storage.ScriptSetup), string(storage.ScriptStartup):
-		k := storage.ScriptKind(kind)
-		if (k == storage.ScriptSetup && !inst.Scripts.Setup) || (k == storage.ScriptStartup && !inst.Scripts.Startup) {
+	case string(guest.ScriptSetup), string(guest.ScriptStartup):
+		k := guest.ScriptKind(kind)
+		if (k == guest.ScriptSetup && !inst.Scripts.Setup) || (k == guest.ScriptStartup && !inst.Scripts.Startup) {
 			return out, errdefs.New(errdefs.ErrNotFound, "give one at creation with --"+kind+"-script FILE", "%s has no %s script", inst.Name, kind)
 		}
 		// A running guest has the freshest output, even mid-script.

@@ -34,9 +34,24 @@ type rule struct {
 var rules = []rule{
 	{
 		name:      "domain packages never import daemon/...",
-		roots:     []string{"vm/...", "network/...", "storage/...", "images/...", "guest/..."},
+		roots:     []string{"vm/...", "vm/guest", "network/...", "storage/...", "images/...", "guest/..."},
 		tests:     true,
 		forbidden: under(module + "/daemon"),
+	},
+	{
+		// storage writes the guest's paths and runner into the seed, so it
+		// imports vm/guest; the other way round would make them one package.
+		name:      "vm/guest never imports storage (only storage -> vm/guest)",
+		roots:     []string{"vm/guest"},
+		tests:     true,
+		forbidden: under(module + "/storage"),
+	},
+	{
+		// vm/guest builds its requests from vm.ExecRequest.
+		name:      "vm never imports vm/guest (only vm/guest -> vm)",
+		roots:     []string{"vm"},
+		tests:     true,
+		forbidden: under(module + "/vm/guest"),
 	},
 	{
 		name:      "daemon/api imports nothing of labvm",

@@ -91,7 +91,7 @@ func FuzzQuote(f *testing.F) {
 			t.Fatalf("Quote(%q) left special characters bare", s)
 		}
 		if strings.IndexByte(s, 0) >= 0 {
-			return // no argv can hold NUL; ValidateCommand refuses it
+			return // no argv can hold NUL; guest.ValidateCommand refuses it
 		}
 		for _, sh := range shs {
 			got := echoBack(t, sh, q)

@@ -1,4 +1,4 @@
-package vm
+package guest
 
 import (
 	"bytes"
@@ -7,12 +7,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/labvm/labvm/vm"
 	"github.com/labvm/labvm/vm/shell"
 )
 
-// GuestJobDir is where a job's output goes in the guest: ID.out and
+// JobDir is where a job's output goes in the guest: ID.out and
 // ID.err, kept after the job ends.
-const GuestJobDir = "/var/lib/labvm/jobs"
+const JobDir = "/var/lib/labvm/jobs"
 
 // ValidateCommand checks an argv before it is handed to a guest.
 func ValidateCommand(argv []string) error {
@@ -29,7 +30,7 @@ func ValidateCommand(argv []string) error {
 
 // JobOutputPaths are the guest files a job's streams go to.
 func JobOutputPaths(id int) (stdout, stderr string) {
-	base := fmt.Sprintf("%s/%d", GuestJobDir, id)
+	base := fmt.Sprintf("%s/%d", JobDir, id)
 	return base + ".out", base + ".err"
 }
 
@@ -39,9 +40,9 @@ func JobOutputPaths(id int) (stdout, stderr string) {
 // exactly the job (qemu-ga's children are never group leaders, so setsid
 // does not fork and the pid the agent reports stays the job's). Exit 126
 // without output means the output files could not be created.
-func JobStartRequest(id int, argv []string) (ExecRequest, error) {
+func JobStartRequest(id int, argv []string) (vm.ExecRequest, error) {
 	if err := ValidateCommand(argv); err != nil {
-		return ExecRequest{}, err
+		return vm.ExecRequest{}, err
 	}
 	out, errPath := JobOutputPaths(id)
 	cmd := shell.Join(argv...)
@@ -51,15 +52,15 @@ func JobStartRequest(id int, argv []string) (ExecRequest, error) {
 		"exec </dev/null >>%[2]s 2>>%[3]s\n"+
 		"if command -v setsid >/dev/null 2>&1; then exec setsid %[4]s; fi\n"+
 		"exec %[4]s",
-		shell.Quote(GuestJobDir), shell.Quote(out), shell.Quote(errPath), cmd)
-	return ExecRequest{Path: "/bin/sh", Args: []string{"-c", script}}, nil
+		shell.Quote(JobDir), shell.Quote(out), shell.Quote(errPath), cmd)
+	return vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c", script}}, nil
 }
 
 // JobSignalRequest is the guest-exec that sends sig (TERM, KILL) to the
 // job's process group, or to the process alone when it has no group of
 // its own (a guest without setsid).
-func JobSignalRequest(pid int, sig string) ExecRequest {
-	return ExecRequest{Path: "/bin/sh", Args: []string{"-c",
+func JobSignalRequest(pid int, sig string) vm.ExecRequest {
+	return vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c",
 		`kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"`, "labvm-kill", sig, strconv.Itoa(pid)}}
 }
 
@@ -77,8 +78,8 @@ tail -c +$((off + 1)) "$f" 2>/dev/null | head -c "$max"`
 
 // JobReadRequest is the guest-exec that reads up to max bytes of a job's
 // output file from offset (negative: the last max bytes).
-func JobReadRequest(path string, offset int64, max int) ExecRequest {
-	return ExecRequest{Path: "/bin/sh", Args: []string{"-c", jobReadScript, "labvm-read",
+func JobReadRequest(path string, offset int64, max int) vm.ExecRequest {
+	return vm.ExecRequest{Path: "/bin/sh", Args: []string{"-c", jobReadScript, "labvm-read",
 		path, strconv.FormatInt(offset, 10), strconv.Itoa(max)}}
 }
 

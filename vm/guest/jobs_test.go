@@ -1,4 +1,4 @@
-package vm
+package guest
 
 import (
 	"bytes"
@@ -54,7 +54,7 @@ func TestJobStartScriptRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := strings.ReplaceAll(req.Args[1], GuestJobDir, dir+"/jobs")
+	script := strings.ReplaceAll(req.Args[1], JobDir, dir+"/jobs")
 	for _, sh := range shells(t) {
 		args := append(append([]string{}, sh[1:]...), "-c", script)
 		err := exec.Command(sh[0], args...).Run()
