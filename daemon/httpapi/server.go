@@ -233,8 +233,13 @@ func (s *Server) authorize(cl *call, rt route) error {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, rt route, c authz.Caller, err error) {
 	ae := errdefs.ToAPI(err)
 	level := slog.LevelInfo
-	if ae.Code == api.CodeInternal {
+	switch ae.Code {
+	case api.CodeInternal:
 		level = slog.LevelError
+	case api.CodePermissionDenied:
+		// The audit log records refusals, rate-limited per uid; the
+		// daemon's own log must not become the flood's target instead.
+		level = slog.LevelDebug
 	}
 	s.Log.Log(r.Context(), level, "request failed", "route", rt.pattern, "caller", c.Name, "code", ae.Code, "error", ae.Message)
 	writeError(w, ae)

@@ -236,7 +236,7 @@ func TestOneHostManyUsers(t *testing.T) {
 
 		// Hold many connections open, sending a header and never the body.
 		hold := exec.Command("setpriv", "--reuid="+strconv.Itoa(mallory.uid), "--regid="+strconv.Itoa(mallory.gid), "--init-groups",
-			"python3", "-c", connectionHog, d.socket, "200")
+			"/usr/bin/python3", "-c", connectionHog, d.socket, "200")
 		hogOut := &bytesBuffer{}
 		hold.Stdout, hold.Stderr = hogOut, hogOut
 		if err := hold.Start(); err != nil {
