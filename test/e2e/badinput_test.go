@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,9 +106,11 @@ func TestCreateFailsHalfway(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.must("image", "import", "blank", raw)
-	b, _ := os.ReadFile(raw)
-	sum := sha256.Sum256(b)
-	base := filepath.Join(d.dataDir, "images", hex.EncodeToString(sum[:])+".qcow2")
+	// A base is named by the digest of the stored qcow2, not of the raw
+	// file it came from.
+	var img api.Image
+	d.jsonOut(&img, "image", "show", "blank")
+	base := filepath.Join(d.dataDir, "images", img.Digest+".qcow2")
 	if err := os.Remove(base); err != nil {
 		t.Fatalf("remove base image: %v", err)
 	}
