@@ -160,11 +160,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		writeError(w, api.Errorf(api.CodePermissionDenied, "could not read the caller's Unix credentials"))
 		return
 	}
-	body := r.Body
-	if !rt.upload {
-		body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	}
-	r.Body = &progressBody{ReadCloser: body, rc: http.NewResponseController(w)}
 	cl := call{r: r, c: c}
 	if rt.audit != "" {
 		cl.note = &auditNote{action: rt.audit, target: r.PathValue("name")}
@@ -182,6 +177,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) {
 		s.fail(w, r, rt, c, err)
 		return
 	}
+	// The handler reads the body through bounds of its own, on a shallow
+	// copy of the request: the server keeps its own view of the body,
+	// which is how it knows not to ask an Expect: 100-continue client for
+	// a body nobody read (a refused upload is answered at once).
+	body := r.Body
+	if !rt.upload {
+		body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	}
+	bounded := *r
+	bounded.Body = &progressBody{ReadCloser: body, rc: http.NewResponseController(w)}
+	cl.r = &bounded
 	start := time.Now()
 	if rt.stream != nil {
 		if err := rt.stream(w, cl); err != nil {
