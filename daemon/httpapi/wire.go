@@ -13,11 +13,15 @@ func apiSize(s vm.Size) api.Size {
 	return api.Size{Name: s.Name, Family: s.Family, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB}
 }
 
+// apiState is an instance state as the API spells it: the model's own name,
+// which has a constant in package api (states_test.go checks every one).
+func apiState(s vm.State) api.InstanceState { return api.InstanceState(s.String()) }
+
 func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 	out := api.Instance{
 		ID:          inst.ID,
 		Name:        inst.Name,
-		State:       inst.State.String(),
+		State:       apiState(inst.State),
 		StateReason: inst.StateReason,
 		Size:        apiSize(inst.Size),
 		Image:       inst.Image,

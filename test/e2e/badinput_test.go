@@ -121,7 +121,7 @@ func TestCreateFailsHalfway(t *testing.T) {
 	}
 	var inst api.Instance
 	d.jsonOut(&inst, "show", "doomed")
-	if inst.State != "CreateFailed" || inst.StateReason == "" {
+	if inst.State != api.StateCreateFailed || inst.StateReason == "" {
 		t.Fatalf("state = %s (%q), want CreateFailed with a reason", inst.State, inst.StateReason)
 	}
 	if dirs := d.instanceDirs(); len(dirs) != 0 {
@@ -130,7 +130,7 @@ func TestCreateFailsHalfway(t *testing.T) {
 	if doms := d.domains(); len(doms) != 0 {
 		t.Fatalf("domains left by the failed create: %v", doms)
 	}
-	d.mustFail("CreateFailed", "start", "doomed")
+	d.mustFail(string(api.StateCreateFailed), "start", "doomed")
 	d.must("delete", "doomed", "--yes")
 	d.mustFail("not found", "show", "doomed")
 }

@@ -115,7 +115,7 @@ func TestDoctorRebuild(t *testing.T) {
 		}
 	}
 	d.jsonOut(&after, "list")
-	if len(after) != 2 || after[0].State != "Running" || after[1].State != "Running" {
+	if len(after) != 2 || after[0].State != api.StateRunning || after[1].State != api.StateRunning {
 		t.Errorf("instances after repair: %+v", after)
 	}
 

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/daemon/api"
 )
 
 // nobody is a plain local user with no group in common with anything of
@@ -94,7 +96,7 @@ func TestInstanceFilesArePrivate(t *testing.T) {
 
 	t.Log("QEMU still opens disk, seed and console: the instance starts and runs")
 	d.must("start", name)
-	if st := d.showInstance(name).State; st != "Running" {
+	if st := d.showInstance(name).State; st != api.StateRunning {
 		t.Fatalf("after start: %s", st)
 	}
 	check("running again")

@@ -28,12 +28,12 @@ func TestInstanceLifecycle(t *testing.T) {
 
 	t.Log("Alice creates her instance and the command waits until it is Running")
 	out := d.must("create", "alice-dev", "--image", "tiny", "--size", "Standard_B1s")
-	if !strings.Contains(out, "Running") {
+	if !strings.Contains(out, string(api.StateRunning)) {
 		t.Errorf("create output does not say Running: %q", out)
 	}
 	var inst api.Instance
 	d.jsonOut(&inst, "show", "alice-dev")
-	if inst.State != "Running" || inst.Size.Name != "Standard_B1s" || inst.Image != "tiny" {
+	if inst.State != api.StateRunning || inst.Size.Name != "Standard_B1s" || inst.Image != "tiny" {
 		t.Fatalf("show = %+v", inst)
 	}
 	ip := netip.MustParseAddr(inst.IP)
@@ -49,7 +49,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	disk := filepath.Join(d.dataDir, "instances", inst.ID, "disk.qcow2")
 
 	t.Log("the list shows it, as a table and as JSON")
-	if out := d.must("list"); !strings.Contains(out, "alice-dev") || !strings.Contains(out, "Running") {
+	if out := d.must("list"); !strings.Contains(out, "alice-dev") || !strings.Contains(out, string(api.StateRunning)) {
 		t.Errorf("list table:\n%s", out)
 	}
 	var list []api.Instance
@@ -85,7 +85,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	t.Log("stop deallocates: no domain, no QEMU process, the disk stays")
 	d.must("stop", "alice-dev")
 	d.jsonOut(&inst, "show", "alice-dev")
-	if inst.State != "Stopped" {
+	if inst.State != api.StateStopped {
 		t.Fatalf("state after stop = %s", inst.State)
 	}
 	if doms := d.domains(); len(doms) != 0 {
@@ -98,12 +98,12 @@ func TestInstanceLifecycle(t *testing.T) {
 		t.Fatalf("disk gone after stop: %v", err)
 	}
 	d.mustFail("already Stopped", "stop", "alice-dev")
-	d.mustFail("Stopped", "exec", "alice-dev", "--", "true")
+	d.mustFail(string(api.StateStopped), "exec", "alice-dev", "--", "true")
 
 	t.Log("start: same disk, same IP, same data")
 	d.must("start", "alice-dev")
 	d.jsonOut(&inst, "show", "alice-dev")
-	if inst.State != "Running" || inst.IP != ip.String() {
+	if inst.State != api.StateRunning || inst.IP != ip.String() {
 		t.Fatalf("after start: state %s ip %s (was %s)", inst.State, inst.IP, ip)
 	}
 	if got := strings.TrimSpace(d.must("exec", "alice-dev", "--", "cat", "/root/marker")); got != "labvm-marker-42" {
@@ -113,7 +113,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	t.Log("restart brings it back Running with the data")
 	d.must("restart", "alice-dev")
 	d.jsonOut(&inst, "show", "alice-dev")
-	if inst.State != "Running" {
+	if inst.State != api.StateRunning {
 		t.Fatalf("after restart: %s", inst.State)
 	}
 	if got := strings.TrimSpace(d.must("exec", "alice-dev", "--", "cat", "/root/marker")); got != "labvm-marker-42" {

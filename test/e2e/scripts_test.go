@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/daemon/api"
 )
 
 // TestSetupAndStartupScripts: a setup script runs once at the first boot
@@ -29,7 +31,7 @@ func TestSetupAndStartupScripts(t *testing.T) {
 	t.Log("Alice creates an instance with both scripts; create returns once setup has run")
 	d.must("create", "alice-dev", "--image", "tiny", "--size", "Standard_B1s", "--setup-script", setup, "--startup-script", startup)
 	inst := d.showInstance("alice-dev")
-	if inst.State != "Running" || inst.SetupExit == nil || *inst.SetupExit != 0 {
+	if inst.State != api.StateRunning || inst.SetupExit == nil || *inst.SetupExit != 0 {
 		t.Fatalf("after create: state %s, setup exit %v", inst.State, inst.SetupExit)
 	}
 	if got := d.must("exec", "alice-dev", "--", "cat", "/root/setup-ran"); got != "ran\n" {
@@ -61,7 +63,7 @@ func TestSetupAndStartupScripts(t *testing.T) {
 	failing := write("fail.sh", "echo about to fail\nexit 3\n")
 	d.mustFail("exited with 3", "create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s", "--setup-script", failing)
 	bob := d.showInstance("bob-dev")
-	if bob.State != "SetupFailed" || !strings.Contains(bob.StateReason, "exited with 3") {
+	if bob.State != api.StateSetupFailed || !strings.Contains(bob.StateReason, "exited with 3") {
 		t.Fatalf("failing setup: %s %q", bob.State, bob.StateReason)
 	}
 	if got := d.must("logs", "bob-dev", "--setup"); !strings.Contains(got, "about to fail") {
