@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
 )
@@ -71,7 +72,7 @@ func apiOperation(op store.Operation) api.Operation {
 		out.Stages = append(out.Stages, api.Stage{Step: st.Step, Name: st.Name, Detail: st.Detail, StartedAt: st.StartedAt, DoneAt: st.DoneAt})
 	}
 	if op.Error != nil {
-		out.Error = &api.Error{Code: api.Code(op.Error.Code), Message: op.Error.Message, Hint: op.Error.Hint}
+		out.Error = errdefs.ToAPI(errdefs.Recorded(op.Error))
 	}
 	return out
 }
