@@ -1,11 +1,10 @@
 package e2e
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -55,7 +54,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"exec with no command", []string{"exec", "ghost"}, "usage"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		d.chapter(t, tt.name, func(t *testing.T) {
 			r := d.labvm(tt.args...)
 			if r.code == 0 {
 				t.Fatalf("succeeded; want an error mentioning %q", tt.want)
@@ -108,16 +107,23 @@ func TestCreateFailsHalfway(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.must("image", "import", "blank", raw)
-	b, _ := os.ReadFile(raw)
-	sum := sha256.Sum256(b)
-	base := filepath.Join(d.dataDir, "images", hex.EncodeToString(sum[:])+".qcow2")
+	// The base is named by the digest of the stored (converted) file, not
+	// of the raw file imported.
+	var imgs []api.Image
+	d.jsonOut(&imgs, "image", "list")
+	i := slices.IndexFunc(imgs, func(im api.Image) bool { return im.Name == "blank" })
+	if i < 0 {
+		t.Fatalf("image list has no blank: %+v", imgs)
+	}
+	base := filepath.Join(d.dataDir, "images", imgs[i].Digest+".qcow2")
 	if err := os.Remove(base); err != nil {
 		t.Fatalf("remove base image: %v", err)
 	}
 
 	r := d.labvm("create", "doomed", "--image", "blank", "--size", "Standard_B1s")
-	if r.code == 0 {
-		t.Fatal("create succeeded without a base image")
+	// The failure must be the missing base, not any failure on the way.
+	if r.code == 0 || !strings.Contains(r.stderr, "Error: ") || !strings.Contains(r.stderr, "backing file") {
+		t.Fatalf("create without a base image: exit %d, want an error about the backing file\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	var inst api.Instance
 	d.jsonOut(&inst, "show", "doomed")
