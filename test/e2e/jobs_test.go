@@ -117,13 +117,14 @@ func TestJobs(t *testing.T) {
 		t.Fatalf("sleep 301 still runs in the guest after cancel (%s)", out)
 	}
 
-	t.Log("bad input is refused clearly and changes nothing")
-	d.mustFail("already ended", "job", "cancel", "alice-dev", "1")
-	d.mustFail("has no job 99", "job", "logs", "alice-dev", "99")
-	d.mustFail("usage: labvm job submit", "job", "submit", "alice-dev", "--")
-	d.mustFail("not found", "job", "submit", "nobody-dev", "--", "true")
-	d.mustFail("want a number", "job", "cancel", "alice-dev", "five")
-	d.jobStates("alice-dev", 5*time.Second, api.JobSucceeded, api.JobSucceeded, api.JobSucceeded, api.JobFailed, api.JobCancelled)
+	d.chapter(t, "bad input is refused clearly and changes nothing", func(t *testing.T) {
+		d.mustFail("already ended", "job", "cancel", "alice-dev", "1")
+		d.mustFail("has no job 99", "job", "logs", "alice-dev", "99")
+		d.mustFail("usage: labvm job submit", "job", "submit", "alice-dev", "--")
+		d.mustFail("not found", "job", "submit", "nobody-dev", "--", "true")
+		d.mustFail("want a number", "job", "cancel", "alice-dev", "five")
+		d.jobStates("alice-dev", 5*time.Second, api.JobSucceeded, api.JobSucceeded, api.JobSucceeded, api.JobFailed, api.JobCancelled)
+	})
 
 	t.Log("labvmd dies with two jobs running and one queued")
 	for _, n := range []string{"6", "7"} {
@@ -167,8 +168,10 @@ func TestJobs(t *testing.T) {
 		t.Errorf("output of the job queued across the stop: %q", out)
 	}
 
-	t.Log("the audit log has her job calls")
-	if out := d.must("audit", "--instance", "alice-dev"); !strings.Contains(out, "job-submit") || !strings.Contains(out, "job-cancel") || !strings.Contains(out, "job-logs") {
-		t.Errorf("audit lacks job calls:\n%s", out)
-	}
+	d.chapter(t, "the audit log has her job calls", func(t *testing.T) {
+		if out := d.must("audit", "--instance", "alice-dev"); !strings.Contains(out, "job-submit") || !strings.Contains(out, "job-cancel") || !strings.Contains(out, "job-logs") {
+			t.Errorf("audit lacks job calls:\n%s", out)
+		}
+	})
+
 }
