@@ -197,7 +197,7 @@ func TestWhoMayDoWhat(t *testing.T) {
 				t.Logf("audit: %+v", e)
 			}
 		}
-		expectDenied(t, d.as(alice, "audit"), "roles/write")
+		expectDenied(t, d.as(alice, "audit"), "lacks audit/read")
 	})
 
 }
