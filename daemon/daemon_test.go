@@ -45,7 +45,7 @@ func TestLifecycleThroughAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.State != "Running" || inst.DiskVirtual != 120<<30 || inst.IP != "10.177.0.10" || inst.SSH {
+	if inst.State != api.StateRunning || inst.DiskVirtual != 120<<30 || inst.IP != "10.177.0.10" || inst.SSH {
 		t.Fatalf("instance = %+v", inst)
 	}
 	if _, err := os.Stat(td.Paths.Seed(inst.ID)); err != nil {
@@ -54,15 +54,15 @@ func TestLifecycleThroughAPI(t *testing.T) {
 
 	steps := []struct {
 		do        func() (api.Operation, error)
-		wantState string
+		wantState api.InstanceState
 		wantCode  api.Code
 	}{
-		{func() (api.Operation, error) { return c.Start(ctx, "alice-dev") }, "Running", api.CodeConflict},
-		{func() (api.Operation, error) { return c.Stop(ctx, "alice-dev") }, "Stopped", ""},
-		{func() (api.Operation, error) { return c.Stop(ctx, "alice-dev") }, "Stopped", api.CodeConflict},
-		{func() (api.Operation, error) { return c.Restart(ctx, "alice-dev") }, "Stopped", api.CodeConflict},
-		{func() (api.Operation, error) { return c.Start(ctx, "alice-dev") }, "Running", ""},
-		{func() (api.Operation, error) { return c.Restart(ctx, "alice-dev") }, "Running", ""},
+		{func() (api.Operation, error) { return c.Start(ctx, "alice-dev") }, api.StateRunning, api.CodeConflict},
+		{func() (api.Operation, error) { return c.Stop(ctx, "alice-dev") }, api.StateStopped, ""},
+		{func() (api.Operation, error) { return c.Stop(ctx, "alice-dev") }, api.StateStopped, api.CodeConflict},
+		{func() (api.Operation, error) { return c.Restart(ctx, "alice-dev") }, api.StateStopped, api.CodeConflict},
+		{func() (api.Operation, error) { return c.Start(ctx, "alice-dev") }, api.StateRunning, ""},
+		{func() (api.Operation, error) { return c.Restart(ctx, "alice-dev") }, api.StateRunning, ""},
 	}
 	for i, st := range steps {
 		op, err := st.do()
@@ -179,7 +179,7 @@ func TestCreateFailureRollsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inst.State != "CreateFailed" || !strings.Contains(inst.StateReason, "backing file") {
+	if inst.State != api.StateCreateFailed || !strings.Contains(inst.StateReason, "backing file") {
 		t.Fatalf("instance = %s %q", inst.State, inst.StateReason)
 	}
 	if _, err := os.Stat(td.Paths.Dir(inst.ID)); !os.IsNotExist(err) {
@@ -312,7 +312,7 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 	})
 	ctx := context.Background()
 	got, err := td.Client.Instance(ctx, "was-creating")
-	if err != nil || got.State != "CreateFailed" {
+	if err != nil || got.State != api.StateCreateFailed {
 		t.Fatalf("interrupted create: %+v %v", got, err)
 	}
 	if _, err := td.Client.Instance(ctx, "was-deleting"); !api.IsCode(err, api.CodeNotFound) {
@@ -320,7 +320,7 @@ func TestReconcileFinishesInterruptedWork(t *testing.T) {
 	}
 	// Its disk is missing, so it is kept, marked Unknown, never dropped.
 	got, err = td.Client.Instance(ctx, "was-running")
-	if err != nil || got.State != "Unknown" || !strings.Contains(got.StateReason, "missing") {
+	if err != nil || got.State != api.StateUnknown || !strings.Contains(got.StateReason, "missing") {
 		t.Fatalf("running without disk: %+v %v", got, err)
 	}
 }
@@ -397,7 +397,7 @@ func TestHostGuards(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("instance dirs after a refused create: %d, want 1", len(entries))
 	}
-	if inst, _ := td.Client.Instance(ctx, "fits-dev"); inst.State != "Stopped" {
+	if inst, _ := td.Client.Instance(ctx, "fits-dev"); inst.State != api.StateStopped {
 		t.Fatalf("refused start changed the state to %s", inst.State)
 	}
 
@@ -443,7 +443,7 @@ func TestLongCreateStream(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, inst := range list {
-		if inst.State != "Running" || seen[inst.IP] {
+		if inst.State != api.StateRunning || seen[inst.IP] {
 			t.Fatalf("%s: %s at %s (duplicate address: %v)", inst.Name, inst.State, inst.IP, seen[inst.IP])
 		}
 		seen[inst.IP] = true

@@ -159,7 +159,7 @@ func (e *env) teardown(d *daemonProc, name, domain string) error {
 		if err != nil {
 			return err
 		}
-		st, _ := vm.ParseState(inst.State)
+		st, _ := vm.ParseState(string(inst.State))
 		if !st.Transitional() && !strings.Contains(inst.StateReason, "(operation ") {
 			break
 		}
@@ -410,7 +410,7 @@ func (e *env) lifecycleRun(d *daemonProc, i int) error {
 			if err != nil {
 				return err
 			}
-			if inst.State != "Running" {
+			if inst.State != api.StateRunning {
 				return fmt.Errorf("%s is %s after create, want Running", name, inst.State)
 			}
 			r.bootedDisk = append(r.bootedDisk, diskBytes(filepath.Join(d.dataDir, "instances", inst.ID)))

@@ -62,7 +62,7 @@ else when one ends. The job id is printed on stdout.`,
 			}
 			fmt.Fprintln(a.stdout, job.ID)
 			fmt.Fprintf(a.stderr, "Job %d %s on %s; `labvm job logs %s %d --follow` follows it\n",
-				job.ID, strings.ToLower(job.State), job.Instance, job.Instance, job.ID)
+				job.ID, strings.ToLower(string(job.State)), job.Instance, job.Instance, job.ID)
 			return nil
 		},
 	}
@@ -89,7 +89,7 @@ func newJobListCommand(a *app) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(list.Jobs))
 			for _, j := range list.Jobs {
-				rows = append(rows, []string{strconv.Itoa(j.ID), j.State, exitText(j), clip(j.CommandLine, 48),
+				rows = append(rows, []string{strconv.Itoa(j.ID), string(j.State), exitText(j), clip(j.CommandLine, 48),
 					ago(j.SubmittedAt), tookText(j), orDash(j.Reason)})
 			}
 			return table(a.stdout, []string{"id", "state", "exit", "command", "submitted", "took", "reason"}, rows)
@@ -227,7 +227,7 @@ func newJobCancelCommand(a *app) *cobra.Command {
 			if a.json() {
 				return printJSON(a.stdout, job)
 			}
-			fmt.Fprintf(a.stdout, "Job %d of %s %s\n", job.ID, job.Instance, strings.ToLower(job.State))
+			fmt.Fprintf(a.stdout, "Job %d of %s %s\n", job.ID, job.Instance, strings.ToLower(string(job.State)))
 			return nil
 		},
 	}
@@ -288,7 +288,7 @@ func stateText(i api.Instance) string {
 		parts = append(parts, fmt.Sprintf("%d queued", i.JobsQueued))
 	}
 	if len(parts) == 0 {
-		return i.State
+		return string(i.State)
 	}
-	return i.State + " (" + strings.Join(parts, ", ") + ")"
+	return string(i.State) + " (" + strings.Join(parts, ", ") + ")"
 }

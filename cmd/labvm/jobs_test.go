@@ -12,14 +12,14 @@ func TestStateText(t *testing.T) {
 		running, queued int
 		want            string
 	}{
-		{0, 0, "Running"},
+		{0, 0, string(api.StateRunning)},
 		{1, 0, "Running (1 job)"},
 		{2, 0, "Running (2 jobs)"},
 		{2, 3, "Running (2 jobs, 3 queued)"},
 		{0, 1, "Running (1 queued)"},
 	}
 	for _, tt := range tests {
-		if got := stateText(api.Instance{State: "Running", JobsRunning: tt.running, JobsQueued: tt.queued}); got != tt.want {
+		if got := stateText(api.Instance{State: api.StateRunning, JobsRunning: tt.running, JobsQueued: tt.queued}); got != tt.want {
 			t.Errorf("%d running, %d queued: %q, want %q", tt.running, tt.queued, got, tt.want)
 		}
 	}
@@ -32,9 +32,9 @@ func TestJobColumns(t *testing.T) {
 		job        api.Job
 		exit, took string
 	}{
-		{api.Job{State: "Queued"}, "-", "-"},
-		{api.Job{State: "Failed", ExitCode: &three, StartedAt: &start, EndedAt: &end}, "3", "1.5s"},
-		{api.Job{State: "Cancelled", Signal: 15, StartedAt: &start, EndedAt: &end}, "signal 15", "1.5s"},
+		{api.Job{State: api.JobQueued}, "-", "-"},
+		{api.Job{State: api.JobFailed, ExitCode: &three, StartedAt: &start, EndedAt: &end}, "3", "1.5s"},
+		{api.Job{State: api.JobCancelled, Signal: 15, StartedAt: &start, EndedAt: &end}, "signal 15", "1.5s"},
 	}
 	for _, tt := range tests {
 		if got := exitText(tt.job); got != tt.exit {

@@ -146,7 +146,7 @@ func (a *app) printVNet(v api.VNet) error {
 		fmt.Fprintln(a.stdout, "Addresses in use:")
 		rows := make([][]string, 0, len(v.Addresses))
 		for _, ad := range v.Addresses {
-			rows = append(rows, []string{ad.IP, ad.Subnet, ad.Instance, ad.State})
+			rows = append(rows, []string{ad.IP, ad.Subnet, ad.Instance, string(ad.State)})
 		}
 		return table(a.stdout, []string{"ip", "subnet", "instance", "state"}, rows)
 	}

@@ -2,26 +2,6 @@ package api
 
 import "time"
 
-// Job states, as Job.State spells them.
-const (
-	JobQueued    = "Queued"
-	JobStarting  = "Starting"
-	JobRunning   = "Running"
-	JobSucceeded = "Succeeded"
-	JobFailed    = "Failed"
-	JobCancelled = "Cancelled"
-	JobLost      = "Lost"
-)
-
-// JobEnded reports whether a job in state s is over.
-func JobEnded(s string) bool {
-	switch s {
-	case JobSucceeded, JobFailed, JobCancelled, JobLost:
-		return true
-	}
-	return false
-}
-
 // SubmitJobRequest queues a command to run in the guest.
 type SubmitJobRequest struct {
 	Command []string `json:"command"`
@@ -33,9 +13,9 @@ type Job struct {
 	Instance string   `json:"instance"`
 	Command  []string `json:"command"`
 	// CommandLine is Command quoted for a POSIX shell.
-	CommandLine string `json:"command_line"`
-	Submitter   string `json:"submitter"`
-	State       string `json:"state"`
+	CommandLine string   `json:"command_line"`
+	Submitter   string   `json:"submitter"`
+	State       JobState `json:"state"`
 	// Reason says why a job failed, was cancelled or was lost.
 	Reason      string     `json:"reason,omitempty"`
 	PID         int        `json:"pid,omitempty"`

@@ -78,26 +78,26 @@ type CreateInstanceRequest struct {
 
 // Instance is an instance as shown to users.
 type Instance struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	State       string `json:"state"`
-	StateReason string `json:"state_reason,omitempty"`
-	Size        Size   `json:"size"`
-	Image       string `json:"image"`
-	ImageDigest string `json:"image_sha256"`
-	IP          string `json:"ip"`
-	MAC         string `json:"mac"`
-	VNet        string `json:"vnet"`
-	Subnet      string `json:"subnet"`
-	DiskVirtual int64  `json:"disk_virtual_bytes"`
-	DiskUsed    int64  `json:"disk_used_bytes"`
-	SSH         bool   `json:"ssh_enabled"`
-	GuestUser   string `json:"guest_user,omitempty"`
-	Creator     string `json:"creator"`
-	AssignedTo  string `json:"assigned_to,omitempty"`
-	Owner       string `json:"owner"`
-	Domain      string `json:"domain"`
-	Accel       string `json:"accelerator"`
+	ID          string        `json:"id"`
+	Name        string        `json:"name"`
+	State       InstanceState `json:"state"`
+	StateReason string        `json:"state_reason,omitempty"`
+	Size        Size          `json:"size"`
+	Image       string        `json:"image"`
+	ImageDigest string        `json:"image_sha256"`
+	IP          string        `json:"ip"`
+	MAC         string        `json:"mac"`
+	VNet        string        `json:"vnet"`
+	Subnet      string        `json:"subnet"`
+	DiskVirtual int64         `json:"disk_virtual_bytes"`
+	DiskUsed    int64         `json:"disk_used_bytes"`
+	SSH         bool          `json:"ssh_enabled"`
+	GuestUser   string        `json:"guest_user,omitempty"`
+	Creator     string        `json:"creator"`
+	AssignedTo  string        `json:"assigned_to,omitempty"`
+	Owner       string        `json:"owner"`
+	Domain      string        `json:"domain"`
+	Accel       string        `json:"accelerator"`
 	// JobsRunning and JobsQueued count the instance's jobs (labvm job);
 	// State stays the plain instance state.
 	JobsRunning int `json:"jobs_running"`
@@ -220,10 +220,10 @@ type Subnet struct {
 
 // Address is an address held by an instance.
 type Address struct {
-	IP       string `json:"ip"`
-	Subnet   string `json:"subnet"`
-	Instance string `json:"instance"`
-	State    string `json:"state"`
+	IP       string        `json:"ip"`
+	Subnet   string        `json:"subnet"`
+	Instance string        `json:"instance"`
+	State    InstanceState `json:"state"`
 }
 
 // CreateVNetRequest creates a VNet.

@@ -79,6 +79,28 @@ type hinted struct {
 func (h *hinted) Error() string { return h.err.Error() }
 func (h *hinted) Unwrap() error { return h.err }
 
+// errInternal is the kind of a recorded failure whose code is Internal (or
+// one this table does not know); it maps to CodeInternal like any error
+// without a kind.
+var errInternal = errors.New("internal error")
+
+// Recorded is the failure an operation recorded, rebuilt as an error of the
+// kind its code names, with its message and hint: ToAPI gives back the
+// same wire error. nil for an operation that did not fail.
+func Recorded(rec *store.OperationError) error {
+	if rec == nil {
+		return nil
+	}
+	kind := errInternal
+	for _, c := range codes {
+		if string(c.code) == rec.Code {
+			kind = c.kind
+			break
+		}
+	}
+	return New(kind, rec.Hint, "%s", rec.Message)
+}
+
 // codes maps the kinds to wire codes.
 var codes = []struct {
 	kind error

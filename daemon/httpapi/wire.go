@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/vm"
 )
@@ -13,11 +14,15 @@ func apiSize(s vm.Size) api.Size {
 	return api.Size{Name: s.Name, Family: s.Family, VCPUs: s.VCPUs, MemoryMiB: s.MemoryMiB}
 }
 
+// apiState is an instance state as the API spells it: the model's own name,
+// which has a constant in package api (states_test.go checks every one).
+func apiState(s vm.State) api.InstanceState { return api.InstanceState(s.String()) }
+
 func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 	out := api.Instance{
 		ID:          inst.ID,
 		Name:        inst.Name,
-		State:       inst.State.String(),
+		State:       apiState(inst.State),
 		StateReason: inst.StateReason,
 		Size:        apiSize(inst.Size),
 		Image:       inst.Image,
@@ -67,7 +72,7 @@ func apiOperation(op store.Operation) api.Operation {
 		out.Stages = append(out.Stages, api.Stage{Step: st.Step, Name: st.Name, Detail: st.Detail, StartedAt: st.StartedAt, DoneAt: st.DoneAt})
 	}
 	if op.Error != nil {
-		out.Error = &api.Error{Code: api.Code(op.Error.Code), Message: op.Error.Message, Hint: op.Error.Hint}
+		out.Error = errdefs.ToAPI(errdefs.Recorded(op.Error))
 	}
 	return out
 }

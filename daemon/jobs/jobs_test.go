@@ -140,7 +140,7 @@ func (jd *jobDaemon) waitOp(t *testing.T, op api.Operation, err error) {
 }
 
 // waitJobs polls until the instance's job states are want, in id order.
-func (jd *jobDaemon) waitJobs(t *testing.T, name string, want ...string) api.JobList {
+func (jd *jobDaemon) waitJobs(t *testing.T, name string, want ...api.JobState) api.JobList {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -148,7 +148,7 @@ func (jd *jobDaemon) waitJobs(t *testing.T, name string, want ...string) api.Job
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []string
+		var got []api.JobState
 		for _, j := range list.Jobs {
 			got = append(got, j.State)
 		}
@@ -178,17 +178,17 @@ func TestJobQueueThroughAPI(t *testing.T) {
 			t.Fatalf("submit %d: %+v %v", i, j, err)
 		}
 	}
-	list := jd.waitJobs(t, "alice-dev", "Running", "Running", "Queued")
+	list := jd.waitJobs(t, "alice-dev", api.JobRunning, api.JobRunning, api.JobQueued)
 	if list.Parallel != 2 || list.ParallelDefault || list.Jobs[0].CommandLine != "sh -c 'echo 0'" {
 		t.Fatalf("list = %+v", list)
 	}
-	if inst, _ := c.Instance(ctx, "alice-dev"); inst.State != "Running" || inst.JobsRunning != 2 || inst.JobsQueued != 1 {
+	if inst, _ := c.Instance(ctx, "alice-dev"); inst.State != api.StateRunning || inst.JobsRunning != 2 || inst.JobsQueued != 1 {
 		t.Fatalf("instance shows %s, %d running, %d queued", inst.State, inst.JobsRunning, inst.JobsQueued)
 	}
 
 	t.Log("job 1 succeeds with its output kept; job 3 takes its slot")
 	hv.exit(t, 1, list.Jobs[0].PID, 0, "hello\n")
-	list = jd.waitJobs(t, "alice-dev", "Succeeded", "Running", "Running")
+	list = jd.waitJobs(t, "alice-dev", api.JobSucceeded, api.JobRunning, api.JobRunning)
 	logs, err := c.JobLogs(ctx, "alice-dev", 1)
 	if err != nil || string(logs.Stdout) != "hello\n" || *logs.Job.ExitCode != 0 {
 		t.Fatalf("logs = %+v %v", logs, err)
@@ -196,14 +196,14 @@ func TestJobQueueThroughAPI(t *testing.T) {
 
 	t.Log("job 2 fails with its exit code")
 	hv.exit(t, 2, list.Jobs[1].PID, 3, "")
-	jd.waitJobs(t, "alice-dev", "Succeeded", "Failed", "Running")
+	jd.waitJobs(t, "alice-dev", api.JobSucceeded, api.JobFailed, api.JobRunning)
 	if j, _ := c.Job(ctx, "alice-dev", 2); *j.ExitCode != 3 || j.Reason != "exited with code 3" {
 		t.Fatalf("job 2 = %+v", j)
 	}
 
 	t.Log("job 3 is cancelled: SIGTERM to its group")
 	j, err := c.CancelJob(ctx, "alice-dev", 3)
-	if err != nil || j.State != "Cancelled" || j.Signal != 15 {
+	if err != nil || j.State != api.JobCancelled || j.Signal != 15 {
 		t.Fatalf("cancel = %+v %v", j, err)
 	}
 
@@ -239,10 +239,10 @@ func TestJobQueueThroughAPI(t *testing.T) {
 	if _, err := c.SubmitJob(ctx, "alice-dev", []string{"sleep", "200"}); err != nil {
 		t.Fatal(err)
 	}
-	jd.waitJobs(t, "alice-dev", "Succeeded", "Failed", "Cancelled", "Running", "Queued")
+	jd.waitJobs(t, "alice-dev", api.JobSucceeded, api.JobFailed, api.JobCancelled, api.JobRunning, api.JobQueued)
 	op, err = c.Stop(ctx, "alice-dev")
 	jd.waitOp(t, op, err)
-	list = jd.waitJobs(t, "alice-dev", "Succeeded", "Failed", "Cancelled", "Cancelled", "Queued")
+	list = jd.waitJobs(t, "alice-dev", api.JobSucceeded, api.JobFailed, api.JobCancelled, api.JobCancelled, api.JobQueued)
 	if !strings.Contains(list.Jobs[3].Reason, "stopped") {
 		t.Fatalf("job 4 reason %q", list.Jobs[3].Reason)
 	}
@@ -253,7 +253,7 @@ func TestJobQueueThroughAPI(t *testing.T) {
 	t.Log("start runs the queue again")
 	op, err = c.Start(ctx, "alice-dev")
 	jd.waitOp(t, op, err)
-	jd.waitJobs(t, "alice-dev", "Succeeded", "Failed", "Cancelled", "Cancelled", "Running")
+	jd.waitJobs(t, "alice-dev", api.JobSucceeded, api.JobFailed, api.JobCancelled, api.JobCancelled, api.JobRunning)
 }
 
 // TestJobsSurviveRestart: a labvmd stopped with a job running and one
@@ -276,7 +276,7 @@ func TestJobsSurviveRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list := jd.waitJobs(t, "bob-dev", "Running", "Queued", "Queued")
+	list := jd.waitJobs(t, "bob-dev", api.JobRunning, api.JobQueued, api.JobQueued)
 	jd.stop()
 
 	// While labvmd is down, a second slot opens and the agent forgets
@@ -285,9 +285,9 @@ func TestJobsSurviveRestart(t *testing.T) {
 	hv.procs[list.Jobs[0].PID] = &fakeProc{}
 	hv.jmu.Unlock()
 	jd = startJobDaemon(t, hv, dir)
-	list = jd.waitJobs(t, "bob-dev", "Running", "Queued", "Queued")
+	list = jd.waitJobs(t, "bob-dev", api.JobRunning, api.JobQueued, api.JobQueued)
 	hv.exit(t, 1, list.Jobs[0].PID, 0, "re-attached\n")
-	list = jd.waitJobs(t, "bob-dev", "Succeeded", "Running", "Queued")
+	list = jd.waitJobs(t, "bob-dev", api.JobSucceeded, api.JobRunning, api.JobQueued)
 	if logs, _ := jd.client.JobLogs(ctx, "bob-dev", 1); string(logs.Stdout) != "re-attached\n" {
 		t.Fatalf("output of the re-attached job: %q", logs.Stdout)
 	}
@@ -297,7 +297,7 @@ func TestJobsSurviveRestart(t *testing.T) {
 	delete(hv.procs, list.Jobs[1].PID) // the guest rebooted, say
 	hv.jmu.Unlock()
 	jd = startJobDaemon(t, hv, dir)
-	list = jd.waitJobs(t, "bob-dev", "Succeeded", "Lost", "Running")
+	list = jd.waitJobs(t, "bob-dev", api.JobSucceeded, api.JobLost, api.JobRunning)
 	if !strings.Contains(list.Jobs[1].Reason, "no longer knows pid") {
 		t.Fatalf("lost job's reason: %q", list.Jobs[1].Reason)
 	}

@@ -22,7 +22,7 @@ const jobCancelWait = jobKillGrace + 10*time.Second
 func Wire(inst vm.Instance, j vm.Job) api.Job {
 	return api.Job{
 		ID: j.ID, Instance: inst.Name, Command: j.Command, CommandLine: shell.Join(j.Command...),
-		Submitter: j.Submitter, State: j.State.String(), Reason: j.Reason, PID: j.PID,
+		Submitter: j.Submitter, State: api.JobState(j.State.String()), Reason: j.Reason, PID: j.PID,
 		ExitCode: j.ExitCode, Signal: j.Signal,
 		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, EndedAt: j.EndedAt,
 		StdoutBytes: j.StdoutSize, StderrBytes: j.StderrSize,

@@ -18,19 +18,15 @@ import (
 	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/daemontest"
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // qcow2Fixture makes a small real qcow2, which the catalogue inspects.
 func qcow2Fixture(t *testing.T) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI=true and prerequisite missing: qemu-img (install qemu-utils)")
-		}
-		t.Skip("prerequisite missing: qemu-img (install qemu-utils)")
-	}
+	qemuImg := hostreq.RequireTool(t, "qemu-img", "qemu-utils")
 	path := filepath.Join(t.TempDir(), "disk.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", path, "32M").CombinedOutput(); err != nil {
+	if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", path, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(path)

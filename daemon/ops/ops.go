@@ -342,11 +342,7 @@ func (e *Engine) NoteAudit(id, action, target string, who Who) {
 	if err != nil {
 		return
 	}
-	var opErr error
-	if op.Error != nil {
-		opErr = &api.Error{Code: api.Code(op.Error.Code), Message: op.Error.Message, Hint: op.Error.Hint}
-	}
-	e.audit(who, action, target, id, opErr)
+	e.audit(who, action, target, id, errdefs.Recorded(op.Error))
 }
 
 // CancelHolder cancels the operation holding instanceID, if any, with

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -193,7 +194,117 @@ func TestOpenLockedFailsFast(t *testing.T) {
 // TestGroupCommit: concurrent updates share commits, yet each keeps its
 // own outcome: a failed call's writes never land, the others' all do, and
 // two creates of one name leave exactly one winner.
+// TestGroupCommit: concurrent Update calls share bbolt transactions (so
+// they share fsyncs), and a call alone gets its own. Calls in one group run
+// inside the same *bolt.Tx, so the distinct transactions the calls saw are
+// the transactions committed; the test keeps every one referenced, so no
+// two can share an address.
 func TestGroupCommit(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		calls      int
+		concurrent bool
+		// hold makes the first call wait inside its transaction until
+		// every other call has queued behind it.
+		hold bool
+		// wantTxs is the exact count; 0 means only "fewer than calls".
+		wantTxs int
+	}{
+		{name: "one after another", calls: 8, wantTxs: 8},
+		{name: "two queued behind one", calls: 3, concurrent: true, hold: true, wantTxs: 2},
+		{name: "64 queued behind one", calls: 64, concurrent: true, hold: true, wantTxs: 2},
+		{name: "64 racing", calls: 64, concurrent: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := openTemp(t)
+			var mu sync.Mutex
+			var txs []*bolt.Tx
+			note := func(tx *Tx) {
+				mu.Lock()
+				defer mu.Unlock()
+				if !slices.Contains(txs, tx.tx) {
+					txs = append(txs, tx.tx)
+				}
+			}
+			put := func(tx *Tx, i int) error {
+				note(tx)
+				return tx.tx.Bucket(bucketMeta).Put([]byte(fmt.Sprintf("g%02d", i)), []byte("v"))
+			}
+			if !tt.concurrent {
+				for i := range tt.calls {
+					if err := s.Update(func(tx *Tx) error { return put(tx, i) }); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				errs := make(chan error, tt.calls)
+				var wg sync.WaitGroup
+				first := 0
+				if tt.hold {
+					// The first call leads; it returns once the others
+					// have queued, so they all commit in the next group.
+					first = 1
+					started := make(chan struct{})
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- s.Update(func(tx *Tx) error {
+							close(started)
+							for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+								s.gmu.Lock()
+								queued := len(s.queue)
+								s.gmu.Unlock()
+								if queued == tt.calls-1 {
+									break
+								}
+							}
+							return put(tx, 0)
+						})
+					}()
+					<-started
+				}
+				for i := first; i < tt.calls; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						errs <- s.Update(func(tx *Tx) error {
+							time.Sleep(100 * time.Microsecond) // a write worth grouping
+							return put(tx, i)
+						})
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := s.View(func(tx *Tx) error {
+				for i := range tt.calls {
+					if tx.tx.Bucket(bucketMeta).Get([]byte(fmt.Sprintf("g%02d", i))) == nil {
+						t.Errorf("call %d's write is missing", i)
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.wantTxs > 0 && len(txs) != tt.wantTxs:
+				t.Errorf("%d calls committed in %d transactions, want %d", tt.calls, len(txs), tt.wantTxs)
+			case tt.wantTxs == 0 && len(txs) >= tt.calls:
+				t.Errorf("%d concurrent calls committed in %d transactions: not grouped", tt.calls, len(txs))
+			}
+			t.Logf("%d calls, %d transactions", tt.calls, len(txs))
+		})
+	}
+}
+
+// TestGroupCommitIsolatesFailures: in a group, a call that fails or panics
+// has none of its writes land and gets its own outcome; the others commit.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
 	s, _ := openTemp(t)
 	const n = 64
 	errs := make(chan error, n)

@@ -261,7 +261,7 @@ func Wire(v store.VNet, tx *store.Tx) api.VNet {
 	list, _ := tx.Instances()
 	for _, inst := range list {
 		if inst.VNet == v.Name && inst.IP.IsValid() {
-			out.Addresses = append(out.Addresses, api.Address{IP: inst.IP.String(), Subnet: inst.Subnet, Instance: inst.Name, State: inst.State.String()})
+			out.Addresses = append(out.Addresses, api.Address{IP: inst.IP.String(), Subnet: inst.Subnet, Instance: inst.Name, State: api.InstanceState(inst.State.String())})
 		}
 	}
 	sort.Slice(out.Addresses, func(i, j int) bool {

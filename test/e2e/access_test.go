@@ -47,7 +47,6 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 	// Running means the guest agent answered; sshd may start a moment later.
 	waitForPort(t, client.New(d.socket), "alice-dev", 22)
 
-	t.Log("labvm ssh runs a command in it, recording the host key under the instance's alias")
 	// With a host key from labvmd, labvm pins it in its own known_hosts;
 	// without (an older daemon), ssh records what it sees in the given one.
 	knownHosts := filepath.Join(dir, "known_hosts")
@@ -57,66 +56,77 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 	} else {
 		sshOpts = append(sshOpts, "-o", "UserKnownHostsFile="+knownHosts)
 	}
-	out := d.must(append([]string{"ssh", "alice-dev", "--"}, append(sshOpts, "hostname")...)...)
-	if got := strings.TrimSpace(out); got != "alice-dev" {
-		t.Fatalf("labvm ssh alice-dev -- hostname printed %q", got)
-	}
-	// ssh-keygen -F finds the alias even when known_hosts is hashed.
-	alias := "labvm-alice-dev-" + inst.ID[:8]
-	if out, err := exec.Command("ssh-keygen", "-F", alias, "-f", knownHosts).CombinedOutput(); err != nil {
-		t.Fatalf("known_hosts has no key for %s: %v\n%s", alias, err, out)
-	}
 
-	t.Log("the block from labvm ssh-config works with plain ssh")
-	config := filepath.Join(dir, "config")
-	if err := os.WriteFile(config, []byte(d.must("ssh-config", "alice-dev")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ssh := exec.Command("ssh", append([]string{"-F", config}, append(sshOpts, "alice-dev", "id -un")...)...)
-	if b, err := ssh.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "labvm" {
-		t.Fatalf("ssh -F (ssh-config output) alice-dev 'id -un': %v\n%s", err, b)
-	}
+	d.chapter(t, "labvm ssh runs a command in it, recording the host key under the instance's alias", func(t *testing.T) {
+		out := d.must(append([]string{"ssh", "alice-dev", "--"}, append(sshOpts, "hostname")...)...)
+		if got := strings.TrimSpace(out); got != "alice-dev" {
+			t.Fatalf("labvm ssh alice-dev -- hostname printed %q", got)
+		}
+		// ssh-keygen -F finds the alias even when known_hosts is hashed.
+		alias := "labvm-alice-dev-" + inst.ID[:8]
+		if out, err := exec.Command("ssh-keygen", "-F", alias, "-f", knownHosts).CombinedOutput(); err != nil {
+			t.Fatalf("known_hosts has no key for %s: %v\n%s", alias, err, out)
+		}
+	})
 
-	t.Log("labvm forward reaches a web server in the guest")
-	d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && busybox httpd -p 8888 -h /tmp/www")
-	local := freeLocalPort(t)
-	stopForward := d.forward(t, "alice-dev", strconv.Itoa(local)+":8888")
-	if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(local)+"/"); body != "hello\n" {
-		t.Fatalf("GET through the forward = %q, want %q", body, "hello\n")
-	}
-	d.mustFail("local port "+strconv.Itoa(local)+" is already in use", "forward", "alice-dev", strconv.Itoa(local)+":8888")
-	stopForward()
+	d.chapter(t, "the block from labvm ssh-config works with plain ssh", func(t *testing.T) {
+		config := filepath.Join(dir, "config")
+		if err := os.WriteFile(config, []byte(d.must("ssh-config", "alice-dev")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ssh := exec.Command("ssh", append([]string{"-F", config}, append(sshOpts, "alice-dev", "id -un")...)...)
+		if b, err := ssh.CombinedOutput(); err != nil || strings.TrimSpace(string(b)) != "labvm" {
+			t.Fatalf("ssh -F (ssh-config output) alice-dev 'id -un': %v\n%s", err, b)
+		}
+	})
 
-	t.Log("labvm open reaches the image's jupyter at its URL path")
-	d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")
-	appPort := freeLocalPort(t)
-	stopOpen := d.untilInterrupted(t, "jupyter of alice-dev is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", "open", "alice-dev", "jupyter", "--port", strconv.Itoa(appPort))
-	if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
-		t.Fatalf("GET through labvm open = %q", body)
-	}
-	stopOpen()
-	d.mustFail("no application \"matlab\"", "open", "alice-dev", "matlab")
+	d.chapter(t, "labvm forward reaches a web server in the guest", func(t *testing.T) {
+		d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && busybox httpd -p 8888 -h /tmp/www")
+		local := freeLocalPort(t)
+		stopForward := d.forward(t, "alice-dev", strconv.Itoa(local)+":8888")
+		if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(local)+"/"); body != "hello\n" {
+			t.Fatalf("GET through the forward = %q, want %q", body, "hello\n")
+		}
+		d.mustFail("local port "+strconv.Itoa(local)+" is already in use", "forward", "alice-dev", strconv.Itoa(local)+":8888")
+		stopForward()
+	})
 
-	d.mustFail(`port "70000"`, "forward", "alice-dev", "70000")
-	d.mustFail("cannot reach port 9999 of alice-dev", "forward", "alice-dev", "9999")
+	d.chapter(t, "labvm open reaches the image's jupyter at its URL path", func(t *testing.T) {
+		d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")
+		appPort := freeLocalPort(t)
+		stopOpen := d.untilInterrupted(t, "jupyter of alice-dev is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", "open", "alice-dev", "jupyter", "--port", strconv.Itoa(appPort))
+		if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
+			t.Fatalf("GET through labvm open = %q", body)
+		}
+		stopOpen()
+		d.mustFail("no application \"matlab\"", "open", "alice-dev", "matlab")
 
-	t.Log("the serial console answers")
-	consoleSays(t, client.New(d.socket), "alice-dev", "echo console-ok-$((6*7))", "console-ok-42")
+		d.mustFail(`port "70000"`, "forward", "alice-dev", "70000")
+		d.mustFail("cannot reach port 9999 of alice-dev", "forward", "alice-dev", "9999")
+	})
 
-	t.Log("Carol cannot use Alice's instance, even knowing its name")
-	if r := d.as(carol, "tunnel", "alice-dev", "22"); r.code == 0 || !strings.Contains(r.stderr, "only root may use") {
-		t.Fatalf("carol's tunnel: exit %d, stderr %q; want a refusal naming the owner", r.code, r.stderr)
-	}
+	d.chapter(t, "the serial console answers", func(t *testing.T) {
+		consoleSays(t, client.New(d.socket), "alice-dev", "echo console-ok-$((6*7))", "console-ok-42")
+	})
 
-	t.Log("an instance created without a key has no SSH, and says how to get it")
-	d.must("create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s")
-	d.mustFail("created without --ssh-key", append([]string{"ssh", "bob-dev", "--"}, sshOpts...)...)
-	d.mustFail("created without --ssh-key", "tunnel", "bob-dev", "22")
-	d.mustFail("created without --ssh-key", "ssh-config", "bob-dev")
+	d.chapter(t, "Carol cannot use Alice's instance, even knowing its name", func(t *testing.T) {
+		if r := d.as(carol, "tunnel", "alice-dev", "22"); r.code == 0 || !strings.Contains(r.stderr, "only root may use") {
+			t.Fatalf("carol's tunnel: exit %d, stderr %q; want a refusal naming the owner", r.code, r.stderr)
+		}
+	})
 
-	t.Log("a stopped instance has no tunnels")
-	d.must("stop", "bob-dev")
-	d.mustFail("start it first", "tunnel", "bob-dev", "80")
+	d.chapter(t, "an instance created without a key has no SSH, and says how to get it", func(t *testing.T) {
+		d.must("create", "bob-dev", "--image", "tiny", "--size", "Standard_B1s")
+		d.mustFail("created without --ssh-key", append([]string{"ssh", "bob-dev", "--"}, sshOpts...)...)
+		d.mustFail("created without --ssh-key", "tunnel", "bob-dev", "22")
+		d.mustFail("created without --ssh-key", "ssh-config", "bob-dev")
+	})
+
+	d.chapter(t, "a stopped instance has no tunnels", func(t *testing.T) {
+		d.must("stop", "bob-dev")
+		d.mustFail("start it first", "tunnel", "bob-dev", "80")
+	})
+
 }
 
 // waitForPort waits until a tunnel to the guest's port opens.

@@ -53,7 +53,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"exec with no command", []string{"exec", "ghost"}, "usage"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		d.chapter(t, tt.name, func(t *testing.T) {
 			r := d.labvm(tt.args...)
 			if r.code == 0 {
 				t.Fatalf("succeeded; want an error mentioning %q", tt.want)
@@ -116,12 +116,13 @@ func TestCreateFailsHalfway(t *testing.T) {
 	}
 
 	r := d.labvm("create", "doomed", "--image", "blank", "--size", "Standard_B1s")
-	if r.code == 0 {
-		t.Fatal("create succeeded without a base image")
+	// The failure must be the missing base, not any failure on the way.
+	if r.code == 0 || !strings.Contains(r.stderr, "Error: ") || !strings.Contains(r.stderr, "backing file") {
+		t.Fatalf("create without a base image: exit %d, want an error about the backing file\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	var inst api.Instance
 	d.jsonOut(&inst, "show", "doomed")
-	if inst.State != "CreateFailed" || inst.StateReason == "" {
+	if inst.State != api.StateCreateFailed || inst.StateReason == "" {
 		t.Fatalf("state = %s (%q), want CreateFailed with a reason", inst.State, inst.StateReason)
 	}
 	if dirs := d.instanceDirs(); len(dirs) != 0 {
@@ -130,7 +131,7 @@ func TestCreateFailsHalfway(t *testing.T) {
 	if doms := d.domains(); len(doms) != 0 {
 		t.Fatalf("domains left by the failed create: %v", doms)
 	}
-	d.mustFail("CreateFailed", "start", "doomed")
+	d.mustFail(string(api.StateCreateFailed), "start", "doomed")
 	d.must("delete", "doomed", "--yes")
 	d.mustFail("not found", "show", "doomed")
 }

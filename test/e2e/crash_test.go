@@ -32,39 +32,39 @@ func TestCrashAtEveryStep(t *testing.T) {
 	}
 	del := func(name string) []string { return []string{"delete", name, "--yes"} }
 	steps := []struct {
-		at   string   // LABVM_CRASH_AT
-		prep []string // run first, with no crash point armed
-		cmd  []string // the command the crash interrupts
-		name string   // its instance
-		want string   // its state once reconciled; "" means deleted
+		at   string            // LABVM_CRASH_AT
+		prep []string          // run first, with no crash point armed
+		cmd  []string          // the command the crash interrupts
+		name string            // its instance
+		want api.InstanceState // its state once reconciled; "" means deleted
 	}{
-		{at: "create/disk", cmd: create("cf-1"), name: "cf-1", want: "CreateFailed"},
-		{at: "create/disk/after", cmd: create("cf-2"), name: "cf-2", want: "CreateFailed"},
-		{at: "create/seed", cmd: create("cf-3"), name: "cf-3", want: "CreateFailed"},
-		{at: "create/seed/after", cmd: create("cf-4"), name: "cf-4", want: "CreateFailed"},
-		{at: "create/boot", cmd: create("cf-5"), name: "cf-5", want: "CreateFailed"},
+		{at: "create/disk", cmd: create("cf-1"), name: "cf-1", want: api.StateCreateFailed},
+		{at: "create/disk/after", cmd: create("cf-2"), name: "cf-2", want: api.StateCreateFailed},
+		{at: "create/seed", cmd: create("cf-3"), name: "cf-3", want: api.StateCreateFailed},
+		{at: "create/seed/after", cmd: create("cf-4"), name: "cf-4", want: api.StateCreateFailed},
+		{at: "create/boot", cmd: create("cf-5"), name: "cf-5", want: api.StateCreateFailed},
 		// The domain runs and SettingUp is recorded: reconcile waits again.
-		{at: "create/boot/after", cmd: create("vm-c"), name: "vm-c", want: "Running"},
-		{at: "create/wait-guest", cmd: create("vm-a"), name: "vm-a", want: "Running"},
-		{at: "create/wait-guest/after", cmd: create("vm-b"), name: "vm-b", want: "Running"},
+		{at: "create/boot/after", cmd: create("vm-c"), name: "vm-c", want: api.StateRunning},
+		{at: "create/wait-guest", cmd: create("vm-a"), name: "vm-a", want: api.StateRunning},
+		{at: "create/wait-guest/after", cmd: create("vm-b"), name: "vm-b", want: api.StateRunning},
 		{at: "delete/destroy", cmd: del("vm-b"), name: "vm-b"},
 		{at: "delete/destroy/after", cmd: del("vm-c"), name: "vm-c"},
 		{at: "delete/remove-files", cmd: del("cf-1"), name: "cf-1"},
 		{at: "delete/remove-files/after", cmd: del("cf-2"), name: "cf-2"},
 		{at: "delete/release-address", cmd: del("cf-3"), name: "cf-3"},
 		{at: "delete/release-address/after", cmd: del("cf-4"), name: "cf-4"},
-		{at: "stop/shutdown", cmd: []string{"stop", "vm-a"}, name: "vm-a", want: "Stopped"},
-		{at: "start/boot", cmd: []string{"start", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "stop/shutdown/after", cmd: []string{"stop", "vm-a"}, name: "vm-a", want: "Stopped"},
-		{at: "start/boot/after", cmd: []string{"start", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/shutdown", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/shutdown/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/boot", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/boot/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/wait-guest", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "restart/wait-guest/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "start/wait-guest", prep: []string{"stop", "vm-a"}, cmd: []string{"start", "vm-a"}, name: "vm-a", want: "Running"},
-		{at: "start/wait-guest/after", prep: []string{"stop", "vm-a"}, cmd: []string{"start", "vm-a"}, name: "vm-a", want: "Running"},
+		{at: "stop/shutdown", cmd: []string{"stop", "vm-a"}, name: "vm-a", want: api.StateStopped},
+		{at: "start/boot", cmd: []string{"start", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "stop/shutdown/after", cmd: []string{"stop", "vm-a"}, name: "vm-a", want: api.StateStopped},
+		{at: "start/boot/after", cmd: []string{"start", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/shutdown", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/shutdown/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/boot", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/boot/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/wait-guest", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "restart/wait-guest/after", cmd: []string{"restart", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "start/wait-guest", prep: []string{"stop", "vm-a"}, cmd: []string{"start", "vm-a"}, name: "vm-a", want: api.StateRunning},
+		{at: "start/wait-guest/after", prep: []string{"stop", "vm-a"}, cmd: []string{"start", "vm-a"}, name: "vm-a", want: api.StateRunning},
 	}
 	began := time.Now()
 	for _, st := range steps {
@@ -76,7 +76,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}
 		d.crashDuring(st.at, st.cmd)
 		list := d.waitStable()
-		got := ""
+		var got api.InstanceState
 		if i := slices.IndexFunc(list, func(in api.Instance) bool { return in.Name == st.name }); i >= 0 {
 			got = list[i].State
 		}
@@ -142,7 +142,7 @@ func (d *labvmd) crashDuring(at string, cmd []string) {
 	d.start()
 }
 
-var stableStates = []string{"Running", "Stopped", "CreateFailed", "SetupFailed", "Unknown"}
+var stableStates = []api.InstanceState{api.StateRunning, api.StateStopped, api.StateCreateFailed, api.StateSetupFailed, api.StateUnknown}
 
 // waitStable waits for the operations reconcile resumed to end and
 // returns the instances.
@@ -175,11 +175,11 @@ func (d *labvmd) checkInvariants(at string, list []api.Instance) {
 	for _, in := range list {
 		byDomain[in.Domain], byID[in.ID] = in, in
 		cores += in.Size.VCPUs
-		if in.State == "Unknown" && in.StateReason == "" {
+		if in.State == api.StateUnknown && in.StateReason == "" {
 			fail("%s is Unknown with no reason", in.Name)
 		}
 		disk := filepath.Join(d.dataDir, "instances", in.ID, "disk.qcow2")
-		if _, err := os.Stat(disk); err != nil && (in.State == "Running" || in.State == "Stopped") {
+		if _, err := os.Stat(disk); err != nil && (in.State == api.StateRunning || in.State == api.StateStopped) {
 			fail("%s is %s without its disk: %v", in.Name, in.State, err)
 		}
 		if in.IP == "" {
@@ -189,18 +189,18 @@ func (d *labvmd) checkInvariants(at string, list []api.Instance) {
 			fail("%s and %s both hold %s", in.Name, other, in.IP)
 		}
 		ips[in.IP] = in.Name
-		if in.State == "CreateFailed" {
+		if in.State == api.StateCreateFailed {
 			fail("%s is CreateFailed but still holds %s", in.Name, in.IP)
 		}
 	}
 	doms := d.domains()
 	for _, dom := range doms {
-		if in, ok := byDomain[dom]; !ok || in.State == "Stopped" || in.State == "CreateFailed" {
+		if in, ok := byDomain[dom]; !ok || in.State == api.StateStopped || in.State == api.StateCreateFailed {
 			fail("domain %s runs for no running instance (%+v)", dom, in.State)
 		}
 	}
 	for _, in := range list {
-		if in.State == "Running" && !slices.Contains(doms, in.Domain) {
+		if in.State == api.StateRunning && !slices.Contains(doms, in.Domain) {
 			fail("%s is Running without a domain (domains: %v)", in.Name, doms)
 		}
 	}
@@ -228,7 +228,7 @@ func (d *labvmd) checkInvariants(at string, list []api.Instance) {
 	}
 }
 
-func orGone(s string) string {
+func orGone(s api.InstanceState) api.InstanceState {
 	if s == "" {
 		return "(deleted)"
 	}

@@ -81,60 +81,63 @@ func TestDoctorRebuild(t *testing.T) {
 	}
 	d.must("start", "keep-stop")
 
-	t.Log("junk in the data dir and the store: doctor reports it, --repair removes it")
-	d.stop()
-	junkDir := filepath.Join(d.dataDir, "instances", "0123456789abcdef")
-	junkImport := filepath.Join(d.dataDir, "images", ".import-42")
-	for _, p := range []string{junkDir, junkImport} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
+	d.chapter(t, "junk in the data dir and the store: doctor reports it, --repair removes it", func(t *testing.T) {
+		d.stop()
+		junkDir := filepath.Join(d.dataDir, "instances", "0123456789abcdef")
+		junkImport := filepath.Join(d.dataDir, "images", ".import-42")
+		for _, p := range []string{junkDir, junkImport} {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := store.Open(filepath.Join(d.dataDir, "labvm.db"))
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	st, err := store.Open(filepath.Join(d.dataDir, "labvm.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := d.subnet.Addr().As4()
-	b[3] = 250 // far above what the two instances took
-	orphanIP := netip.AddrFrom4(b)
-	if err := st.Update(func(tx *store.Tx) error { return tx.AllocateIP("default", orphanIP, "feedfacefeedface") }); err != nil {
-		t.Fatal(err)
-	}
-	_ = st.Close()
-	d.start()
-	d.jsonOut(&rep, "doctor")
-	for _, want := range []string{junkDir, junkImport, "default/" + orphanIP.String()} {
-		if !slices.ContainsFunc(rep.Findings, func(f api.Finding) bool { return f.Target == want && f.Repairable }) {
-			t.Errorf("doctor does not offer to repair %s: %+v", want, rep.Findings)
+		b := d.subnet.Addr().As4()
+		b[3] = 250 // far above what the two instances took
+		orphanIP := netip.AddrFrom4(b)
+		if err := st.Update(func(tx *store.Tx) error { return tx.AllocateIP("default", orphanIP, "feedfacefeedface") }); err != nil {
+			t.Fatal(err)
 		}
-	}
-	out = d.must("doctor", "--repair")
-	for _, want := range []string{"removed " + junkDir, "removed " + junkImport, "released address default/" + orphanIP.String(), "No problems remain"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("doctor --repair does not say %q:\n%s", want, out)
+		_ = st.Close()
+		d.start()
+		d.jsonOut(&rep, "doctor")
+		for _, want := range []string{junkDir, junkImport, "default/" + orphanIP.String()} {
+			if !slices.ContainsFunc(rep.Findings, func(f api.Finding) bool { return f.Target == want && f.Repairable }) {
+				t.Errorf("doctor does not offer to repair %s: %+v", want, rep.Findings)
+			}
 		}
-	}
-	d.jsonOut(&after, "list")
-	if len(after) != 2 || after[0].State != "Running" || after[1].State != "Running" {
-		t.Errorf("instances after repair: %+v", after)
-	}
+		out = d.must("doctor", "--repair")
+		for _, want := range []string{"removed " + junkDir, "removed " + junkImport, "released address default/" + orphanIP.String(), "No problems remain"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("doctor --repair does not say %q:\n%s", want, out)
+			}
+		}
+		d.jsonOut(&after, "list")
+		if len(after) != 2 || after[0].State != api.StateRunning || after[1].State != api.StateRunning {
+			t.Errorf("instances after repair: %+v", after)
+		}
+	})
 
-	t.Log("a corrupt database stops labvmd with the way out")
-	d.stop()
-	db := filepath.Join(d.dataDir, "labvm.db")
-	if err := os.WriteFile(db, bytes.Repeat([]byte("not a bbolt file "), 4096), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bins.labvmd, "--config", "/nonexistent", "--socket", d.socket, "--data-dir", d.dataDir,
-		"--bridge", d.bridge, "--subnet", d.subnet.String(), "--accel", "tcg", "--phone-home-port", "0",
-		"--firewall-table", d.table, "--bridge-prefix", d.brPrefix)
-	msg, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("labvmd started on a corrupt database:\n%s", msg)
-	}
-	for _, want := range []string{"corrupt", "move it aside", "labvm doctor --rebuild"} {
-		if !strings.Contains(string(msg), want) {
-			t.Errorf("labvmd's refusal does not say %q:\n%s", want, msg)
+	d.chapter(t, "a corrupt database stops labvmd with the way out", func(t *testing.T) {
+		d.stop()
+		db := filepath.Join(d.dataDir, "labvm.db")
+		if err := os.WriteFile(db, bytes.Repeat([]byte("not a bbolt file "), 4096), 0o600); err != nil {
+			t.Fatal(err)
 		}
-	}
+		cmd := exec.Command(bins.labvmd, "--config", "/nonexistent", "--socket", d.socket, "--data-dir", d.dataDir,
+			"--bridge", d.bridge, "--subnet", d.subnet.String(), "--accel", "tcg", "--phone-home-port", "0",
+			"--firewall-table", d.table, "--bridge-prefix", d.brPrefix)
+		msg, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("labvmd started on a corrupt database:\n%s", msg)
+		}
+		for _, want := range []string{"corrupt", "move it aside", "labvm doctor --rebuild"} {
+			if !strings.Contains(string(msg), want) {
+				t.Errorf("labvmd's refusal does not say %q:\n%s", want, msg)
+			}
+		}
+	})
+
 }

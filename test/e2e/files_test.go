@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/labvm/labvm/daemon/api"
 )
 
 // nobody is a plain local user with no group in common with anything of
@@ -48,7 +50,7 @@ func TestInstanceFilesArePrivate(t *testing.T) {
 	files := []string{"disk.qcow2", "seed.iso", "manifest.json", "console.log", "setup.log"}
 	dirs := []string{d.dataDir, filepath.Join(d.dataDir, "instances"), idir, filepath.Join(d.dataDir, "images")}
 
-	check := func(when string) {
+	check := func(t *testing.T, when string) {
 		t.Helper()
 		for _, f := range files {
 			p := filepath.Join(idir, f)
@@ -70,46 +72,52 @@ func TestInstanceFilesArePrivate(t *testing.T) {
 		}
 	}
 
-	t.Log("running: nothing of the instance is readable or listable by another user")
-	check("running")
+	d.chapter(t, "running: nothing of the instance is readable or listable by another user", func(t *testing.T) {
+		check(t, "running")
+	})
 
-	t.Log("stopped: libvirt gave the disk back to root, and it stays private")
-	d.must("stop", name)
-	check("stopped")
+	d.chapter(t, "stopped: libvirt gave the disk back to root, and it stays private", func(t *testing.T) {
+		d.must("stop", name)
+		check(t, "stopped")
+	})
 
-	t.Log("a data dir an older labvm left open is closed at the next start")
-	d.stop()
-	for _, dir := range dirs {
-		if err := os.Chmod(dir, 0o755); err != nil {
+	d.chapter(t, "a data dir an older labvm left open is closed at the next start", func(t *testing.T) {
+		d.stop()
+		for _, dir := range dirs {
+			if err := os.Chmod(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range files {
+			if err := os.Chmod(filepath.Join(idir, f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.start()
+		check(t, "after labvmd restarted on an open data dir")
+	})
+
+	d.chapter(t, "QEMU still opens disk, seed and console: the instance starts and runs", func(t *testing.T) {
+		d.must("start", name)
+		if st := d.showInstance(name).State; st != api.StateRunning {
+			t.Fatalf("after start: %s", st)
+		}
+		check(t, "running again")
+	})
+
+	d.chapter(t, "the base image stays read-only and shared", func(t *testing.T) {
+		bases, _ := filepath.Glob(filepath.Join(d.dataDir, "images", "*.qcow2"))
+		if len(bases) != 1 {
+			t.Fatalf("bases: %v", bases)
+		}
+		st, err := os.Stat(bases[0])
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	for _, f := range files {
-		if err := os.Chmod(filepath.Join(idir, f), 0o644); err != nil {
-			t.Fatal(err)
+		if st.Mode().Perm()&0o222 != 0 || st.Mode().Type() != fs.FileMode(0) {
+			t.Errorf("base mode %v; want read-only regular file", st.Mode())
 		}
-	}
-	d.start()
-	check("after labvmd restarted on an open data dir")
+		d.must("delete", name, "--yes")
+	})
 
-	t.Log("QEMU still opens disk, seed and console: the instance starts and runs")
-	d.must("start", name)
-	if st := d.showInstance(name).State; st != "Running" {
-		t.Fatalf("after start: %s", st)
-	}
-	check("running again")
-
-	t.Log("the base image stays read-only and shared")
-	bases, _ := filepath.Glob(filepath.Join(d.dataDir, "images", "*.qcow2"))
-	if len(bases) != 1 {
-		t.Fatalf("bases: %v", bases)
-	}
-	st, err := os.Stat(bases[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm()&0o222 != 0 || st.Mode().Type() != fs.FileMode(0) {
-		t.Errorf("base mode %v; want read-only regular file", st.Mode())
-	}
-	d.must("delete", name, "--yes")
 }

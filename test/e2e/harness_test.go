@@ -267,6 +267,20 @@ func (d *labvmd) destroyOurDomains() {
 	}
 }
 
+// chapter runs one chapter of a story as a subtest named by its text: a
+// failure ends the chapter, not the story, so later chapters still report.
+// While it runs, d's helpers (must, mustFail, …) fail the chapter rather
+// than the story. Chapters run one at a time, never in parallel.
+func (d *labvmd) chapter(t *testing.T, text string, f func(t *testing.T)) bool {
+	t.Helper()
+	return t.Run(text, func(ct *testing.T) {
+		story := d.t
+		d.t = ct
+		defer func() { d.t = story }()
+		f(ct)
+	})
+}
+
 // result of one labvm command.
 type result struct {
 	stdout, stderr string

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/daemon/api"
 )
 
 // TestHostShutdownAndBoot: when the host shuts down, labvmd (run with
@@ -33,12 +35,12 @@ func TestHostShutdownAndBoot(t *testing.T) {
 	t.Log("the host is back: auto-dev starts again with its data, manual-dev stays stopped")
 	d.start()
 	waitFor(t, 2*time.Minute, "auto-dev to be Running again", func() bool {
-		return d.showInstance("auto-dev").State == "Running"
+		return d.showInstance("auto-dev").State == api.StateRunning
 	})
 	if got := strings.TrimSpace(d.must("exec", "auto-dev", "--", "cat", "/root/marker")); got != "kept" {
 		t.Fatalf("marker after the host restart: %q", got)
 	}
-	if st := d.showInstance("manual-dev").State; st != "Stopped" {
+	if st := d.showInstance("manual-dev").State; st != api.StateStopped {
 		t.Fatalf("manual-dev is %s after the host restart, want Stopped", st)
 	}
 }

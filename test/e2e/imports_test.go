@@ -95,7 +95,7 @@ func TestImageImportStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	bases := func() []string {
+	bases := func(t *testing.T) []string {
 		t.Helper()
 		entries, err := os.ReadDir(imagesDir)
 		if err != nil {
@@ -109,13 +109,13 @@ func TestImageImportStreams(t *testing.T) {
 	}
 	// nothingLeft waits for a failed import's cleanup (it runs in the
 	// operation, after the answer) and checks that only want remains.
-	nothingLeft := func(what string, want []string) {
+	nothingLeft := func(t *testing.T, what string, want []string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for strings.Join(bases(), " ") != strings.Join(want, " ") && time.Now().Before(deadline) {
+		for strings.Join(bases(t), " ") != strings.Join(want, " ") && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
 		}
-		if got := bases(); strings.Join(got, " ") != strings.Join(want, " ") {
+		if got := bases(t); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("%s left images/ holding %v, want %v", what, got, want)
 		}
 	}
@@ -124,87 +124,93 @@ func TestImageImportStreams(t *testing.T) {
 	if r := d.as(ivy, "image", "import", "ivys", own, "--sha256", readSHA256(t, image)); r.code != 0 {
 		t.Fatalf("import of her own file: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	before := bases()
+	before := bases(t)
 	if len(before) != 1 {
 		t.Fatalf("images/ after one import: %v", before)
 	}
 
-	t.Log("a caller without images/write is refused before any byte is sent")
-	huge := filepath.Join(ivyDir, "huge.img")
-	if f, err := os.Create(huge); err != nil {
-		t.Fatal(err)
-	} else {
-		if err := f.Truncate(64 << 30); err != nil { // sparse: costs nothing on disk, minutes to send
+	d.chapter(t, "a caller without images/write is refused before any byte is sent", func(t *testing.T) {
+		huge := filepath.Join(ivyDir, "huge.img")
+		if f, err := os.Create(huge); err != nil {
+			t.Fatal(err)
+		} else {
+			if err := f.Truncate(64 << 30); err != nil { // sparse: costs nothing on disk, minutes to send
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+		if err := os.Chmod(huge, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		f.Close()
-	}
-	if err := os.Chmod(huge, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if r := d.as(nemo, "image", "import", "huge", huge); r.code == 0 || !strings.Contains(r.stderr, "images/write") {
-		t.Fatalf("import without the right: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Fatalf("the refusal took %v: the upload was sent before the answer", took)
-	}
-	nothingLeft("a refused upload", before)
+		start := time.Now()
+		if r := d.as(nemo, "image", "import", "huge", huge); r.code == 0 || !strings.Contains(r.stderr, "images/write") {
+			t.Fatalf("import without the right: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("the refusal took %v: the upload was sent before the answer", took)
+		}
+		nothingLeft(t, "a refused upload", before)
+	})
 
-	t.Log("files she cannot read stay unread, whatever the daemon could read")
-	for _, tc := range []struct{ name, path string }{
-		{"a 0644 file in a root-only directory", inLocked},
-		{"a symlink to a root-only file", linkToRootOnly},
-		{"a symlink into a root-only directory", linkIntoLocked},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := d.as(ivy, "image", "import", "stolen", tc.path)
-			if r.code == 0 || !strings.Contains(r.stderr, "cannot read") {
-				t.Fatalf("import of %s: exit %d, want 'cannot read'\n%s%s", tc.path, r.code, r.stdout, r.stderr)
-			}
-			nothingLeft(tc.name, before)
-		})
-	}
-	if out := d.must("image", "list"); strings.Contains(out, "stolen") {
-		t.Fatalf("an image 'stolen' exists:\n%s", out)
-	}
+	d.chapter(t, "files she cannot read stay unread, whatever the daemon could read", func(t *testing.T) {
+		for _, tc := range []struct{ name, path string }{
+			{"a 0644 file in a root-only directory", inLocked},
+			{"a symlink to a root-only file", linkToRootOnly},
+			{"a symlink into a root-only directory", linkIntoLocked},
+		} {
+			d.chapter(t, tc.name, func(t *testing.T) {
+				r := d.as(ivy, "image", "import", "stolen", tc.path)
+				if r.code == 0 || !strings.Contains(r.stderr, "cannot read") {
+					t.Fatalf("import of %s: exit %d, want 'cannot read'\n%s%s", tc.path, r.code, r.stdout, r.stderr)
+				}
+				nothingLeft(t, tc.name, before)
+			})
+		}
+		if out := d.must("image", "list"); strings.Contains(out, "stolen") {
+			t.Fatalf("an image 'stolen' exists:\n%s", out)
+		}
+	})
 
-	t.Log("a wrong checksum and a file that is not an image leave nothing behind")
-	notImage := filepath.Join(t.TempDir(), "notes.txt")
-	if err := os.WriteFile(notImage, append(bytes.Repeat([]byte("not a disk image\n"), 4096), '!'), 0o644); err != nil { // not whole sectors
-		t.Fatal(err)
-	}
-	d.mustFail("sha256", "image", "import", "wrongsum", image, "--sha256", strings.Repeat("0", 64))
-	nothingLeft("a checksum mismatch", before)
-	d.mustFail("qcow2", "image", "import", "notimage", notImage)
-	nothingLeft("a non-image", before)
+	d.chapter(t, "a wrong checksum and a file that is not an image leave nothing behind", func(t *testing.T) {
+		notImage := filepath.Join(t.TempDir(), "notes.txt")
+		if err := os.WriteFile(notImage, append(bytes.Repeat([]byte("not a disk image\n"), 4096), '!'), 0o644); err != nil { // not whole sectors
+			t.Fatal(err)
+		}
+		d.mustFail("sha256", "image", "import", "wrongsum", image, "--sha256", strings.Repeat("0", 64))
+		nothingLeft(t, "a checksum mismatch", before)
+		d.mustFail("qcow2", "image", "import", "notimage", notImage)
+		nothingLeft(t, "a non-image", before)
+	})
 
-	t.Log("an upload cut short leaves nothing behind and records no image")
-	c := client.New(d.socket)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := c.ImportImage(ctx, api.ImportImageRequest{Name: "cut"}, &brokenReader{data: tiny, n: len(tiny) / 2}, int64(len(tiny))); err == nil {
-		// The daemon may answer before the client notices; the operation
-		// must fail then.
-		t.Log("upload answered; the operation must fail")
-	}
-	nothingLeft("an interrupted upload", before)
-	if _, err := c.Image(ctx, "cut"); !api.IsCode(err, api.CodeNotFound) {
-		t.Fatalf("image after an interrupted upload: %v", err)
-	}
+	d.chapter(t, "an upload cut short leaves nothing behind and records no image", func(t *testing.T) {
+		c := client.New(d.socket)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := c.ImportImage(ctx, api.ImportImageRequest{Name: "cut"}, &brokenReader{data: tiny, n: len(tiny) / 2}, int64(len(tiny))); err == nil {
+			// The daemon may answer before the client notices; the operation
+			// must fail then.
+			t.Log("upload answered; the operation must fail")
+		}
+		nothingLeft(t, "an interrupted upload", before)
+		if _, err := c.Image(ctx, "cut"); !api.IsCode(err, api.CodeNotFound) {
+			t.Fatalf("image after an interrupted upload: %v", err)
+		}
+	})
 
-	t.Log("the old import by path is refused: the daemon reads no path")
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
-	}}}
-	resp, err := hc.Post("http://labvmd/v1/images", "application/json", strings.NewReader(`{"name":"bypath","path":"`+image+`"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "does not read files by path") {
-		t.Fatalf("import by path: %s %s", resp.Status, body)
-	}
-	nothingLeft("an import by path", before)
+	d.chapter(t, "the old import by path is refused: the daemon reads no path", func(t *testing.T) {
+		hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
+		}}}
+		resp, err := hc.Post("http://labvmd/v1/images", "application/json", strings.NewReader(`{"name":"bypath","path":"`+image+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "does not read files by path") {
+			t.Fatalf("import by path: %s %s", resp.Status, body)
+		}
+		nothingLeft(t, "an import by path", before)
+	})
+
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -100,6 +101,33 @@ func (d *labvmd) nftTable() string {
 	return string(out)
 }
 
+// How a TCP connection by busybox nc ends when only the firewall answers,
+// as nc says it. A check that something is blocked asserts one of these,
+// so a missing tool or a typo in the probe never counts as a refusal.
+const (
+	ncRejected = "No route to host"   // reject with icmpx admin-prohibited
+	ncReset    = "Connection refused" // reject with tcp reset; also nothing listening, so check the listener too
+	ncTimedOut = "timed out"          // drop: nothing comes back
+)
+
+// refusedFromGuest checks that an HTTP request from inside guest name to
+// ip:port fails the way the firewall makes it fail: nc says one of ways.
+func refusedFromGuest(t *testing.T, d *labvmd, name, ip string, port int, ways ...string) {
+	t.Helper()
+	r := d.labvm("exec", name, "--", "sh", "-c", fmt.Sprintf(`printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s %d`, ip, port))
+	if strings.Contains(r.stdout, "HTTP/1") {
+		t.Errorf("%s reached %s:%d:\n%s\n%s", name, ip, port, r.stdout, d.nftTable())
+		return
+	}
+	for _, w := range ways {
+		if strings.Contains(r.stderr, w) {
+			return
+		}
+	}
+	t.Errorf("%s → %s:%d failed, but not as the firewall refuses (want %q): exit %d\nstdout: %s\nstderr: %s",
+		name, ip, port, ways, r.code, r.stdout, r.stderr)
+}
+
 // TestNetworkIsolation: guests are reachable only through the daemon.
 // Nothing outside the host connects in, VNets cannot see each other,
 // local users cannot reach guests, egress follows each VNet's setting, and
@@ -113,17 +141,21 @@ func TestNetworkIsolation(t *testing.T) {
 	research := freeSubnet(t)
 	gpu := netip.PrefixFrom(research.Addr(), 25)
 	d.must("network", "create", "research", "--cidr", research.String(), "--egress", "none", "--peer-traffic", "allow")
-	d.mustFail("--peer-traffic", "network", "create", "chatty", "--cidr", freeSubnet(t).String(), "--peer-traffic", "sometimes")
-	d.mustFail("loopback", "network", "create", "local", "--cidr", "127.1.0.0/16")
-	d.mustFail("link-local", "network", "create", "meta", "--cidr", "169.254.0.0/16")
-	d.mustFail("multicast", "network", "create", "multi", "--cidr", "224.1.0.0/16")
-	d.mustFail("not inside", "network", "subnet", "add", "research", "bad", "--cidr", "10.1.2.0/24")
-	d.mustFail("overlaps", "network", "create", "again", "--cidr", research.String())
-	d.mustFail("not a CIDR", "network", "create", "broken", "--cidr", "10.300.0.0/16")
-	d.mustFail("--egress", "network", "create", "weird", "--cidr", freeSubnet(t).String(), "--egress", "sometimes")
+	d.chapter(t, "bad VNets, subnets and placements are refused", func(t *testing.T) {
+		d.mustFail("--peer-traffic", "network", "create", "chatty", "--cidr", freeSubnet(t).String(), "--peer-traffic", "sometimes")
+		d.mustFail("loopback", "network", "create", "local", "--cidr", "127.1.0.0/16")
+		d.mustFail("link-local", "network", "create", "meta", "--cidr", "169.254.0.0/16")
+		d.mustFail("multicast", "network", "create", "multi", "--cidr", "224.1.0.0/16")
+		d.mustFail("not inside", "network", "subnet", "add", "research", "bad", "--cidr", "10.1.2.0/24")
+		d.mustFail("overlaps", "network", "create", "again", "--cidr", research.String())
+		d.mustFail("not a CIDR", "network", "create", "broken", "--cidr", "10.300.0.0/16")
+		d.mustFail("--egress", "network", "create", "weird", "--cidr", freeSubnet(t).String(), "--egress", "sometimes")
+	})
 	d.must("network", "subnet", "add", "research", "gpu", "--cidr", gpu.String())
-	d.mustFail("unknown vnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "nowhere")
-	d.mustFail("unknown subnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "cpu")
+	d.chapter(t, "creates naming an unknown VNet or subnet are refused", func(t *testing.T) {
+		d.mustFail("unknown vnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "nowhere")
+		d.mustFail("unknown subnet", "create", "lost-dev", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "cpu")
+	})
 
 	t.Log("two instances share the default subnet; two more sit in research/gpu")
 	d.must("create", "web-one", "--image", "tiny", "--size", "Standard_B1s")
@@ -131,92 +163,124 @@ func TestNetworkIsolation(t *testing.T) {
 	d.must("create", "lab-one", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "gpu")
 	d.must("create", "lab-two", "--image", "tiny", "--size", "Standard_B1s", "--vnet", "research", "--subnet", "gpu")
 	one, two, lab, lab2 := d.showInstance("web-one"), d.showInstance("web-two"), d.showInstance("lab-one"), d.showInstance("lab-two")
-	if lab.VNet != "research" || lab.Subnet != "gpu" || !gpu.Contains(netip.MustParseAddr(lab.IP)) {
-		t.Fatalf("lab-one placed at %s/%s %s", lab.VNet, lab.Subnet, lab.IP)
-	}
-	var vnet api.VNet
-	d.jsonOut(&vnet, "network", "show", "default")
-	if vnet.PeerTraffic != "deny" {
-		t.Fatalf("the default VNet's peer traffic is %q, want deny", vnet.PeerTraffic)
-	}
-	if len(vnet.Addresses) != 2 {
-		t.Fatalf("network show lists %d addresses in use, want 2: %+v", len(vnet.Addresses), vnet.Addresses)
-	}
-	d.mustFail("used by lab-one", "network", "delete", "research")
-
-	t.Log("on the default VNet guests do not reach each other; on research (peer traffic allowed) they do; across VNets never")
-	serveInGuest(t, d, "web-two", 8080)
-	serveInGuest(t, d, "lab-one", 8080)
-	serveInGuest(t, d, "lab-two", 8080)
-	if fetchFromGuest(d, "web-one", two.IP, 8080) {
-		t.Fatal("web-one reached web-two on the default VNet, whose guests are isolated from each other")
-	}
-	if !fetchFromGuest(d, "lab-two", lab.IP, 8080) {
-		t.Fatalf("lab-two cannot reach lab-one on research, which allows peer traffic\n%s", d.nftTable())
-	}
-	if fetchFromGuest(d, "web-one", lab.IP, 8080) {
-		rt, _ := exec.Command("ip", "route").CombinedOutput()
-		t.Fatalf("web-one reached lab-one in another VNet\n%s\n%s", d.nftTable(), rt)
-	}
-	if fetchFromGuest(d, "lab-one", two.IP, 8080) {
-		t.Fatal("lab-one reached web-one in another VNet")
-	}
-
-	t.Log("an outside host cannot open anything in a VNet: not SSH, not the web port")
-	out := newOutsideHost(t, d.subnet, research)
-	for _, target := range []struct {
-		ip   string
-		port int
-	}{{one.IP, 22}, {two.IP, 8080}, {lab.IP, 22}, {lab.IP, 8080}, {lab2.IP, 8080}} {
-		if err := out.connect(netip.MustParseAddr(target.ip), target.port); err == nil {
-			t.Fatalf("outside host connected to %s:%d", target.ip, target.port)
+	d.chapter(t, "instances sit where asked, and a VNet in use cannot be deleted", func(t *testing.T) {
+		if lab.VNet != "research" || lab.Subnet != "gpu" || !gpu.Contains(netip.MustParseAddr(lab.IP)) {
+			t.Errorf("lab-one placed at %s/%s %s", lab.VNet, lab.Subnet, lab.IP)
 		}
-	}
-
-	t.Log("egress: the default VNet NATs out, research reaches nothing outside")
-	out.serve(t, 9090)
-	waitFor(t, 10*time.Second, "nat egress from web-one", func() bool {
-		return strings.Contains(httpGetFromGuest(d, "web-one", out.addr.String(), 9090), "HTTP/1")
+		var vnet api.VNet
+		d.jsonOut(&vnet, "network", "show", "default")
+		if vnet.PeerTraffic != "deny" {
+			t.Errorf("the default VNet's peer traffic is %q, want deny", vnet.PeerTraffic)
+		}
+		if len(vnet.Addresses) != 2 {
+			t.Errorf("network show lists %d addresses in use, want 2: %+v", len(vnet.Addresses), vnet.Addresses)
+		}
+		d.mustFail("used by lab-one", "network", "delete", "research")
 	})
-	if got := httpGetFromGuest(d, "lab-one", out.addr.String(), 9090); strings.Contains(got, "HTTP/1") {
-		t.Fatal("lab-one reached the outside although its VNet has egress none")
-	}
 
-	t.Log("on the host, a local user cannot connect to a guest; only the daemon can")
-	nc := exec.Command("timeout", "10", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "nc", "-w", "3", two.IP, "8080")
-	if outb, err := nc.CombinedOutput(); err == nil {
-		t.Fatalf("user nobody connected to web-two:8080 from the host: %s", outb)
+	// Every guest serves a page; the guests' own fetches of their own page
+	// are the positive controls of the probes below.
+	for _, name := range []string{"web-one", "web-two", "lab-one", "lab-two"} {
+		serveInGuest(t, d, name, 8080)
 	}
+	out := newOutsideHost(t, d.subnet, research)
+	out.serve(t, 9090)
 
-	t.Log("killing labvmd and starting it again leaves bridges and rules exactly as they were")
-	before, bridgesBefore := d.nftTable(), strings.Join(d.vnetBridges(), ",")
-	if !strings.Contains(before, "table inet "+d.table) {
-		t.Fatalf("no firewall table:\n%s", before)
-	}
-	d.kill()
-	d.start()
-	if after := d.nftTable(); after != before {
-		t.Fatalf("ruleset changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-	if after := strings.Join(d.vnetBridges(), ","); after != bridgesBefore {
-		t.Fatalf("bridges changed across a restart: %s → %s", bridgesBefore, after)
-	}
+	d.chapter(t, "on the default VNet guests do not reach each other; on research (peer traffic allowed) they do; across VNets never", func(t *testing.T) {
+		for _, g := range []api.Instance{one, two, lab} {
+			if !fetchFromGuest(d, g.Name, g.IP, 8080) {
+				t.Fatalf("%s does not get its own page: the probe itself is broken", g.Name)
+			}
+		}
+		if !fetchFromGuest(d, "lab-two", lab.IP, 8080) {
+			t.Errorf("lab-two cannot reach lab-one on research, which allows peer traffic\n%s", d.nftTable())
+		}
+		// Peers on a deny VNet: the bridge drops every frame between their
+		// ports, ARP included, so nothing ever answers.
+		refusedFromGuest(t, d, "web-one", two.IP, 8080, ncTimedOut, ncRejected)
+		// Across VNets the host routes, and the forward chain rejects.
+		refusedFromGuest(t, d, "web-one", lab.IP, 8080, ncRejected)
+		refusedFromGuest(t, d, "lab-one", two.IP, 8080, ncRejected)
+	})
 
-	t.Log("deleting the last instance and then its VNet removes its bridge and rules")
-	d.must("delete", "lab-one", "--yes")
-	d.must("delete", "lab-two", "--yes")
-	d.must("network", "subnet", "remove", "research", "gpu")
-	d.must("network", "delete", "research")
-	if brs := d.vnetBridges(); len(brs) != 0 {
-		t.Fatalf("bridges left after deleting the VNet: %v", brs)
-	}
-	if strings.Contains(d.nftTable(), lab.IP) || strings.Contains(d.nftTable(), research.String()) {
-		t.Fatalf("rules for research left:\n%s", d.nftTable())
-	}
-	var vnets []api.VNet
-	if err := json.Unmarshal([]byte(d.must("network", "list", "-o", "json")), &vnets); err != nil || len(vnets) != 1 {
-		t.Fatalf("network list after delete: %+v %v", vnets, err)
-	}
+	d.chapter(t, "an outside host cannot open anything in a VNet: not SSH, not the web port", func(t *testing.T) {
+		if err := out.connect(out.addr, 9090); err != nil {
+			t.Fatalf("the outside host cannot reach its own server: the probe itself is broken: %v", err)
+		}
+		for _, target := range []struct {
+			ip   string
+			port int
+		}{{one.IP, 22}, {two.IP, 8080}, {lab.IP, 22}, {lab.IP, 8080}, {lab2.IP, 8080}} {
+			err := out.connect(netip.MustParseAddr(target.ip), target.port)
+			switch {
+			case err == nil:
+				t.Errorf("outside host connected to %s:%d", target.ip, target.port)
+			case !strings.Contains(err.Error(), ncRejected):
+				t.Errorf("outside host → %s:%d failed, but not as the firewall rejects (%q): %v", target.ip, target.port, ncRejected, err)
+			}
+		}
+	})
+
+	d.chapter(t, "egress: the default VNet NATs out, research reaches nothing outside", func(t *testing.T) {
+		waitFor(t, 10*time.Second, "nat egress from web-one", func() bool {
+			return strings.Contains(httpGetFromGuest(d, "web-one", out.addr.String(), 9090), "HTTP/1")
+		})
+		refusedFromGuest(t, d, "lab-one", out.addr.String(), 9090, ncRejected)
+	})
+
+	d.chapter(t, "on the host, a local user cannot connect to a guest; only the daemon can", func(t *testing.T) {
+		// The page is there (the refusal below is the firewall's reset,
+		// not a server that is down), and the daemon's tunnel gets it.
+		if !fetchFromGuest(d, "web-two", two.IP, 8080) {
+			t.Fatal("web-two does not serve its page")
+		}
+		nc := exec.Command("timeout", "10", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busybox", "nc", "-w", "3", two.IP, "8080")
+		outb, err := nc.CombinedOutput()
+		switch {
+		case err == nil:
+			t.Errorf("user nobody connected to web-two:8080 from the host: %s", outb)
+		case !strings.Contains(string(outb), ncReset):
+			t.Errorf("user nobody → web-two:8080 failed, but not with the firewall's reset (%q): %v\n%s", ncReset, err, outb)
+		}
+		tun := exec.Command(bins.labvm, "tunnel", "web-two", "8080")
+		tun.Env = append(os.Environ(), d.cliEnv()...)
+		tun.Stdin = strings.NewReader("GET / HTTP/1.0\r\n\r\n")
+		if got, err := tun.Output(); err != nil || !strings.Contains(string(got), "hello-from-web-two") {
+			t.Errorf("labvm tunnel web-two 8080 (through the daemon): %v\n%s", err, got)
+		}
+	})
+
+	d.chapter(t, "killing labvmd and starting it again leaves bridges and rules exactly as they were", func(t *testing.T) {
+		before, bridgesBefore := d.nftTable(), strings.Join(d.vnetBridges(), ",")
+		if !strings.Contains(before, "table inet "+d.table) {
+			t.Fatalf("no firewall table:\n%s", before)
+		}
+		d.kill()
+		d.start()
+		if after := d.nftTable(); after != before {
+			t.Errorf("ruleset changed across a restart:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		if after := strings.Join(d.vnetBridges(), ","); after != bridgesBefore {
+			t.Errorf("bridges changed across a restart: %s → %s", bridgesBefore, after)
+		}
+	})
+
+	d.chapter(t, "deleting the last instance and then its VNet removes its bridge and rules", func(t *testing.T) {
+		d.must("delete", "lab-one", "--yes")
+		d.must("delete", "lab-two", "--yes")
+		d.must("network", "subnet", "remove", "research", "gpu")
+		d.must("network", "delete", "research")
+		if brs := d.vnetBridges(); len(brs) != 0 {
+			t.Errorf("bridges left after deleting the VNet: %v", brs)
+		}
+		if strings.Contains(d.nftTable(), lab.IP) || strings.Contains(d.nftTable(), research.String()) {
+			t.Errorf("rules for research left:\n%s", d.nftTable())
+		}
+		var vnets []api.VNet
+		if err := json.Unmarshal([]byte(d.must("network", "list", "-o", "json")), &vnets); err != nil || len(vnets) != 1 {
+			t.Errorf("network list after delete: %+v %v", vnets, err)
+		}
+	})
 }
 
 func waitFor(t *testing.T, max time.Duration, what string, ok func() bool) {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/daemon/api"
 )
 
 // TestRestartsNeverTouchVMs: killing labvmd leaves guests running and the
@@ -39,7 +41,7 @@ func TestRestartsNeverTouchVMs(t *testing.T) {
 	d.kill()
 	time.Sleep(time.Second)
 	d.start()
-	if inst := d.showInstance("steady-dev"); inst.State != "Running" {
+	if inst := d.showInstance("steady-dev"); inst.State != api.StateRunning {
 		t.Fatalf("after a daemon restart the instance is %s (%s)", inst.State, inst.StateReason)
 	}
 	if after := uptime(); after <= before {
