@@ -48,13 +48,13 @@ type Instance struct {
 	// CreatorUID and AssignedUID are the accounts' uids when the record
 	// was made, so a deleted and re-created account with the same name is
 	// not taken for the old one. Records older than this have none.
-	CreatorUID  *int `json:"creator_uid,omitempty"`
+	CreatorUID *int `json:"creator_uid,omitempty"`
 	// SSHHostKeys are the public halves (authorized_keys format) of the
 	// host keys labvmd made for the guest and handed it in the seed, so
 	// `labvm ssh` knows the key before the first login. The private
 	// halves live only in the seed.
 	SSHHostKeys []string `json:"ssh_host_keys,omitempty"`
-	AssignedUID *int `json:"assigned_uid,omitempty"`
+	AssignedUID *int     `json:"assigned_uid,omitempty"`
 
 	State       State     `json:"state"`
 	StateReason string    `json:"state_reason,omitempty"`
@@ -63,6 +63,10 @@ type Instance struct {
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+
+	// Provisioning is cloud-init's outcome on the latest boot; nil for an
+	// image without cloud-init (its agent's first answer is its ready).
+	Provisioning *Provisioning `json:"provisioning,omitempty"`
 }
 
 // InstanceScripts records which scripts the instance was given (their
