@@ -223,7 +223,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	// The snapshot is taken before the operation runs: it may finish (and
 	// leave the running set) before this function returns.
 	snap := op.Snapshot()
-	e.ops.Go(op, func(ctx context.Context, op *ops.Op) error { return e.runCreate(ctx, op, inst, seedSecrets{scripts: scripts, hostKey: hostKey}) })
+	e.ops.Go(op, func(ctx context.Context, op *ops.Op) error {
+		return e.runCreate(ctx, op, inst, seedSecrets{scripts: scripts, hostKey: hostKey})
+	})
 	return snap, nil
 }
 
