@@ -90,10 +90,12 @@ type guestReady struct {
 //     agent, see hasCloudInitScript) is ready when cloud-init has
 //     finished this boot: /run/cloud-init/result.json exists. Its errors
 //     come back in guestReady; the caller decides what they mean.
-//   - a guest without cloud-init is ready when its agent first answers.
+//   - a guest without cloud-init is ready when its agent first answers;
+//     so is one whose agent answers but cannot run the probe (guest-exec
+//     disabled), since it could not show cloud-init's result either.
 //   - cloud-init's phone-home (sent at the final stage) is the signal
-//     only while the agent is not available: a guest without the agent,
-//     or whose agent cannot run commands.
+//     only while the agent is not available: it does not answer, or
+//     reading result.json through it fails.
 func (e *Engine) waitReady(ctx context.Context, w readyWatcher, inst vm.Instance, phoned <-chan struct{}) (guestReady, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ReadyTimeout)
 	defer cancel()
