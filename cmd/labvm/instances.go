@@ -145,7 +145,7 @@ func newShowCommand(a *app) *cobra.Command {
 func provisioningLine(inst api.Instance) string {
 	p := inst.Provisioning
 	if p == nil {
-		return "- (no cloud-init seen: ready when the guest agent answered)"
+		return "- (no cloud-init result read this boot)"
 	}
 	line := "cloud-init " + string(p.Status)
 	if len(p.Errors) > 0 {
