@@ -235,14 +235,20 @@ func UserData(s SeedSpec) ([]byte, error) {
 		}
 	}
 	// The daemon drives guests through qemu-guest-agent, which stock cloud
-	// images do not all ship or enable; failure to start it must not fail
-	// the boot, since the daemon reports a missing agent on its own.
-	runcmd := []string{"systemctl enable --now qemu-guest-agent || true"}
+	// images do not all ship or enable. It is installed only where it is
+	// missing (cloud-init's packages: would run apt at every first boot),
+	// and neither installing nor starting it fails the boot: the daemon
+	// reports a missing agent on its own.
+	runcmd := []string{installAgent, "systemctl enable --now qemu-guest-agent || true"}
 	if !s.Scripts.empty() {
 		runcmd = append(runcmd, writeScripts(&b, s.Scripts)...)
 	}
-	b.WriteString("packages:\n")
-	b.WriteString("  - \"qemu-guest-agent\"\n")
+	if len(s.Scripts.Setup) > 0 {
+		// Last, so its status is runcmd's: a failed setup fails cloud-init
+		// (result.json lists it, `cloud-init status` says error) as any
+		// failed runcmd would, and says so in cloud-init-output.log.
+		runcmd = append(runcmd, setupCheck)
+	}
 	b.WriteString("runcmd:\n")
 	for _, c := range runcmd {
 		fmt.Fprintf(&b, "  - %s\n", yamlQuote(c))
@@ -256,6 +262,18 @@ func UserData(s SeedSpec) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// installAgent installs qemu-guest-agent only when the image lacks it,
+// with whichever of apt or dnf the image has.
+const installAgent = `[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || ` +
+	`{ command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || ` +
+	`{ command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || ` +
+	`echo "labvm: could not install qemu-guest-agent" >&2`
+
+// setupCheck fails runcmd when the setup script did not exit 0, reading
+// the status its runner wrote ("EXIT BOOT_ID").
+var setupCheck = `read -r rc boot 2>/dev/null <` + ScriptSetup.StatusPath() + `; [ "$rc" = 0 ] || ` +
+	`{ echo "labvm: the setup script failed (exit ${rc:-unknown}); its output is in ` + ScriptSetup.LogPath() + `" >&2; exit 1; }`
 
 // ParseAuthorizedKey parses the content of an SSH public key file and
 // returns it normalised to a single "type base64 [comment]" line. Private

@@ -149,9 +149,8 @@ users:
     lock_passwd: true
     ssh_authorized_keys:
       - "` + testKey + `"
-packages:
-  - "qemu-guest-agent"
 runcmd:
+  - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
 phone_home:
   url: "http://10.177.0.1:8080/phone-home/i-0123abcd"
@@ -169,9 +168,8 @@ users:
     shell: "/bin/bash"
     sudo: "ALL=(ALL) NOPASSWD:ALL"
     lock_passwd: true
-packages:
-  - "qemu-guest-agent"
 runcmd:
+  - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
 `},
 		{name: "no user", spec: noUser, want: `#cloud-config
@@ -179,9 +177,8 @@ hostname: "dev1"
 preserve_hostname: false
 ssh_pwauth: false
 disable_root: true
-packages:
-  - "qemu-guest-agent"
 runcmd:
+  - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
 `},
 	}
@@ -334,7 +331,7 @@ json.dump({k: yaml.safe_load(v) for k, v in docs.items()}, sys.stdout)`)
 	if parsed.User.PhoneHome["url"] != s.PhoneHomeURL || len(parsed.User.PhoneHome) != 3 {
 		t.Fatalf("phone_home parsed as %#v", parsed.User.PhoneHome)
 	}
-	if len(parsed.User.Runcmd) != 1 {
+	if len(parsed.User.Runcmd) != 2 {
 		t.Fatalf("runcmd parsed as %#v", parsed.User.Runcmd)
 	}
 	var top map[string]map[string]any
@@ -342,7 +339,7 @@ json.dump({k: yaml.safe_load(v) for k, v in docs.items()}, sys.stdout)`)
 		t.Fatal(err)
 	}
 	keys := slices.Sorted(maps.Keys(top["user"]))
-	wantKeys := []string{"disable_root", "hostname", "packages", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users"}
+	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Fatalf("user-data has top-level keys %v, want %v", keys, wantKeys)
 	}

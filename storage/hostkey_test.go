@@ -156,9 +156,8 @@ disable_root: true
     lock_passwd: true
     ssh_authorized_keys:
       - "` + testKey + `"
-packages:
-  - "qemu-guest-agent"
 runcmd:
+  - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
 `},
 		{name: "host key without a user", spec: noUser, want: `#cloud-config
@@ -166,9 +165,8 @@ hostname: "dev1"
 preserve_hostname: false
 ssh_pwauth: false
 disable_root: true
-` + keys + `packages:
-  - "qemu-guest-agent"
-runcmd:
+` + keys + `runcmd:
+  - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
 `},
 	}

@@ -33,7 +33,8 @@ func TestUserDataCarriesScripts(t *testing.T) {
 		"write_files:\n  - path: \"/var/lib/labvm/run-script\"\n    permissions: \"0755\"\n    encoding: \"b64\"\n",
 		"  - path: \"/var/lib/labvm/setup.sh\"\n    permissions: \"0700\"\n    encoding: \"b64\"\n    content: \"" + base64.StdEncoding.EncodeToString(scriptSpec().Scripts.Setup) + "\"\n",
 		"  - path: \"/var/lib/cloud/scripts/per-boot/labvm-startup\"\n",
-		"runcmd:\n  - \"systemctl enable --now qemu-guest-agent || true\"\n  - \"/var/lib/labvm/run-script setup /var/lib/labvm/setup.sh 900 ''\"\n",
+		"runcmd:\n" +
+			"  - \"[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \\\"labvm: could not install qemu-guest-agent\\\" >&2\"\n  - \"systemctl enable --now qemu-guest-agent || true\"\n  - \"/var/lib/labvm/run-script setup /var/lib/labvm/setup.sh 900 ''\"\n  - \"read -r rc boot 2>/dev/null </var/lib/labvm/setup.status; [ \\\"$rc\\\" = 0 ] || { echo \\\"labvm: the setup script failed (exit ${rc:-unknown}); its output is in /var/log/labvm-setup.log\\\" >&2; exit 1; }\"\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("user-data lacks %q:\n%s", want, s)

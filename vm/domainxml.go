@@ -16,6 +16,10 @@ import (
 // like ours are left alone.
 const MetadataNamespace = "https://labvm.dev/xmlns/instance/1"
 
+// NoCloudSerial is the SMBIOS system serial every domain carries: the
+// datasource hint cloud-init's ds-identify and NoCloud read.
+const NoCloudSerial = "ds=nocloud"
+
 // ErrInvalidDomainSpec is returned by DomainXML for a spec that cannot
 // describe a bootable domain.
 var ErrInvalidDomainSpec = errors.New("invalid domain spec")
@@ -162,7 +166,15 @@ func DomainXML(spec DomainSpec) (string, error) {
 		OS: &libvirtxml.DomainOS{
 			Type:        &libvirtxml.DomainOSType{Arch: "x86_64", Machine: "q35", Type: "hvm"},
 			BootDevices: []libvirtxml.DomainBootDevice{{Dev: "hd"}},
+			SMBios:      &libvirtxml.DomainSMBios{Mode: "sysinfo"},
 		},
+		// cloud-init reads its datasource from the SMBIOS system serial
+		// (QEMU's -smbios type=1,serial=…): "ds=nocloud" names NoCloud,
+		// so it reads the cidata seed at once instead of probing every
+		// cloud's metadata service first.
+		SysInfo: []libvirtxml.DomainSysInfo{{SMBIOS: &libvirtxml.DomainSysInfoSMBIOS{
+			System: &libvirtxml.DomainSysInfoSystem{Entry: []libvirtxml.DomainSysInfoEntry{{Name: "serial", Value: NoCloudSerial}}},
+		}}},
 		Features: &libvirtxml.DomainFeatureList{
 			ACPI: &libvirtxml.DomainFeature{},
 			APIC: &libvirtxml.DomainFeatureAPIC{},

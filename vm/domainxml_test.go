@@ -11,9 +11,15 @@ const wantTCGXML = `<domain type="qemu">
   <metadata><labvm:instance xmlns:labvm="https://labvm.dev/xmlns/instance/1"><labvm:id>1234abcd5678ef90</labvm:id></labvm:instance></metadata>
   <memory unit="MiB">2048</memory>
   <vcpu>2</vcpu>
+  <sysinfo type="smbios">
+    <system>
+      <entry name="serial">ds=nocloud</entry>
+    </system>
+  </sysinfo>
   <os>
     <type arch="x86_64" machine="q35">hvm</type>
     <boot dev="hd"></boot>
+    <smbios mode="sysinfo"></smbios>
   </os>
   <features>
     <acpi></acpi>
@@ -63,9 +69,15 @@ const wantKVMXML = `<domain type="kvm">
   <metadata><labvm:instance xmlns:labvm="https://labvm.dev/xmlns/instance/1"><labvm:id>1234abcd5678ef90</labvm:id></labvm:instance></metadata>
   <memory unit="MiB">2048</memory>
   <vcpu>2</vcpu>
+  <sysinfo type="smbios">
+    <system>
+      <entry name="serial">ds=nocloud</entry>
+    </system>
+  </sysinfo>
   <os>
     <type arch="x86_64" machine="q35">hvm</type>
     <boot dev="hd"></boot>
+    <smbios mode="sysinfo"></smbios>
   </os>
   <features>
     <acpi></acpi>

@@ -63,6 +63,10 @@ type Instance struct {
 	Host        string    `json:"host"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
+
+	// Provisioning is cloud-init's outcome on the latest boot; nil for an
+	// image without cloud-init (its agent's first answer is its ready).
+	Provisioning *Provisioning `json:"provisioning,omitempty"`
 }
 
 // InstanceScripts records which scripts the instance was given (their

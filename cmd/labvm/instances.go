@@ -123,6 +123,7 @@ func newShowCommand(a *app) *cobra.Command {
 				{"MAC", inst.MAC},
 				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", bytesIEC(inst.DiskVirtual), bytesIEC(inst.DiskUsed))},
 				{"SSH", ssh},
+				{"Provisioning", provisioningLine(inst)},
 				{"Scripts", scriptsLine(inst)},
 				{"Owner", owner},
 				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
@@ -137,6 +138,23 @@ func newShowCommand(a *app) *cobra.Command {
 			return w.Flush()
 		},
 	}
+}
+
+// provisioningLine tells how cloud-init did on the latest boot. Its
+// errors were written by the guest; the daemon has escaped them.
+func provisioningLine(inst api.Instance) string {
+	p := inst.Provisioning
+	if p == nil {
+		return "- (no cloud-init result read this boot)"
+	}
+	line := "cloud-init " + string(p.Status)
+	if len(p.Errors) > 0 {
+		line += ": " + strings.Join(p.Errors, "; ")
+	}
+	if p.Status != api.ProvisioningRunning {
+		line += "; output: labvm logs " + inst.Name + " --cloud-init"
+	}
+	return line
 }
 
 func scriptsLine(inst api.Instance) string {

@@ -52,6 +52,8 @@ func TestCommandsWithoutDaemon(t *testing.T) {
 		{[]string{"list", "-o", "yaml"}, 2, "use table or json"},
 		{[]string{"delete", "alice-dev"}, 2, "--yes"},
 		{[]string{"list"}, 1, "labvmd is not running"},
+		{[]string{"logs", "alice-dev", "--setup", "--cloud-init"}, 2, "give one of --setup, --startup and --cloud-init"},
+		{[]string{"logs", "alice-dev", "--cloud-init"}, 1, "labvmd is not running"},
 		{[]string{"create", "x-dev", "--size", "Standard_B1s", "--image", "tiny", "--ssh-key", "/nonexistent.pub"}, 2, "--ssh-key"},
 	}
 	runWithoutDaemon(t, sock, tests)

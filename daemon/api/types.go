@@ -117,6 +117,10 @@ type Instance struct {
 	// the guest in its seed; ssh pins them. Empty for instances created
 	// before labvmd made host keys.
 	SSHHostKeys []string `json:"ssh_host_keys,omitempty"`
+
+	// Provisioning is cloud-init's outcome on the latest boot; absent for
+	// an image without cloud-init.
+	Provisioning *Provisioning `json:"provisioning,omitempty"`
 }
 
 // ExecRequest runs a command in the guest through the QEMU guest agent.

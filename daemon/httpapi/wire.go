@@ -50,6 +50,9 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 	if inst.IP.IsValid() {
 		out.IP = inst.IP.String()
 	}
+	if p := inst.Provisioning; p != nil {
+		out.Provisioning = &api.Provisioning{Status: api.ProvisioningStatus(p.Status.String()), Errors: p.Errors}
+	}
 	out.JobsRunning, out.JobsQueued = s.Jobs.Counts(inst.ID)
 	if holder, busy := s.Ops.Holder(inst.ID); busy {
 		out.StateReason = strings.TrimSpace(out.StateReason + " (operation " + holder + ")")

@@ -117,14 +117,18 @@ func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) e
 	return nil
 }
 
-// settle waits for a booted guest and records Running or SetupFailed.
+// settle waits for a booted guest and records Running or SetupFailed:
+// ready (see waitReady), then this boot's scripts; cloud-init's errors
+// fail the boot once the scripts have been accounted for.
 func (e *Engine) settle(ctx context.Context, op *ops.Op, inst *vm.Instance) error {
 	phoned := e.ready.arm(inst.ID)
+	inst.Provisioning = nil // a new boot: known again once the guest answers
 	if err := e.setState(inst, vm.StateSettingUp, ""); err != nil {
 		return err
 	}
 	op.Stage(StepWait, fmt.Sprintf("QEMU guest agent or cloud-init phone-home, up to %s", e.cfg.ReadyTimeout))
-	if err := e.waitReady(ctx, *inst, phoned); err != nil {
+	ready, err := e.waitReady(ctx, &settleWatch{op: op, e: e, inst: inst}, *inst, phoned)
+	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, errdefs.ErrCancelled) {
 			return e.cancelled(inst, cause)
 		}
@@ -137,6 +141,16 @@ func (e *Engine) settle(ctx context.Context, op *ops.Op, inst *vm.Instance) erro
 		}
 		return err
 	}
+	if ready.cloudInit {
+		inst.Provisioning = &vm.Provisioning{Status: vm.ProvisioningDone}
+		if len(ready.errors) > 0 {
+			inst.Provisioning = &vm.Provisioning{Status: vm.ProvisioningFailed, Errors: ready.errors}
+		}
+		e.saveCloudInitLog(ctx, *inst)
+		if err := e.setState(inst, inst.State, inst.StateReason); err != nil {
+			return err
+		}
+	}
 	if err := e.awaitScripts(ctx, op, inst, phoned); err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, errdefs.ErrCancelled) {
 			return e.cancelled(inst, cause)
@@ -144,6 +158,16 @@ func (e *Engine) settle(ctx context.Context, op *ops.Op, inst *vm.Instance) erro
 		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) {
 			return fmt.Errorf("interrupted while waiting for %s's scripts: %w", inst.Name, err)
 		}
+		if len(ready.errors) > 0 {
+			err = fmt.Errorf("%w; %w", err, provisionError(inst.Name, ready.errors))
+		}
+		if serr := e.setState(inst, vm.StateSetupFailed, err.Error()); serr != nil {
+			return serr
+		}
+		return err
+	}
+	if len(ready.errors) > 0 {
+		err := provisionError(inst.Name, ready.errors)
 		if serr := e.setState(inst, vm.StateSetupFailed, err.Error()); serr != nil {
 			return serr
 		}
@@ -155,6 +179,24 @@ func (e *Engine) settle(ctx context.Context, op *ops.Op, inst *vm.Instance) erro
 	}
 	e.jobs.Resume(inst.ID) // queued jobs run again
 	return nil
+}
+
+// settleWatch records a wait for the guest on its operation and, once
+// cloud-init is known to run, on the instance.
+type settleWatch struct {
+	op   *ops.Op
+	e    *Engine
+	inst *vm.Instance
+}
+
+func (w *settleWatch) Stage(step ops.Step, detail string) { w.op.Stage(step, detail) }
+func (w *settleWatch) Progress(detail string)             { w.op.Progress(detail) }
+
+func (w *settleWatch) CloudInit() {
+	w.inst.Provisioning = &vm.Provisioning{Status: vm.ProvisioningRunning}
+	if err := w.e.setState(w.inst, w.inst.State, w.inst.StateReason); err != nil {
+		w.e.log.Warn("record provisioning", "instance", w.inst.Name, "error", err)
+	}
 }
 
 // cancelled records a wait that a stop or delete cancelled: the instance

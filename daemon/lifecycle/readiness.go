@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/vm"
@@ -62,11 +63,40 @@ func (r *readiness) forget(id string) {
 	delete(r.phoned, id)
 }
 
-// waitReady blocks until the guest is ready: the QEMU guest agent answers
-// guest-ping, or cloud-init phones home, whichever comes first. Real cloud
-// images may lack the agent until cloud-init installs it; the test image
-// has no cloud-init; either signal is proof the guest booted.
-func (e *Engine) waitReady(ctx context.Context, inst vm.Instance, phoned <-chan struct{}) error {
+// readyWatcher hears how a wait for the guest goes: *settleWatch records
+// it on the operation and the instance; tests record it.
+type readyWatcher interface {
+	// Stage starts a step of the wait; Progress updates its detail.
+	Stage(step ops.Step, detail string)
+	Progress(detail string)
+	// CloudInit is told once this boot is known to run cloud-init.
+	CloudInit()
+}
+
+// guestReady is how a guest became ready.
+type guestReady struct {
+	// cloudInit is set when cloud-init's result of this boot was read;
+	// errors are what it reported (bounded, escaped).
+	cloudInit bool
+	errors    []string
+	// phoneHome is set when phone-home was the only signal, the agent
+	// being unavailable.
+	phoneHome bool
+}
+
+// waitReady blocks until the guest is ready, which means provisioned:
+//
+//   - a guest that runs cloud-init (decided once per boot through the
+//     agent, see hasCloudInitScript) is ready when cloud-init has
+//     finished this boot: /run/cloud-init/result.json exists. Its errors
+//     come back in guestReady; the caller decides what they mean.
+//   - a guest without cloud-init is ready when its agent first answers;
+//     so is one whose agent answers but cannot run the probe (guest-exec
+//     disabled), since it could not show cloud-init's result either.
+//   - cloud-init's phone-home (sent at the final stage) is the signal
+//     only while the agent is not available: it does not answer, or
+//     reading result.json through it fails.
+func (e *Engine) waitReady(ctx context.Context, w readyWatcher, inst vm.Instance, phoned <-chan struct{}) (guestReady, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.ReadyTimeout)
 	defer cancel()
 	if e.cfg.ReadyProbe == ReadyProbeNone {
@@ -75,34 +105,123 @@ func (e *Engine) waitReady(ctx context.Context, inst vm.Instance, phoned <-chan 
 		if err == nil && st != vm.DomainRunning {
 			err = fmt.Errorf("domain %s is %s, not running", inst.Domain, st)
 		}
-		return err
+		return guestReady{}, err
 	}
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	g := guestCheck{e: e, w: w, inst: inst}
+	phonedHome := false
 	for {
-		pingCtx, pingCancel := context.WithTimeout(ctx, 2*time.Second)
-		err := e.hv.AgentPing(pingCtx, inst.Domain)
-		pingCancel()
-		if err == nil {
-			return nil
-		}
-		if st, serr := e.hv.DomainState(ctx, inst.Domain); serr == nil && st == vm.DomainAbsent {
-			return fmt.Errorf("the domain stopped while booting; see %s", e.paths.Console(inst.ID))
+		if ready, done := g.check(ctx); done {
+			return ready, nil
 		}
 		select {
 		case <-phoned:
-			return nil
+			phonedHome, phoned = true, nil
+		default:
+		}
+		if phonedHome && !g.agentUsable {
+			return guestReady{phoneHome: true}, nil
+		}
+		if st, serr := e.hv.DomainState(ctx, inst.Domain); serr == nil && st == vm.DomainAbsent {
+			return guestReady{}, fmt.Errorf("the domain stopped while booting; see %s", e.paths.Console(inst.ID))
+		}
+		select {
+		case <-phoned:
 		case <-e.stopping:
-			return ErrInterrupted
+			return guestReady{}, ErrInterrupted
 		case <-tick.C:
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("guest not ready after %s: neither the QEMU guest agent answered nor cloud-init phoned home; the console log is %s",
-					e.cfg.ReadyTimeout, e.paths.Console(inst.ID))
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return guestReady{}, ctx.Err()
 			}
-			return ctx.Err()
+			if g.cloudInit {
+				what := g.detail
+				if g.lastErr != nil {
+					what += "; last read: " + clipGuestText(g.lastErr.Error(), 200)
+				}
+				return guestReady{}, fmt.Errorf("cloud-init did not finish within %s (%s); see `labvm logs %s --cloud-init` and the console log %s",
+					e.cfg.ReadyTimeout, what, inst.Name, e.paths.Console(inst.ID))
+			}
+			return guestReady{}, fmt.Errorf("guest not ready after %s: neither the QEMU guest agent answered nor cloud-init phoned home; the console log is %s",
+				e.cfg.ReadyTimeout, e.paths.Console(inst.ID))
 		}
 	}
+}
+
+// guestCheck is one boot's readiness checks through the agent.
+type guestCheck struct {
+	e    *Engine
+	w    readyWatcher
+	inst vm.Instance
+	// probed is set once this boot's cloud-init probe answered.
+	probed    bool
+	cloudInit bool
+	// agentUsable is whether the last check could use the agent.
+	agentUsable bool
+	detail      string
+	lastErr     error
+}
+
+// check makes one round of checks and says whether the guest is ready.
+func (g *guestCheck) check(ctx context.Context) (guestReady, bool) {
+	e, dom := g.e, g.inst.Domain
+	g.agentUsable = false
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := e.hv.AgentPing(pingCtx, dom)
+	cancel()
+	if err != nil {
+		return guestReady{}, false
+	}
+	if !g.probed {
+		has, err := e.hasCloudInit(ctx, dom)
+		switch {
+		case errors.Is(err, vm.ErrAgentUnavailable) || errors.Is(err, vm.ErrExecTimeout) || ctx.Err() != nil:
+			return guestReady{}, false // not up enough yet: ask again
+		case err != nil:
+			// An agent that answers but cannot run the probe (guest-exec
+			// disabled, no /bin/sh) cannot show cloud-init's result
+			// either: its answer is all there is.
+			e.log.Warn("cannot tell whether the guest runs cloud-init; its agent's answer counts as ready", "instance", g.inst.Name, "error", err)
+			return guestReady{}, true
+		}
+		g.probed, g.cloudInit = true, has
+		if !has {
+			return guestReady{}, true
+		}
+		g.detail = "cloud-init: waiting for " + cloudInitResultPath
+		g.w.Stage(StepCloudInit, g.detail)
+		g.w.CloudInit()
+	}
+	if !g.cloudInit {
+		return guestReady{}, true
+	}
+	b, err := e.readGuestFile(ctx, dom, cloudInitResultPath, maxCloudInitJSON)
+	switch {
+	case err == nil:
+		errs, perr := parseCloudInitResult(b)
+		if perr != nil {
+			errs = []string{perr.Error()}
+		}
+		done := "cloud-init: finished"
+		if len(errs) > 0 {
+			done += " with errors"
+		}
+		g.w.Progress(done)
+		return guestReady{cloudInit: true, errors: errs}, true
+	case errors.Is(err, errGuestFileAbsent):
+		g.agentUsable = true
+	default:
+		g.lastErr = err
+		return guestReady{}, false
+	}
+	if b, err := e.readGuestFile(ctx, dom, cloudInitStatusPath, maxCloudInitJSON); err == nil {
+		if d := parseCloudInitStatus(b); d != g.detail {
+			g.detail = d
+			g.w.Progress(d)
+		}
+	}
+	return guestReady{}, false
 }
 
 func (e *Engine) phoneHomeURL(inst vm.Instance) string {

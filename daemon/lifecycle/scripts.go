@@ -173,7 +173,8 @@ func (e *Engine) saveScriptLog(ctx context.Context, inst vm.Instance, kind guest
 	}
 }
 
-// Logs returns the serial console log or a script's output. Logs can
+// Logs returns the serial console log, a script's output or cloud-init's
+// output (cloud-init-output.log). Logs can
 // hold anything the guest printed, so they are the instance's own user's
 // like every other access to the guest.
 func (e *Engine) Logs(ctx context.Context, inst vm.Instance, kind string) (api.Logs, error) {
@@ -202,8 +203,10 @@ func (e *Engine) Logs(ctx context.Context, inst vm.Instance, kind string) (api.L
 				return out, errdefs.New(errdefs.ErrNotFound, "it appears once the script has run; the instance must be Running to read it live", "no %s output of %s yet", kind, inst.Name)
 			}
 		}
+	case "cloud-init":
+		content, err = e.cloudInitLog(ctx, inst)
 	default:
-		return out, errdefs.Invalidf("unknown log %q; use console, setup or startup", kind)
+		return out, errdefs.Invalidf("unknown log %q; use console, setup, startup or cloud-init", kind)
 	}
 	if err != nil {
 		return out, err

@@ -10,6 +10,7 @@ var (
 	StepSeed      = ops.Step{ID: "seed", Title: "Writing cloud-init seed"}
 	StepBoot      = ops.Step{ID: "boot", Title: "Starting domain"}
 	StepWait      = ops.Step{ID: "wait-guest", Title: "Waiting for the guest"}
+	StepCloudInit = ops.Step{ID: "cloud-init", Title: "Waiting for cloud-init to finish"}
 	StepSetup     = ops.Step{ID: "setup-script", Title: "Running the setup script"}
 	StepStartup   = ops.Step{ID: "startup-script", Title: "Running the startup script"}
 	StepShutdown  = ops.Step{ID: "shutdown", Title: "Shutting down the guest"}

@@ -44,7 +44,9 @@ func TestDomainXMLAcceptedByQEMU(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DomainXMLToNative: %v", err)
 	}
-	for _, want := range []string{"-accel tcg", `"driver":"virtio-scsi-pci"`, `"driver":"scsi-cd"`, "logappend=on", "usb=off", "org.qemu.guest_agent.0"} {
+	for _, want := range []string{"-accel tcg", `"driver":"virtio-scsi-pci"`, `"driver":"scsi-cd"`, "logappend=on", "usb=off", "org.qemu.guest_agent.0",
+		// cloud-init's datasource hint, so it does not probe other clouds
+		"-smbios type=1,serial=ds=nocloud"} {
 		if !strings.Contains(argv, want) {
 			t.Errorf("qemu command line lacks %s:\n%s", want, argv)
 		}
