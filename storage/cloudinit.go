@@ -272,8 +272,8 @@ const installAgent = `[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || com
 
 // setupCheck fails runcmd when the setup script did not exit 0, reading
 // the status its runner wrote ("EXIT BOOT_ID").
-var setupCheck = `read -r rc boot 2>/dev/null <` + ScriptSetup.StatusPath() + `; [ "$rc" = 0 ] || ` +
-	`{ echo "labvm: the setup script failed (exit ${rc:-unknown}); its output is in ` + ScriptSetup.LogPath() + `" >&2; exit 1; }`
+var setupCheck = `read -r rc boot 2>/dev/null <` + guest.ScriptSetup.StatusPath() + `; [ "$rc" = 0 ] || ` +
+	`{ echo "labvm: the setup script failed (exit ${rc:-unknown}); its output is in ` + guest.ScriptSetup.LogPath() + `" >&2; exit 1; }`
 
 // ParseAuthorizedKey parses the content of an SSH public key file and
 // returns it normalised to a single "type base64 [comment]" line. Private
