@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -106,11 +107,15 @@ func TestCreateFailsHalfway(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.must("image", "import", "blank", raw)
-	// A base is named by the digest of the stored qcow2, not of the raw
-	// file it came from.
-	var img api.Image
-	d.jsonOut(&img, "image", "show", "blank")
-	base := filepath.Join(d.dataDir, "images", img.Digest+".qcow2")
+	// The base is named by the digest of the stored (converted) file, not
+	// of the raw file imported.
+	var imgs []api.Image
+	d.jsonOut(&imgs, "image", "list")
+	i := slices.IndexFunc(imgs, func(im api.Image) bool { return im.Name == "blank" })
+	if i < 0 {
+		t.Fatalf("image list has no blank: %+v", imgs)
+	}
+	base := filepath.Join(d.dataDir, "images", imgs[i].Digest+".qcow2")
 	if err := os.Remove(base); err != nil {
 		t.Fatalf("remove base image: %v", err)
 	}
