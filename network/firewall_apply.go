@@ -88,12 +88,12 @@ func commit(rs Ruleset, install bool) error {
 	}
 	if install {
 		conn.AddTable(table)
-		if err := addChains(conn, table, rs.Chains); err != nil {
+		if err := addChains(conn, table, rs.Chains, nil); err != nil {
 			return err
 		}
 		if rs.Bridge != nil {
 			conn.AddTable(bridge)
-			if err := addChains(conn, bridge, rs.Bridge); err != nil {
+			if err := addChains(conn, bridge, rs.Bridge, rs.BridgeSets); err != nil {
 				return err
 			}
 		}
@@ -135,9 +135,11 @@ func chainHook(name string) (*nftables.ChainHook, bool) {
 	return nil, false
 }
 
-func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error {
+// addChains adds chains with their rules to table, after sets, which
+// rules and map elements refer to. All chains come first: a jump or a
+// verdict map element needs its target to exist.
+func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain, sets []Set) error {
 	accept := nftables.ChainPolicyAccept
-	// All chains first: a jump needs its target to exist.
 	added := make([]*nftables.Chain, len(chains))
 	for i, c := range chains {
 		if c.Hook == "" {
@@ -157,21 +159,79 @@ func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error
 			Policy:   &accept,
 		})
 	}
+	setIDs := map[string]uint32{}
+	for _, s := range sets {
+		set := kernelSet(table, s.Name, s.Map)
+		if err := conn.AddSet(set, kernelElements(s.Elements)); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		setIDs[s.Name] = set.ID
+	}
 	for ci, c := range chains {
-		ch := added[ci]
-		for i, r := range c.Rules {
-			exprs, err := compileRule(table.Family, r, false)
-			if err != nil {
-				return fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, r, err)
-			}
-			rule := &nftables.Rule{Table: table, Chain: ch, Exprs: exprs}
-			if r.Comment != "" {
-				rule.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
-			}
-			conn.AddRule(rule)
+		if err := addRules(conn, added[ci], c.Rules, setIDs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// addRules appends rules to ch. setIDs are the sets added in the same
+// batch; others are found by name.
+func addRules(conn *nftables.Conn, ch *nftables.Chain, rules []Rule, setIDs map[string]uint32) error {
+	for i, r := range rules {
+		exprs, err := compileRule(ch.Table.Family, r, false)
+		if err != nil {
+			return fmt.Errorf("chain %s rule %d (%s): %w", ch.Name, i+1, r, err)
+		}
+		for _, e := range exprs {
+			if l, ok := e.(*expr.Lookup); ok {
+				l.SetID = setIDs[l.SetName]
+			}
+		}
+		rule := &nftables.Rule{Table: ch.Table, Chain: ch, Exprs: exprs}
+		if r.Comment != "" {
+			rule.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+		}
+		conn.AddRule(rule)
+	}
+	return nil
+}
+
+// kernelSet is a set of interface names, or a verdict map from them.
+func kernelSet(table *nftables.Table, name string, isMap bool) *nftables.Set {
+	// nft keeps interface names in host byte order, and without being
+	// told so lists the elements as empty strings.
+	s := &nftables.Set{Table: table, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+	if isMap {
+		s.IsMap, s.DataType = true, nftables.TypeVerdict
+	}
+	return s
+}
+
+// kernelElements are elems as the kernel takes them: keys padded like
+// the interface names they are compared with, verdicts for map elements.
+func kernelElements(elems []SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(elems))
+	for _, e := range elems {
+		out = append(out, kernelElement(e, true))
+	}
+	return out
+}
+
+// kernelElement is e, with its verdict (if any) when withData; a delete
+// names the key only.
+func kernelElement(e SetElement, withData bool) nftables.SetElement {
+	k := nftables.SetElement{Key: ifname(e.Port)}
+	if !withData {
+		return k
+	}
+	switch e.Verdict {
+	case Jump:
+		k.VerdictData = &expr.Verdict{Kind: expr.VerdictJump, Chain: e.Target}
+	case Drop:
+		k.VerdictData = &expr.Verdict{Kind: expr.VerdictDrop}
+	}
+	return k
 }
 
 // foreignForward is what we found in iptables' filter table.
@@ -286,6 +346,8 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 				key = expr.MetaKeyOIFNAME
 			}
 			out = append(out, &expr.Meta{Key: key, Register: 1}, cmp(cmpOp(m.Not), ifname(m.Name)))
+		case IfaceSetMatch:
+			out = append(out, ifaceMeta(m.Out), &expr.Lookup{SourceRegister: 1, SetName: m.Set})
 		case AddrMatch:
 			if !m.Prefix.Addr().Is4() {
 				return nil, fmt.Errorf("%s: only IPv4 addresses are supported", m)
@@ -376,6 +438,13 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 			return nil, errors.New("jump without a target chain")
 		}
 		out = append(out, &expr.Verdict{Kind: expr.VerdictJump, Chain: r.Target})
+	case VMap:
+		if r.Target == "" {
+			return nil, errors.New("vmap without a map")
+		}
+		// Register 0 is the verdict register: the element's verdict
+		// becomes the rule's.
+		out = append(out, ifaceMeta(r.MapOut), &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: r.Target})
 	default:
 		return nil, fmt.Errorf("unsupported verdict %v", r.Verdict)
 	}
@@ -422,6 +491,14 @@ func etherType(t uint16) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
 		cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(t)),
 	}
+}
+
+// ifaceMeta loads the input (or output) interface name into register 1.
+func ifaceMeta(out bool) *expr.Meta {
+	if out {
+		return &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
+	}
+	return &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
 }
 
 func cmp(op expr.CmpOp, data []byte) *expr.Cmp {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +22,9 @@ type Ruleset struct {
 	// family (layer 2 port security, see buildBridge); nil when the spec
 	// does not lock ports, and then that table does not exist.
 	Bridge []Chain
+	// BridgeSets are the named sets and verdict maps of that table, which
+	// its rules look ports up in.
+	BridgeSets []Set
 
 	// ForeignForward are accept rules to keep at the top of iptables'
 	// filter FORWARD chain (DOCKER-USER when it exists), if the host has
@@ -51,9 +55,41 @@ type Chain struct {
 type Rule struct {
 	Match   []Match
 	Verdict Verdict
-	// Target is the chain a Jump verdict goes to.
-	Target  string
+	// Target is the chain a Jump verdict goes to, or the map a VMap
+	// verdict looks the packet's interface up in.
+	Target string
+	// MapOut keys a VMap verdict by the output interface rather than the
+	// input one.
+	MapOut  bool
 	Comment string
+}
+
+// Set is a named set of interface names (ports) in the bridge table, or
+// with Map, a verdict map from interface names. Rules look a frame's port
+// up in it with one hash lookup, however many ports there are, and one
+// port is added or removed by changing one element, not the rules.
+type Set struct {
+	Name     string
+	Map      bool
+	Elements []SetElement
+}
+
+// SetElement is one port of a Set; in a map, with its verdict: Drop, or
+// Jump to Target.
+type SetElement struct {
+	Port    string
+	Verdict Verdict
+	Target  string
+}
+
+func (e SetElement) String() string { return fmt.Sprintf("%q", e.Port) }
+
+// mapString renders e as an element of a verdict map.
+func (e SetElement) mapString() string {
+	if e.Verdict == Jump {
+		return fmt.Sprintf("%q : jump %s", e.Port, e.Target)
+	}
+	return fmt.Sprintf("%q : %s", e.Port, e.Verdict)
 }
 
 // Match is one condition of a rule. The set of implementations is closed
@@ -79,12 +115,13 @@ func OutIface(name string) IfaceMatch { return IfaceMatch{Out: true, Name: name}
 // NotOutIface matches packets that leave through any interface but name.
 func NotOutIface(name string) IfaceMatch { return IfaceMatch{Out: true, Not: true, Name: name} }
 
-func (m IfaceMatch) String() string {
-	key := "iifname"
+func (m IfaceMatch) String() string { return fmt.Sprintf("%s %s%q", m.key(), neg(m.Not), m.Name) }
+
+func (m IfaceMatch) key() string {
 	if m.Out {
-		key = "oifname"
+		return "oifname"
 	}
-	return fmt.Sprintf("%s %s%q", key, neg(m.Not), m.Name)
+	return "iifname"
 }
 
 // AddrMatch matches an IPv4 source or destination prefix.
@@ -131,6 +168,17 @@ func (m PortMatch) String() string {
 		key = "dport"
 	}
 	return fmt.Sprintf("%s %s %d", m.Proto, key, m.Port)
+}
+
+// IfaceSetMatch matches frames whose input (or output) port is in the
+// named Set.
+type IfaceSetMatch struct {
+	Out bool
+	Set string
+}
+
+func (m IfaceSetMatch) String() string {
+	return fmt.Sprintf("%s @%s", IfaceMatch{Out: m.Out}.key(), m.Set)
 }
 
 // ProtoMatch matches the layer 4 protocol ("tcp" or "udp").
@@ -197,6 +245,7 @@ type CtEstablishedRelated struct{}
 func (CtEstablishedRelated) String() string { return "ct state established,related" }
 
 func (IfaceMatch) isMatch()           {}
+func (IfaceSetMatch) isMatch()        {}
 func (AddrMatch) isMatch()            {}
 func (PortMatch) isMatch()            {}
 func (ProtoMatch) isMatch()           {}
@@ -227,6 +276,9 @@ const (
 	Masquerade
 	// Jump continues in the regular chain named by the rule's Target.
 	Jump
+	// VMap applies the verdict that the map named by the rule's Target
+	// holds for the packet's interface, if any; otherwise the next rule.
+	VMap
 )
 
 func (v Verdict) String() string {
@@ -243,6 +295,8 @@ func (v Verdict) String() string {
 		return "masquerade"
 	case Jump:
 		return "jump"
+	case VMap:
+		return "vmap"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -252,9 +306,13 @@ func (r Rule) String() string {
 	for _, m := range r.Match {
 		parts = append(parts, m.String())
 	}
-	parts = append(parts, r.Verdict.String())
-	if r.Verdict == Jump {
-		parts = append(parts, r.Target)
+	switch r.Verdict {
+	case Jump:
+		parts = append(parts, "jump", r.Target)
+	case VMap:
+		parts = append(parts, IfaceMatch{Out: r.MapOut}.key(), "vmap", "@"+r.Target)
+	default:
+		parts = append(parts, r.Verdict.String())
 	}
 	if r.Comment != "" {
 		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
@@ -278,17 +336,25 @@ func priorityName(family string, p int32) string {
 // followed by `nft list table bridge <name>` (if any) print them.
 func (rs Ruleset) String() string {
 	var b strings.Builder
-	writeTable(&b, "inet", rs.Table, rs.Chains)
+	writeTable(&b, "inet", rs.Table, nil, rs.Chains)
 	if rs.Bridge != nil {
-		writeTable(&b, "bridge", rs.Table, rs.Bridge)
+		writeTable(&b, "bridge", rs.Table, rs.BridgeSets, rs.Bridge)
 	}
 	return b.String()
 }
 
-func writeTable(b *strings.Builder, family, name string, chains []Chain) {
+// writeTable writes a table as nft lists it: sets, then chains, each in
+// the order they were added.
+func writeTable(b *strings.Builder, family, name string, sets []Set, chains []Chain) {
 	fmt.Fprintf(b, "table %s %s {\n", family, name)
-	for i, c := range chains {
+	for i, s := range sets {
 		if i > 0 {
+			b.WriteString("\n")
+		}
+		writeSet(b, s)
+	}
+	for i, c := range chains {
+		if i > 0 || len(sets) > 0 {
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(b, "\tchain %s {\n", c.Name)
@@ -301,4 +367,39 @@ func writeTable(b *strings.Builder, family, name string, chains []Chain) {
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
+}
+
+// writeSet writes a set as nft lists it: its elements sorted the way nft
+// sorts interface names (as little-endian numbers: by the last byte of
+// the zero-padded name first), one a line.
+func writeSet(b *strings.Builder, s Set) {
+	kind, typ := "set", "ifname"
+	if s.Map {
+		kind, typ = "map", "ifname : verdict"
+	}
+	fmt.Fprintf(b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+	if len(s.Elements) > 0 {
+		elems := slices.Clone(s.Elements)
+		slices.SortFunc(elems, func(x, y SetElement) int { return compareIfnameNFT(x.Port, y.Port) })
+		parts := make([]string, len(elems))
+		for i, e := range elems {
+			parts[i] = e.String()
+			if s.Map {
+				parts[i] = e.mapString()
+			}
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ",\n\t\t\t     "))
+	}
+	b.WriteString("\t}\n")
+}
+
+// compareIfnameNFT orders interface names as nft lists a set of them.
+func compareIfnameNFT(x, y string) int {
+	a, c := ifname(x), ifname(y)
+	for i := len(a) - 1; i >= 0; i-- {
+		if a[i] != c[i] {
+			return int(a[i]) - int(c[i])
+		}
+	}
+	return 0
 }

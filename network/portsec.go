@@ -198,63 +198,172 @@ func normalizePorts(lock bool, vnets []FirewallVNet) error {
 func portChain(port string) string  { return "port-" + port }
 func peersChain(vnet string) string { return "peers-" + vnet }
 
-// buildBridge returns the chains of the bridge table for a normalized
-// spec with LockPorts.
+// The sets of the bridge table. Every rule that asks "which port is
+// this" looks the port up in one of them, so a frame costs the same
+// however many guests there are, and a port comes and goes as a few
+// elements and its own chain (PortChange), never as a rewrite of the
+// rules every port shares.
+const (
+	// portsMap sends a known port's frames to its chain: "port" : jump port-<port>.
+	portsMap = "ports"
+	// forwardToMap judges frames bridged to a known port: drop for a port
+	// of a PeerDeny VNet, jump peers-<vnet> for one of a PeerAllow VNet.
+	forwardToMap = "forward-to"
+	// isolatedSet holds the ports of PeerDeny VNets, from which nothing
+	// is bridged to any port.
+	isolatedSet = "isolated"
+)
+
+// peersSet names the set of a PeerAllow VNet's ports.
+func peersSet(vnet string) string { return "peers-" + vnet }
+
+// buildBridge returns the sets and chains of the bridge table for a
+// normalized spec with LockPorts.
 //
 // prerouting sees every frame a bridge port sends, before the bridge
 // forwards it or hands it to the host. A known port's frames go through
-// its own chain, which accepts exactly what the guest may send and drops
-// the rest. Frames of any other port that carry a VNet address (IPv4
-// source or ARP sender) are dropped: only their owners may use them.
+// its own chain (iifname vmap @ports), which accepts exactly what the
+// guest may send and drops the rest. Frames of any other port that carry
+// a VNet address (IPv4 source or ARP sender) are dropped: only their
+// owners may use them.
 //
 // forward sees frames bridged from one port to another (never those from
 // or to the host). Into a guest of a PeerDeny VNet nothing passes, and
-// nothing out of it; into a guest of a PeerAllow VNet only frames from
-// that VNet's ports.
-func buildBridge(s FirewallSpec) []Chain {
-	prerouting := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: PriorityBridgeFilter}
-	forward := Chain{Name: "forward", Type: "filter", Hook: "forward", Priority: PriorityBridgeFilter}
-	var regular []Chain
-	for _, v := range s.VNets {
-		for _, p := range v.Ports {
-			prerouting.Rules = append(prerouting.Rules, Rule{Match: []Match{InIface(p.Name)}, Verdict: Jump, Target: portChain(p.Name)})
-		}
-	}
+// nothing out of it (@isolated); into a guest of a PeerAllow VNet only
+// frames from that VNet's ports (its peers chain and set).
+//
+// The ports are added last, each exactly as AddPort adds it to a table
+// applied without them, so a full apply and a sequence of adds give the
+// same table.
+func buildBridge(s FirewallSpec) Ruleset {
+	rs := Ruleset{BridgeSets: []Set{{Name: portsMap, Map: true}, {Name: forwardToMap, Map: true}, {Name: isolatedSet}}}
+	prerouting := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: PriorityBridgeFilter,
+		Rules: []Rule{{Verdict: VMap, Target: portsMap}}}
 	for _, v := range s.VNets {
 		prerouting.Rules = append(prerouting.Rules,
 			Rule{Match: []Match{SrcAddr(v.Subnet)}, Verdict: Drop},
 			Rule{Match: []Match{ArpSenderMatch{Prefix: v.Subnet}}, Verdict: Drop},
 		)
 	}
-
+	forward := Chain{Name: "forward", Type: "filter", Hook: "forward", Priority: PriorityBridgeFilter, Rules: []Rule{
+		{Verdict: VMap, Target: forwardToMap, MapOut: true},
+		{Match: []Match{IfaceSetMatch{Set: isolatedSet}}, Verdict: Drop},
+	}}
+	rs.Bridge = []Chain{prerouting, forward}
 	for _, v := range s.VNets {
-		if v.PeerTraffic == PeerAllow {
-			if len(v.Ports) == 0 {
-				continue
-			}
-			peers := Chain{Name: peersChain(v.Name)}
-			for _, p := range v.Ports {
-				forward.Rules = append(forward.Rules, Rule{Match: []Match{OutIface(p.Name)}, Verdict: Jump, Target: peers.Name})
-				peers.Rules = append(peers.Rules, Rule{Match: []Match{InIface(p.Name)}, Verdict: Accept})
-			}
-			peers.Rules = append(peers.Rules, Rule{Verdict: Drop})
-			regular = append(regular, peers)
+		if v.PeerTraffic != PeerAllow {
 			continue
 		}
-		for _, p := range v.Ports {
-			forward.Rules = append(forward.Rules,
-				Rule{Match: []Match{OutIface(p.Name)}, Verdict: Drop},
-				Rule{Match: []Match{InIface(p.Name)}, Verdict: Drop},
-			)
-		}
+		// There even while the VNet has no ports, so adding its first
+		// port is no different from adding any other.
+		rs.BridgeSets = append(rs.BridgeSets, Set{Name: peersSet(v.Name)})
+		rs.Bridge = append(rs.Bridge, Chain{Name: peersChain(v.Name), Rules: []Rule{
+			{Match: []Match{IfaceSetMatch{Set: peersSet(v.Name)}}, Verdict: Accept},
+			{Verdict: Drop},
+		}})
 	}
-
 	for _, v := range s.VNets {
 		for _, p := range v.Ports {
-			regular = append(regular, portRules(p))
+			rs.addPort(portChange(s.TableName, v, p))
 		}
 	}
-	return append([]Chain{prerouting, forward}, regular...)
+	return rs
+}
+
+// PortChange is what one port adds to the bridge table, or what removing
+// it takes away: its chain and one element in each of a few sets. It
+// touches nothing of any other port.
+type PortChange struct {
+	Table    string
+	Chain    Chain
+	Elements []PortElement
+}
+
+// PortElement is the element a port has in one set.
+type PortElement struct {
+	Set string
+	Map bool
+	SetElement
+}
+
+// String renders c as the nft commands that add it, in order.
+func (c PortChange) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "add chain bridge %s %s\n", c.Table, c.Chain.Name)
+	for _, r := range c.Chain.Rules {
+		fmt.Fprintf(&b, "add rule bridge %s %s %s\n", c.Table, c.Chain.Name, r)
+	}
+	for _, e := range c.Elements {
+		elem := e.SetElement.String()
+		if e.Map {
+			elem = e.mapString()
+		}
+		fmt.Fprintf(&b, "add element bridge %s %s { %s }\n", c.Table, e.Set, elem)
+	}
+	return b.String()
+}
+
+// BuildPortChange returns what adding port to vnet changes in the bridge
+// table of a firewall applied with LockPorts under table (default
+// DefaultFirewallTable). vnet's own Ports are not read. It checks what
+// can be checked of one port alone; that no other port has the same
+// name, MAC or address is the caller's to know.
+func BuildPortChange(table string, vnet FirewallVNet, port FirewallPort) (PortChange, error) {
+	vnet.Ports = []FirewallPort{port}
+	s, err := FirewallSpec{TableName: table, LockPorts: true, VNets: []FirewallVNet{vnet}}.normalized()
+	if err != nil {
+		return PortChange{}, err
+	}
+	return portChange(s.TableName, s.VNets[0], s.VNets[0].Ports[0]), nil
+}
+
+// buildPortRemoval is what removing the port named port of vnet takes
+// away: BuildPortChange's chain (without its rules, which go with it) and
+// elements, which need only the port's name and vnet's peer traffic.
+func buildPortRemoval(table string, vnet FirewallVNet, port string) (PortChange, error) {
+	if table == "" {
+		table = DefaultFirewallTable
+	}
+	if err := validateTableName(table); err != nil {
+		return PortChange{}, err
+	}
+	if err := validateTableName(vnet.Name); err != nil {
+		return PortChange{}, fmt.Errorf("%w: VNet %q: name unusable as a chain name", ErrInvalidFirewallSpec, vnet.Name)
+	}
+	if vnet.PeerTraffic != PeerDeny && vnet.PeerTraffic != PeerAllow {
+		return PortChange{}, fmt.Errorf("%w: VNet %q: unknown peer traffic %d", ErrInvalidFirewallSpec, vnet.Name, int(vnet.PeerTraffic))
+	}
+	if err := ValidatePortName(port); err != nil {
+		return PortChange{}, fmt.Errorf("%w: VNet %q: %w", ErrInvalidFirewallSpec, vnet.Name, err)
+	}
+	return PortChange{Table: table, Chain: Chain{Name: portChain(port)}, Elements: portElements(vnet, port)}, nil
+}
+
+func portChange(table string, v FirewallVNet, p FirewallPort) PortChange {
+	return PortChange{Table: table, Chain: portRules(p), Elements: portElements(v, p.Name)}
+}
+
+// portElements are port's elements: its chain in @ports, and what may be
+// bridged to and from it.
+func portElements(v FirewallVNet, port string) []PortElement {
+	out := []PortElement{{Set: portsMap, Map: true, SetElement: SetElement{Port: port, Verdict: Jump, Target: portChain(port)}}}
+	if v.PeerTraffic == PeerAllow {
+		return append(out,
+			PortElement{Set: forwardToMap, Map: true, SetElement: SetElement{Port: port, Verdict: Jump, Target: peersChain(v.Name)}},
+			PortElement{Set: peersSet(v.Name), SetElement: SetElement{Port: port}})
+	}
+	return append(out,
+		PortElement{Set: forwardToMap, Map: true, SetElement: SetElement{Port: port, Verdict: Drop}},
+		PortElement{Set: isolatedSet, SetElement: SetElement{Port: port}})
+}
+
+// addPort adds c's chain and elements to rs, as the kernel does.
+func (rs *Ruleset) addPort(c PortChange) {
+	rs.Bridge = append(rs.Bridge, c.Chain)
+	for _, e := range c.Elements {
+		i := slices.IndexFunc(rs.BridgeSets, func(s Set) bool { return s.Name == e.Set })
+		rs.BridgeSets[i].Elements = append(rs.BridgeSets[i].Elements, e.SetElement)
+	}
 }
 
 // portRules is what one guest may send: frames from its own MAC, ARP

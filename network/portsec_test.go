@@ -67,11 +67,34 @@ func TestBuildFirewallLockedPorts(t *testing.T) {
 	}
 }
 table bridge labvm {
+	map ports {
+		type ifname : verdict
+		elements = { "lvp00000000000a" : jump port-lvp00000000000a,
+			     "lvp00000000000b" : jump port-lvp00000000000b,
+			     "lvp00000000000c" : jump port-lvp00000000000c }
+	}
+
+	map forward-to {
+		type ifname : verdict
+		elements = { "lvp00000000000a" : jump peers-dev,
+			     "lvp00000000000b" : jump peers-dev,
+			     "lvp00000000000c" : drop }
+	}
+
+	set isolated {
+		type ifname
+		elements = { "lvp00000000000c" }
+	}
+
+	set peers-dev {
+		type ifname
+		elements = { "lvp00000000000a",
+			     "lvp00000000000b" }
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority filter; policy accept;
-		iifname "lvp00000000000a" jump port-lvp00000000000a
-		iifname "lvp00000000000b" jump port-lvp00000000000b
-		iifname "lvp00000000000c" jump port-lvp00000000000c
+		iifname vmap @ports
 		ip saddr 10.250.1.0/24 drop
 		arp saddr ip 10.250.1.0/24 drop
 		ip saddr 10.250.2.0/24 drop
@@ -80,15 +103,12 @@ table bridge labvm {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		oifname "lvp00000000000a" jump peers-dev
-		oifname "lvp00000000000b" jump peers-dev
-		oifname "lvp00000000000c" drop
-		iifname "lvp00000000000c" drop
+		oifname vmap @forward-to
+		iifname @isolated drop
 	}
 
 	chain peers-dev {
-		iifname "lvp00000000000a" accept
-		iifname "lvp00000000000b" accept
+		iifname @peers-dev accept
 		drop
 	}
 
@@ -141,14 +161,19 @@ func TestBuildFirewallLockedVariants(t *testing.T) {
 		{
 			name:        "locked VNet without ports still guards its addresses",
 			change:      func(s *FirewallSpec) { s.VNets[0].Ports = nil },
-			contains:    []string{"ip saddr 10.250.2.0/24 drop", "arp saddr ip 10.250.2.0/24 drop"},
+			contains:    []string{"ip saddr 10.250.2.0/24 drop", "arp saddr ip 10.250.2.0/24 drop", "set isolated {\n\t\ttype ifname\n\t}"},
 			notContains: []string{"lvp00000000000c"},
 		},
 		{
 			name:        "peer allow keeps routed same-bridge traffic",
 			change:      func(s *FirewallSpec) { s.VNets[0].PeerTraffic = PeerAllow },
-			contains:    []string{`iifname "lvbr-lab" oifname "lvbr-lab" accept`, "chain peers-lab {"},
-			notContains: []string{`oifname "lvp00000000000c" drop`},
+			contains:    []string{`iifname "lvbr-lab" oifname "lvbr-lab" accept`, "chain peers-lab {", `"lvp00000000000c" : jump peers-lab`},
+			notContains: []string{`"lvp00000000000c" : drop`},
+		},
+		{
+			name:     "peer allow VNet without ports keeps its peers chain and set",
+			change:   func(s *FirewallSpec) { s.VNets[1].Ports = nil },
+			contains: []string{"set peers-dev {\n\t\ttype ifname\n\t}", "chain peers-dev {"},
 		},
 		{
 			name:     "canonical MAC",
