@@ -55,41 +55,81 @@ type Chain struct {
 type Rule struct {
 	Match   []Match
 	Verdict Verdict
-	// Target is the chain a Jump verdict goes to, or the map a VMap
-	// verdict looks the packet's interface up in.
-	Target string
-	// MapOut keys a VMap verdict by the output interface rather than the
-	// input one.
-	MapOut  bool
+	// Target is the chain a Jump verdict goes to.
+	Target  string
 	Comment string
 }
 
-// Set is a named set of interface names (ports) in the bridge table, or
-// with Map, a verdict map from interface names. Rules look a frame's port
-// up in it with one hash lookup, however many ports there are, and one
-// port is added or removed by changing one element, not the rules.
+// Set is a named set in the bridge table: of ports (interface names), or
+// of ports with their MAC and/or address. Rules look a frame up in it with
+// one hash lookup, however many ports there are, and a port comes and goes
+// as elements, without a change to any rule or chain.
 type Set struct {
 	Name     string
-	Map      bool
+	Key      SetKey
 	Elements []SetElement
 }
 
-// SetElement is one port of a Set; in a map, with its verdict: Drop, or
-// Jump to Target.
-type SetElement struct {
-	Port    string
-	Verdict Verdict
-	Target  string
+// SetKey is what a Set's elements are made of.
+type SetKey int
+
+const (
+	// KeyPort is a port's name: type ifname.
+	KeyPort SetKey = iota
+	// KeyPortMAC is a port and its guest's MAC: ifname . ether_addr.
+	KeyPortMAC
+	// KeyPortMACIP adds the guest's address: ifname . ether_addr . ipv4_addr.
+	KeyPortMACIP
+	// KeyPortIP is a port and its guest's address: ifname . ipv4_addr.
+	KeyPortIP
+)
+
+func (k SetKey) hasMAC() bool { return k == KeyPortMAC || k == KeyPortMACIP }
+func (k SetKey) hasIP() bool  { return k == KeyPortIP || k == KeyPortMACIP }
+
+// String is the key's type as nft lists it.
+func (k SetKey) String() string {
+	t := "ifname"
+	if k.hasMAC() {
+		t += " . ether_addr"
+	}
+	if k.hasIP() {
+		t += " . ipv4_addr"
+	}
+	return t
 }
 
-func (e SetElement) String() string { return fmt.Sprintf("%q", e.Port) }
+// SetElement is one element of a Set: a port, with what its Key has.
+type SetElement struct {
+	Port string
+	MAC  net.HardwareAddr
+	IP   netip.Addr
+}
 
-// mapString renders e as an element of a verdict map.
-func (e SetElement) mapString() string {
-	if e.Verdict == Jump {
-		return fmt.Sprintf("%q : jump %s", e.Port, e.Target)
+// render writes e as nft lists an element of a set keyed by k.
+func (e SetElement) render(k SetKey) string {
+	out := fmt.Sprintf("%q", e.Port)
+	if k.hasMAC() {
+		out += " . " + e.MAC.String()
 	}
-	return fmt.Sprintf("%q : %s", e.Port, e.Verdict)
+	if k.hasIP() {
+		out += " . " + e.IP.String()
+	}
+	return out
+}
+
+// bytes is e's key as nft compares it when sorting a listing: each field
+// at its size (the name zero-padded to IFNAMSIZ), one after another.
+func (e SetElement) bytes(k SetKey) []byte {
+	b := ifname(e.Port)
+	if k.hasMAC() {
+		b = append(b, e.MAC...)
+	}
+	if k.hasIP() {
+		a := e.IP.As4()
+		b = append(b, a[:]...)
+	}
+	return b
 }
 
 // Match is one condition of a rule. The set of implementations is closed
@@ -170,15 +210,46 @@ func (m PortMatch) String() string {
 	return fmt.Sprintf("%s %s %d", m.Proto, key, m.Port)
 }
 
-// IfaceSetMatch matches frames whose input (or output) port is in the
-// named Set.
+// IfaceSetMatch matches frames whose input (or output) port is (or with
+// Not, is not) in the named Set, of type KeyPort.
 type IfaceSetMatch struct {
 	Out bool
+	Not bool
 	Set string
 }
 
 func (m IfaceSetMatch) String() string {
-	return fmt.Sprintf("%s @%s", IfaceMatch{Out: m.Out}.key(), m.Set)
+	return fmt.Sprintf("%s %s@%s", IfaceMatch{Out: m.Out}.key(), neg(m.Not), m.Set)
+}
+
+// PortSetMatch matches frames whose input port and what they carry as
+// their sender are (or with Not, are not) an element of the named Set,
+// by its Key (bridge family):
+//
+//   - KeyPortMAC: the Ethernet source address;
+//   - KeyPortMACIP: the sender MAC and IPv4 address of an Ethernet/IPv4
+//     ARP packet (htype 1, ptype ip, hlen 6, plen 4, which the match
+//     checks too: elsewhere the sender fields are not where it reads them);
+//   - KeyPortIP: the IPv4 source address.
+//
+// Each port has one element in each such set, so this compares a frame
+// with its own port's MAC or address, whichever port that is.
+type PortSetMatch struct {
+	Key SetKey
+	Not bool
+	Set string
+}
+
+func (m PortSetMatch) String() string {
+	switch m.Key {
+	case KeyPortMAC:
+		return fmt.Sprintf("iifname . ether saddr %s@%s", neg(m.Not), m.Set)
+	case KeyPortMACIP:
+		return fmt.Sprintf("arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . arp saddr ether . arp saddr ip %s@%s", neg(m.Not), m.Set)
+	case KeyPortIP:
+		return fmt.Sprintf("iifname . ip saddr %s@%s", neg(m.Not), m.Set)
+	}
+	return fmt.Sprintf("PortSetMatch(%d)", int(m.Key))
 }
 
 // ProtoMatch matches the layer 4 protocol ("tcp" or "udp").
@@ -195,34 +266,17 @@ type MarkMatch struct {
 
 func (m MarkMatch) String() string { return fmt.Sprintf("meta mark %s0x%08x", neg(m.Not), m.Mark) }
 
-// EtherSrcMatch compares the Ethernet source address (bridge family).
-type EtherSrcMatch struct {
-	Not bool
-	MAC net.HardwareAddr
-}
-
-func (m EtherSrcMatch) String() string { return fmt.Sprintf("ether saddr %s%s", neg(m.Not), m.MAC) }
-
-// ArpSenderMatch matches ARP packets by their sender fields (bridge
-// family). With MAC set it also requires an Ethernet/IPv4 ARP header
-// (htype 1, ptype ip, hlen 6, plen 4), without which the sender fields are
-// not where it reads them, and the sender hardware address MAC.
+// ArpSenderMatch matches ARP packets whose sender IPv4 address is in
+// Prefix (bridge family).
 type ArpSenderMatch struct {
-	MAC    net.HardwareAddr
 	Prefix netip.Prefix
 }
 
 func (m ArpSenderMatch) String() string {
-	var b strings.Builder
-	if m.MAC != nil {
-		fmt.Fprintf(&b, "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether %s ", m.MAC)
-	}
 	if m.Prefix.IsSingleIP() {
-		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix.Addr())
-	} else {
-		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix)
+		return fmt.Sprintf("arp saddr ip %s", m.Prefix.Addr())
 	}
-	return b.String()
+	return fmt.Sprintf("arp saddr ip %s", m.Prefix)
 }
 
 // ICMPTypeMatch matches an ICMP (v4) type.
@@ -251,7 +305,7 @@ func (PortMatch) isMatch()            {}
 func (ProtoMatch) isMatch()           {}
 func (MarkMatch) isMatch()            {}
 func (CtEstablishedRelated) isMatch() {}
-func (EtherSrcMatch) isMatch()        {}
+func (PortSetMatch) isMatch()         {}
 func (ArpSenderMatch) isMatch()       {}
 func (ICMPTypeMatch) isMatch()        {}
 
@@ -276,9 +330,6 @@ const (
 	Masquerade
 	// Jump continues in the regular chain named by the rule's Target.
 	Jump
-	// VMap applies the verdict that the map named by the rule's Target
-	// holds for the packet's interface, if any; otherwise the next rule.
-	VMap
 )
 
 func (v Verdict) String() string {
@@ -295,8 +346,6 @@ func (v Verdict) String() string {
 		return "masquerade"
 	case Jump:
 		return "jump"
-	case VMap:
-		return "vmap"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
@@ -306,13 +355,9 @@ func (r Rule) String() string {
 	for _, m := range r.Match {
 		parts = append(parts, m.String())
 	}
-	switch r.Verdict {
-	case Jump:
-		parts = append(parts, "jump", r.Target)
-	case VMap:
-		parts = append(parts, IfaceMatch{Out: r.MapOut}.key(), "vmap", "@"+r.Target)
-	default:
-		parts = append(parts, r.Verdict.String())
+	parts = append(parts, r.Verdict.String())
+	if r.Verdict == Jump {
+		parts = append(parts, r.Target)
 	}
 	if r.Comment != "" {
 		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
@@ -369,36 +414,29 @@ func writeTable(b *strings.Builder, family, name string, sets []Set, chains []Ch
 	b.WriteString("}\n")
 }
 
-// writeSet writes a set as nft lists it: its elements sorted the way nft
-// sorts interface names (as little-endian numbers: by the last byte of
-// the zero-padded name first), one a line.
+// writeSet writes a set as nft lists it: one element a line, sorted as
+// nft sorts them, which reads each key (bytes) as a little-endian number:
+// by its last byte first.
 func writeSet(b *strings.Builder, s Set) {
-	kind, typ := "set", "ifname"
-	if s.Map {
-		kind, typ = "map", "ifname : verdict"
-	}
-	fmt.Fprintf(b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, typ)
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.Name, s.Key)
 	if len(s.Elements) > 0 {
 		elems := slices.Clone(s.Elements)
-		slices.SortFunc(elems, func(x, y SetElement) int { return compareIfnameNFT(x.Port, y.Port) })
+		slices.SortFunc(elems, func(x, y SetElement) int { return compareReversed(x.bytes(s.Key), y.bytes(s.Key)) })
 		parts := make([]string, len(elems))
 		for i, e := range elems {
-			parts[i] = e.String()
-			if s.Map {
-				parts[i] = e.mapString()
-			}
+			parts[i] = e.render(s.Key)
 		}
 		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ",\n\t\t\t     "))
 	}
 	b.WriteString("\t}\n")
 }
 
-// compareIfnameNFT orders interface names as nft lists a set of them.
-func compareIfnameNFT(x, y string) int {
-	a, c := ifname(x), ifname(y)
-	for i := len(a) - 1; i >= 0; i-- {
-		if a[i] != c[i] {
-			return int(a[i]) - int(c[i])
+// compareReversed compares two keys of the same length from the last
+// byte to the first.
+func compareReversed(x, y []byte) int {
+	for i := len(x) - 1; i >= 0; i-- {
+		if x[i] != y[i] {
+			return int(x[i]) - int(y[i])
 		}
 	}
 	return 0
