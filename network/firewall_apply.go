@@ -180,9 +180,8 @@ func chainHook(name string) (*nftables.ChainHook, bool) {
 	return nil, false
 }
 
-// addChains adds chains with their rules to table, after sets, which
-// rules and map elements refer to. All chains come first: a jump or a
-// verdict map element needs its target to exist.
+// addChains adds chains, then sets, then the chains' rules to table: a
+// jump needs its chain to exist, and a lookup its set.
 func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain, sets []Set) error {
 	accept := nftables.ChainPolicyAccept
 	added := make([]*nftables.Chain, len(chains))

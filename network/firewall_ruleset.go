@@ -22,8 +22,8 @@ type Ruleset struct {
 	// family (layer 2 port security, see buildBridge); nil when the spec
 	// does not lock ports, and then that table does not exist.
 	Bridge []Chain
-	// BridgeSets are the named sets and verdict maps of that table, which
-	// its rules look ports up in.
+	// BridgeSets are the named sets of that table, which its rules look
+	// ports up in.
 	BridgeSets []Set
 
 	// ForeignForward are accept rules to keep at the top of iptables'
