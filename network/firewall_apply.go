@@ -126,23 +126,25 @@ func commit(rs Ruleset, install bool) error {
 // installs rs. The whole batch is one sendmsg, which the kernel refuses
 // (EMSGSIZE) beyond the send buffer, and every message in it is
 // acknowledged at once, which overflows the receive buffer (ENOBUFS)
-// long before that: with the default 208 KiB, about 25 locked ports.
-// nft sizes its buffers to its batch the same way. They are limits,
-// not allocations, on a socket that lives for one transaction, so the
-// estimate errs on the large side: a few KiB a message, messages being
-// chains, rules, sets and set elements.
+// long before that (with the default 208 KiB, a few hundred messages).
+// nft sizes its buffers to its batch the same way. They are limits, not
+// allocations, on a socket that lives for one transaction, so the
+// estimate errs on the large side: a few KiB a message (a table, chain,
+// rule, set or batch of elements, each acknowledged), and the elements'
+// own bytes.
 func batchBuffers(rs Ruleset) nftables.SockOption {
-	messages := len(rs.ForeignForward) + len(rs.BridgeSets)
+	messages, elements := 8+len(rs.ForeignForward), 0
 	for _, chains := range [][]Chain{rs.Chains, rs.Bridge} {
 		for _, c := range chains {
 			messages += 1 + len(c.Rules)
 		}
 	}
 	for _, s := range rs.BridgeSets {
-		messages += len(s.Elements)
+		messages += 1 + (len(s.Elements)+setElementsPerMessage-1)/setElementsPerMessage
+		elements += len(s.Elements)
 	}
-	const base, perMessage = 1 << 20, 4 << 10
-	size := min(base+perMessage*messages, math.MaxInt32/2)
+	const base, perMessage, perElement = 1 << 20, 4 << 10, 256
+	size := min(base+perMessage*messages+perElement*elements, math.MaxInt32/2)
 	return func(c *netlink.Conn) error {
 		raw, err := c.SyscallConn()
 		if err != nil {

@@ -129,6 +129,25 @@ func TestPortAddsMatchFullApply(t *testing.T) {
 	l.remove(table)
 }
 
+// TestApplyFirewallManyPorts applies what a host with 10,000 guests
+// needs in one transaction: the batch outgrows the netlink socket's
+// default buffers (its acks did from about 25 locked ports), and a set's
+// elements outgrow one netlink attribute.
+func TestApplyFirewallManyPorts(t *testing.T) {
+	l := newFWLab(t)
+	hostreq.RequireTool(t, "nft", "nftables")
+	table := "lvt" + l.id
+	spec, port := benchSpec(table, 10000)
+	l.apply(spec)
+	last := spec.VNets[0].Ports[len(spec.VNets[0].Ports)-1]
+	if got := l.inHost("nft", "get", "element", "bridge", table, portIPSet, fmt.Sprintf("{ %q . %s }", last.Name, last.IP)); !strings.Contains(got, last.IP.String()) {
+		t.Fatalf("port %s missing:\n%s", last.Name, got)
+	}
+	l.lockPort(table, spec.VNets[0], port(10000))
+	l.unlockPort(table, spec.VNets[0], port(10000))
+	l.remove(table)
+}
+
 // benchSpec is one locked VNet with n ports, and the port numbered i.
 func benchSpec(table string, n int) (FirewallSpec, func(i int) FirewallPort) {
 	subnet := netip.MustParsePrefix("10.96.0.0/16")
