@@ -317,7 +317,8 @@ func BuildFirewall(spec FirewallSpec) (Ruleset, error) {
 		ForeignForward: foreign,
 	}
 	if s.LockPorts {
-		rs.Bridge = buildBridge(s)
+		b := buildBridge(s)
+		rs.Bridge, rs.BridgeSets = b.Bridge, b.BridgeSets
 	}
 	return rs, nil
 }

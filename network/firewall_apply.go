@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/google/nftables/xt"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,7 +72,7 @@ func commitWithRetry(ctx context.Context, rs Ruleset, install bool) error {
 
 // commit replaces (install) or removes (!install) rs in one batch.
 func commit(rs Ruleset, install bool) error {
-	conn, err := nftables.New()
+	conn, err := nftables.New(nftables.WithSockOptions(batchBuffers(rs)))
 	if err != nil {
 		return fmt.Errorf("open nftables netlink socket: %w", err)
 	}
@@ -88,12 +91,12 @@ func commit(rs Ruleset, install bool) error {
 	}
 	if install {
 		conn.AddTable(table)
-		if err := addChains(conn, table, rs.Chains); err != nil {
+		if err := addChains(conn, table, rs.Chains, nil); err != nil {
 			return err
 		}
 		if rs.Bridge != nil {
 			conn.AddTable(bridge)
-			if err := addChains(conn, bridge, rs.Bridge); err != nil {
+			if err := addChains(conn, bridge, rs.Bridge, rs.BridgeSets); err != nil {
 				return err
 			}
 		}
@@ -119,6 +122,50 @@ func commit(rs Ruleset, install bool) error {
 	return nil
 }
 
+// batchBuffers sizes the netlink socket's buffers for the batch that
+// installs rs. The whole batch is one sendmsg, which the kernel refuses
+// (EMSGSIZE) beyond the send buffer, and every message in it is
+// acknowledged at once, which overflows the receive buffer (ENOBUFS)
+// long before that (with the default 208 KiB, a few hundred messages).
+// nft sizes its buffers to its batch the same way. They are limits, not
+// allocations, on a socket that lives for one transaction, so the
+// estimate errs on the large side: a few KiB a message (a table, chain,
+// rule, set or batch of elements, each acknowledged), and the elements'
+// own bytes.
+func batchBuffers(rs Ruleset) nftables.SockOption {
+	messages, elements := 8+len(rs.ForeignForward), 0
+	for _, chains := range [][]Chain{rs.Chains, rs.Bridge} {
+		for _, c := range chains {
+			messages += 1 + len(c.Rules)
+		}
+	}
+	for _, s := range rs.BridgeSets {
+		messages += 1 + (len(s.Elements)+setElementsPerMessage-1)/setElementsPerMessage
+		elements += len(s.Elements)
+	}
+	const base, perMessage, perElement = 1 << 20, 4 << 10, 256
+	size := min(base+perMessage*messages+perElement*elements, math.MaxInt32/2)
+	return func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			for _, opt := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+				// Only CAP_NET_ADMIN may pass net.core.[rw]mem_max;
+				// without it, as much as that allows.
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[0], size); e != nil {
+					if e = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[1], size); e != nil {
+						serr = fmt.Errorf("size netlink socket buffers: %w", e)
+					}
+				}
+			}
+		})
+		return errors.Join(err, serr)
+	}
+}
+
 func chainHook(name string) (*nftables.ChainHook, bool) {
 	switch name {
 	case "prerouting":
@@ -135,9 +182,10 @@ func chainHook(name string) (*nftables.ChainHook, bool) {
 	return nil, false
 }
 
-func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error {
+// addChains adds chains, then sets, then the chains' rules to table: a
+// jump needs its chain to exist, and a lookup its set.
+func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain, sets []Set) error {
 	accept := nftables.ChainPolicyAccept
-	// All chains first: a jump needs its target to exist.
 	added := make([]*nftables.Chain, len(chains))
 	for i, c := range chains {
 		if c.Hook == "" {
@@ -157,21 +205,136 @@ func addChains(conn *nftables.Conn, table *nftables.Table, chains []Chain) error
 			Policy:   &accept,
 		})
 	}
+	setIDs := map[string]uint32{}
+	for _, s := range sets {
+		set := kernelSet(table, s.Name, s.Key)
+		if err := conn.AddSet(set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		setIDs[s.Name] = set.ID
+		// The elements of one message are one netlink attribute, whose
+		// length is 16 bits: a few hundred elements at most.
+		for chunk := range slices.Chunk(s.Elements, setElementsPerMessage) {
+			if err := conn.SetAddElements(set, kernelElements(s.Key, chunk)); err != nil {
+				return fmt.Errorf("set %s: %w", s.Name, err)
+			}
+		}
+	}
 	for ci, c := range chains {
-		ch := added[ci]
-		for i, r := range c.Rules {
-			exprs, err := compileRule(table.Family, r, false)
-			if err != nil {
-				return fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, r, err)
-			}
-			rule := &nftables.Rule{Table: table, Chain: ch, Exprs: exprs}
-			if r.Comment != "" {
-				rule.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
-			}
-			conn.AddRule(rule)
+		if err := addRules(conn, added[ci], c.Rules, setIDs); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// setElementsPerMessage keeps a message's elements (each under 100 bytes)
+// well inside 64 KiB.
+const setElementsPerMessage = 256
+
+// addRules appends rules to ch. setIDs are the sets added in the same
+// batch; others are found by name.
+func addRules(conn *nftables.Conn, ch *nftables.Chain, rules []Rule, setIDs map[string]uint32) error {
+	for i, r := range rules {
+		exprs, err := compileRule(ch.Table.Family, r, false)
+		if err != nil {
+			return fmt.Errorf("chain %s rule %d (%s): %w", ch.Name, i+1, r, err)
+		}
+		for _, e := range exprs {
+			if l, ok := e.(*expr.Lookup); ok {
+				l.SetID = setIDs[l.SetName]
+			}
+		}
+		rule := &nftables.Rule{Table: ch.Table, Chain: ch, Exprs: exprs}
+		if r.Comment != "" {
+			rule.UserData = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
+		}
+		conn.AddRule(rule)
+	}
+	return nil
+}
+
+// kernelSet is a set of ports, or of ports with their MAC and/or
+// address.
+func kernelSet(table *nftables.Table, name string, key SetKey) *nftables.Set {
+	// nft keeps interface names in host byte order, and without being
+	// told so lists the elements as empty strings.
+	s := &nftables.Set{Table: table, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+	if key == KeyPort {
+		return s
+	}
+	types := []nftables.SetDatatype{nftables.TypeIFName}
+	if key.hasMAC() {
+		types = append(types, nftables.TypeEtherAddr)
+	}
+	if key.hasIP() {
+		types = append(types, nftables.TypeIPAddr)
+	}
+	s.KeyType, s.Concatenation = nftables.MustConcatSetType(types...), true
+	return s
+}
+
+// kernelElements are elems as the kernel takes them.
+func kernelElements(key SetKey, elems []SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(elems))
+	for _, e := range elems {
+		out = append(out, nftables.SetElement{Key: kernelKey(key, e)})
+	}
+	return out
+}
+
+// kernelKey is e's key in the kernel's layout: the fields one after
+// another, each padded to whole 32-bit registers (IFNAMSIZ is; a MAC takes
+// two), as the rules load them (see portSetMatch).
+func kernelKey(key SetKey, e SetElement) []byte {
+	k := ifname(e.Port)
+	if key.hasMAC() {
+		k = append(append(k, e.MAC...), 0, 0)
+	}
+	if key.hasIP() {
+		a := e.IP.As4()
+		k = append(k, a[:]...)
+	}
+	return k
+}
+
+// Registers for concatenated keys: after the interface name in register 1
+// (four 32-bit registers, NFT_REG32_00 to 03) come the MAC (04, 05) and the
+// address (06, or 04 without a MAC). The verdict register is 0.
+const (
+	regConcat04 = unix.NFT_REG32_04
+	regConcat06 = unix.NFT_REG32_06
+)
+
+// portSetMatch loads what m matches into consecutive registers and looks
+// it up in m's set.
+func portSetMatch(m PortSetMatch) ([]expr.Any, error) {
+	iif := &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
+	lookup := &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Not}
+	switch m.Key {
+	case KeyPortMAC:
+		return []expr.Any{iif,
+			&expr.Payload{DestRegister: regConcat04, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			lookup}, nil
+	case KeyPortMACIP:
+		out := etherType(unix.ETH_P_ARP)
+		// htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4; then the
+		// sender's hardware address at offset 8, its address at 14.
+		return append(out,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 4},
+			cmp(expr.CmpOpEq, []byte{0, 1, 8, 0}),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 4, Len: 2},
+			cmp(expr.CmpOpEq, []byte{6, 4}),
+			iif,
+			&expr.Payload{DestRegister: regConcat04, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
+			&expr.Payload{DestRegister: regConcat06, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4},
+			lookup), nil
+	case KeyPortIP:
+		return []expr.Any{iif,
+			&expr.Payload{DestRegister: regConcat04, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			lookup}, nil
+	}
+	return nil, fmt.Errorf("unsupported port set key %d", int(m.Key))
 }
 
 // foreignForward is what we found in iptables' filter table.
@@ -286,6 +449,8 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 				key = expr.MetaKeyOIFNAME
 			}
 			out = append(out, &expr.Meta{Key: key, Register: 1}, cmp(cmpOp(m.Not), ifname(m.Name)))
+		case IfaceSetMatch:
+			out = append(out, ifaceMeta(m.Out), &expr.Lookup{SourceRegister: 1, SetName: m.Set, Invert: m.Not})
 		case AddrMatch:
 			if !m.Prefix.Addr().Is4() {
 				return nil, fmt.Errorf("%s: only IPv4 addresses are supported", m)
@@ -296,29 +461,24 @@ func compileRule(family nftables.TableFamily, r Rule, iptablesCompat bool) ([]ex
 				offset = 16
 			}
 			out = append(out, matchPrefix(offset, m.Prefix)...)
-		case EtherSrcMatch:
-			if !bridge || len(m.MAC) != 6 {
-				return nil, fmt.Errorf("%s: needs a bridge table and a 6-byte MAC", m)
-			}
-			out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-				cmp(cmpOp(m.Not), m.MAC))
 		case ArpSenderMatch:
-			if !bridge || !m.Prefix.Addr().Is4() || m.MAC != nil && len(m.MAC) != 6 {
-				return nil, fmt.Errorf("%s: needs a bridge table, an IPv4 prefix and a 6-byte MAC", m)
+			if !bridge || !m.Prefix.Addr().Is4() {
+				return nil, fmt.Errorf("%s: needs a bridge table and an IPv4 prefix", m)
 			}
 			out = append(out, etherType(unix.ETH_P_ARP)...)
-			if m.MAC != nil {
-				// htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4, then
-				// the sender's hardware address at offset 8.
-				out = append(out,
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 4},
-					cmp(expr.CmpOpEq, []byte{0, 1, 8, 0}),
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 4, Len: 2},
-					cmp(expr.CmpOpEq, []byte{6, 4}),
-					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6},
-					cmp(expr.CmpOpEq, m.MAC))
-			}
 			out = append(out, matchPrefix(14, m.Prefix)...) // sender protocol address
+		case PortSetMatch:
+			if !bridge {
+				return nil, fmt.Errorf("%s: needs a bridge table", m)
+			}
+			if m.Key == KeyPortIP {
+				needIPv4()
+			}
+			exprs, err := portSetMatch(m)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, exprs...)
 		case ICMPTypeMatch:
 			needIPv4()
 			if err := needL4("icmp"); err != nil {
@@ -422,6 +582,14 @@ func etherType(t uint16) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
 		cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(t)),
 	}
+}
+
+// ifaceMeta loads the input (or output) interface name into register 1.
+func ifaceMeta(out bool) *expr.Meta {
+	if out {
+		return &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}
+	}
+	return &expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}
 }
 
 func cmp(op expr.CmpOp, data []byte) *expr.Cmp {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +22,9 @@ type Ruleset struct {
 	// family (layer 2 port security, see buildBridge); nil when the spec
 	// does not lock ports, and then that table does not exist.
 	Bridge []Chain
+	// BridgeSets are the named sets of that table, which its rules look
+	// ports up in.
+	BridgeSets []Set
 
 	// ForeignForward are accept rules to keep at the top of iptables'
 	// filter FORWARD chain (DOCKER-USER when it exists), if the host has
@@ -56,6 +60,78 @@ type Rule struct {
 	Comment string
 }
 
+// Set is a named set in the bridge table: of ports (interface names), or
+// of ports with their MAC and/or address. Rules look a frame up in it with
+// one hash lookup, however many ports there are, and a port comes and goes
+// as elements, without a change to any rule or chain.
+type Set struct {
+	Name     string
+	Key      SetKey
+	Elements []SetElement
+}
+
+// SetKey is what a Set's elements are made of.
+type SetKey int
+
+const (
+	// KeyPort is a port's name: type ifname.
+	KeyPort SetKey = iota
+	// KeyPortMAC is a port and its guest's MAC: ifname . ether_addr.
+	KeyPortMAC
+	// KeyPortMACIP adds the guest's address: ifname . ether_addr . ipv4_addr.
+	KeyPortMACIP
+	// KeyPortIP is a port and its guest's address: ifname . ipv4_addr.
+	KeyPortIP
+)
+
+func (k SetKey) hasMAC() bool { return k == KeyPortMAC || k == KeyPortMACIP }
+func (k SetKey) hasIP() bool  { return k == KeyPortIP || k == KeyPortMACIP }
+
+// String is the key's type as nft lists it.
+func (k SetKey) String() string {
+	t := "ifname"
+	if k.hasMAC() {
+		t += " . ether_addr"
+	}
+	if k.hasIP() {
+		t += " . ipv4_addr"
+	}
+	return t
+}
+
+// SetElement is one element of a Set: a port, with what its Key has.
+type SetElement struct {
+	Port string
+	MAC  net.HardwareAddr
+	IP   netip.Addr
+}
+
+// render writes e as nft lists an element of a set keyed by k.
+func (e SetElement) render(k SetKey) string {
+	out := fmt.Sprintf("%q", e.Port)
+	if k.hasMAC() {
+		out += " . " + e.MAC.String()
+	}
+	if k.hasIP() {
+		out += " . " + e.IP.String()
+	}
+	return out
+}
+
+// bytes is e's key as nft compares it when sorting a listing: each field
+// at its size (the name zero-padded to IFNAMSIZ), one after another.
+func (e SetElement) bytes(k SetKey) []byte {
+	b := ifname(e.Port)
+	if k.hasMAC() {
+		b = append(b, e.MAC...)
+	}
+	if k.hasIP() {
+		a := e.IP.As4()
+		b = append(b, a[:]...)
+	}
+	return b
+}
+
 // Match is one condition of a rule. The set of implementations is closed
 // because firewall_apply.go must know how to compile each one.
 type Match interface {
@@ -79,12 +155,13 @@ func OutIface(name string) IfaceMatch { return IfaceMatch{Out: true, Name: name}
 // NotOutIface matches packets that leave through any interface but name.
 func NotOutIface(name string) IfaceMatch { return IfaceMatch{Out: true, Not: true, Name: name} }
 
-func (m IfaceMatch) String() string {
-	key := "iifname"
+func (m IfaceMatch) String() string { return fmt.Sprintf("%s %s%q", m.key(), neg(m.Not), m.Name) }
+
+func (m IfaceMatch) key() string {
 	if m.Out {
-		key = "oifname"
+		return "oifname"
 	}
-	return fmt.Sprintf("%s %s%q", key, neg(m.Not), m.Name)
+	return "iifname"
 }
 
 // AddrMatch matches an IPv4 source or destination prefix.
@@ -133,6 +210,48 @@ func (m PortMatch) String() string {
 	return fmt.Sprintf("%s %s %d", m.Proto, key, m.Port)
 }
 
+// IfaceSetMatch matches frames whose input (or output) port is (or with
+// Not, is not) in the named Set, of type KeyPort.
+type IfaceSetMatch struct {
+	Out bool
+	Not bool
+	Set string
+}
+
+func (m IfaceSetMatch) String() string {
+	return fmt.Sprintf("%s %s@%s", IfaceMatch{Out: m.Out}.key(), neg(m.Not), m.Set)
+}
+
+// PortSetMatch matches frames whose input port and what they carry as
+// their sender are (or with Not, are not) an element of the named Set,
+// by its Key (bridge family):
+//
+//   - KeyPortMAC: the Ethernet source address;
+//   - KeyPortMACIP: the sender MAC and IPv4 address of an Ethernet/IPv4
+//     ARP packet (htype 1, ptype ip, hlen 6, plen 4, which the match
+//     checks too: elsewhere the sender fields are not where it reads them);
+//   - KeyPortIP: the IPv4 source address.
+//
+// Each port has one element in each such set, so this compares a frame
+// with its own port's MAC or address, whichever port that is.
+type PortSetMatch struct {
+	Key SetKey
+	Not bool
+	Set string
+}
+
+func (m PortSetMatch) String() string {
+	switch m.Key {
+	case KeyPortMAC:
+		return fmt.Sprintf("iifname . ether saddr %s@%s", neg(m.Not), m.Set)
+	case KeyPortMACIP:
+		return fmt.Sprintf("arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . arp saddr ether . arp saddr ip %s@%s", neg(m.Not), m.Set)
+	case KeyPortIP:
+		return fmt.Sprintf("iifname . ip saddr %s@%s", neg(m.Not), m.Set)
+	}
+	return fmt.Sprintf("PortSetMatch(%d)", int(m.Key))
+}
+
 // ProtoMatch matches the layer 4 protocol ("tcp" or "udp").
 type ProtoMatch struct{ Proto string }
 
@@ -147,34 +266,17 @@ type MarkMatch struct {
 
 func (m MarkMatch) String() string { return fmt.Sprintf("meta mark %s0x%08x", neg(m.Not), m.Mark) }
 
-// EtherSrcMatch compares the Ethernet source address (bridge family).
-type EtherSrcMatch struct {
-	Not bool
-	MAC net.HardwareAddr
-}
-
-func (m EtherSrcMatch) String() string { return fmt.Sprintf("ether saddr %s%s", neg(m.Not), m.MAC) }
-
-// ArpSenderMatch matches ARP packets by their sender fields (bridge
-// family). With MAC set it also requires an Ethernet/IPv4 ARP header
-// (htype 1, ptype ip, hlen 6, plen 4), without which the sender fields are
-// not where it reads them, and the sender hardware address MAC.
+// ArpSenderMatch matches ARP packets whose sender IPv4 address is in
+// Prefix (bridge family).
 type ArpSenderMatch struct {
-	MAC    net.HardwareAddr
 	Prefix netip.Prefix
 }
 
 func (m ArpSenderMatch) String() string {
-	var b strings.Builder
-	if m.MAC != nil {
-		fmt.Fprintf(&b, "arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether %s ", m.MAC)
-	}
 	if m.Prefix.IsSingleIP() {
-		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix.Addr())
-	} else {
-		fmt.Fprintf(&b, "arp saddr ip %s", m.Prefix)
+		return fmt.Sprintf("arp saddr ip %s", m.Prefix.Addr())
 	}
-	return b.String()
+	return fmt.Sprintf("arp saddr ip %s", m.Prefix)
 }
 
 // ICMPTypeMatch matches an ICMP (v4) type.
@@ -197,12 +299,13 @@ type CtEstablishedRelated struct{}
 func (CtEstablishedRelated) String() string { return "ct state established,related" }
 
 func (IfaceMatch) isMatch()           {}
+func (IfaceSetMatch) isMatch()        {}
 func (AddrMatch) isMatch()            {}
 func (PortMatch) isMatch()            {}
 func (ProtoMatch) isMatch()           {}
 func (MarkMatch) isMatch()            {}
 func (CtEstablishedRelated) isMatch() {}
-func (EtherSrcMatch) isMatch()        {}
+func (PortSetMatch) isMatch()         {}
 func (ArpSenderMatch) isMatch()       {}
 func (ICMPTypeMatch) isMatch()        {}
 
@@ -278,17 +381,25 @@ func priorityName(family string, p int32) string {
 // followed by `nft list table bridge <name>` (if any) print them.
 func (rs Ruleset) String() string {
 	var b strings.Builder
-	writeTable(&b, "inet", rs.Table, rs.Chains)
+	writeTable(&b, "inet", rs.Table, nil, rs.Chains)
 	if rs.Bridge != nil {
-		writeTable(&b, "bridge", rs.Table, rs.Bridge)
+		writeTable(&b, "bridge", rs.Table, rs.BridgeSets, rs.Bridge)
 	}
 	return b.String()
 }
 
-func writeTable(b *strings.Builder, family, name string, chains []Chain) {
+// writeTable writes a table as nft lists it: sets, then chains, each in
+// the order they were added.
+func writeTable(b *strings.Builder, family, name string, sets []Set, chains []Chain) {
 	fmt.Fprintf(b, "table %s %s {\n", family, name)
-	for i, c := range chains {
+	for i, s := range sets {
 		if i > 0 {
+			b.WriteString("\n")
+		}
+		writeSet(b, s)
+	}
+	for i, c := range chains {
+		if i > 0 || len(sets) > 0 {
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(b, "\tchain %s {\n", c.Name)
@@ -301,4 +412,32 @@ func writeTable(b *strings.Builder, family, name string, chains []Chain) {
 		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
+}
+
+// writeSet writes a set as nft lists it: one element a line, sorted as
+// nft sorts them, which reads each key (bytes) as a little-endian number:
+// by its last byte first.
+func writeSet(b *strings.Builder, s Set) {
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.Name, s.Key)
+	if len(s.Elements) > 0 {
+		elems := slices.Clone(s.Elements)
+		slices.SortFunc(elems, func(x, y SetElement) int { return compareReversed(x.bytes(s.Key), y.bytes(s.Key)) })
+		parts := make([]string, len(elems))
+		for i, e := range elems {
+			parts[i] = e.render(s.Key)
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(parts, ",\n\t\t\t     "))
+	}
+	b.WriteString("\t}\n")
+}
+
+// compareReversed compares two keys of the same length from the last
+// byte to the first.
+func compareReversed(x, y []byte) int {
+	for i := len(x) - 1; i >= 0; i-- {
+		if x[i] != y[i] {
+			return int(x[i]) - int(y[i])
+		}
+	}
+	return 0
 }

@@ -193,86 +193,173 @@ func normalizePorts(lock bool, vnets []FirewallVNet) error {
 	return nil
 }
 
-// portChain and peersChain name the regular chains of a port and of a
-// VNet that allows peer traffic.
-func portChain(port string) string  { return "port-" + port }
-func peersChain(vnet string) string { return "peers-" + vnet }
+// The bridge table's sets. Every rule that asks "which port is this, and
+// is this its guest's MAC or address" looks the frame up in one of them,
+// so a frame costs the same however many guests there are, and a port
+// comes and goes as a few elements (PortChange), never as a change to a
+// rule or a chain. Sets without verdicts matter too: a verdict map
+// jumping to a chain per port would make the kernel re-check every
+// port's chain for loops at each commit, so adding one port would again
+// cost in proportion to all of them.
+const (
+	// portsSet holds the known ports, whose frames go through portChain.
+	portsSet = "ports"
+	// portMACSet holds each port with its guest's MAC.
+	portMACSet = "port-mac"
+	// portARPSet holds each port with its guest's MAC and address, the
+	// only ARP sender fields it may use.
+	portARPSet = "port-arp"
+	// portIPSet holds each port with its guest's address.
+	portIPSet = "port-ip"
+	// isolatedSet holds the ports of PeerDeny VNets, to and from which
+	// nothing is bridged.
+	isolatedSet = "isolated"
 
-// buildBridge returns the chains of the bridge table for a normalized
-// spec with LockPorts.
+	// portChain is what every known port's frames go through.
+	portChain = "port"
+)
+
+// peersSet names the set of a PeerAllow VNet's ports.
+func peersSet(vnet string) string { return "peers-" + vnet }
+
+// buildBridge returns the sets and chains of the bridge table for a
+// normalized spec with LockPorts.
 //
 // prerouting sees every frame a bridge port sends, before the bridge
 // forwards it or hands it to the host. A known port's frames go through
-// its own chain, which accepts exactly what the guest may send and drops
-// the rest. Frames of any other port that carry a VNet address (IPv4
-// source or ARP sender) are dropped: only their owners may use them.
+// the port chain, which accepts exactly what the guest may send and
+// drops the rest. Frames of any other port that carry a VNet address
+// (IPv4 source or ARP sender) are dropped: only their owners may use
+// them.
 //
 // forward sees frames bridged from one port to another (never those from
 // or to the host). Into a guest of a PeerDeny VNet nothing passes, and
-// nothing out of it; into a guest of a PeerAllow VNet only frames from
-// that VNet's ports.
-func buildBridge(s FirewallSpec) []Chain {
-	prerouting := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: PriorityBridgeFilter}
-	forward := Chain{Name: "forward", Type: "filter", Hook: "forward", Priority: PriorityBridgeFilter}
-	var regular []Chain
-	for _, v := range s.VNets {
-		for _, p := range v.Ports {
-			prerouting.Rules = append(prerouting.Rules, Rule{Match: []Match{InIface(p.Name)}, Verdict: Jump, Target: portChain(p.Name)})
-		}
-	}
+// nothing out of it (@isolated); into a guest of a PeerAllow VNet only
+// frames from that VNet's ports (its peers set).
+//
+// The ports are added last, each exactly as AddPort adds it to a table
+// applied without them, so a full apply and a sequence of adds give the
+// same table.
+func buildBridge(s FirewallSpec) Ruleset {
+	rs := Ruleset{BridgeSets: []Set{
+		{Name: portsSet, Key: KeyPort},
+		{Name: portMACSet, Key: KeyPortMAC},
+		{Name: portARPSet, Key: KeyPortMACIP},
+		{Name: portIPSet, Key: KeyPortIP},
+		{Name: isolatedSet, Key: KeyPort},
+	}}
+	prerouting := Chain{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: PriorityBridgeFilter,
+		Rules: []Rule{{Match: []Match{IfaceSetMatch{Set: portsSet}}, Verdict: Jump, Target: portChain}}}
 	for _, v := range s.VNets {
 		prerouting.Rules = append(prerouting.Rules,
 			Rule{Match: []Match{SrcAddr(v.Subnet)}, Verdict: Drop},
 			Rule{Match: []Match{ArpSenderMatch{Prefix: v.Subnet}}, Verdict: Drop},
 		)
 	}
-
+	forward := Chain{Name: "forward", Type: "filter", Hook: "forward", Priority: PriorityBridgeFilter, Rules: []Rule{
+		{Match: []Match{IfaceSetMatch{Out: true, Set: isolatedSet}}, Verdict: Drop},
+		{Match: []Match{IfaceSetMatch{Set: isolatedSet}}, Verdict: Drop},
+	}}
 	for _, v := range s.VNets {
-		if v.PeerTraffic == PeerAllow {
-			if len(v.Ports) == 0 {
-				continue
-			}
-			peers := Chain{Name: peersChain(v.Name)}
-			for _, p := range v.Ports {
-				forward.Rules = append(forward.Rules, Rule{Match: []Match{OutIface(p.Name)}, Verdict: Jump, Target: peers.Name})
-				peers.Rules = append(peers.Rules, Rule{Match: []Match{InIface(p.Name)}, Verdict: Accept})
-			}
-			peers.Rules = append(peers.Rules, Rule{Verdict: Drop})
-			regular = append(regular, peers)
+		if v.PeerTraffic != PeerAllow {
 			continue
 		}
-		for _, p := range v.Ports {
-			forward.Rules = append(forward.Rules,
-				Rule{Match: []Match{OutIface(p.Name)}, Verdict: Drop},
-				Rule{Match: []Match{InIface(p.Name)}, Verdict: Drop},
-			)
-		}
+		// There even while the VNet has no ports, so adding its first
+		// port is no different from adding any other.
+		rs.BridgeSets = append(rs.BridgeSets, Set{Name: peersSet(v.Name), Key: KeyPort})
+		forward.Rules = append(forward.Rules, Rule{Match: []Match{
+			IfaceSetMatch{Out: true, Set: peersSet(v.Name)}, IfaceSetMatch{Not: true, Set: peersSet(v.Name)},
+		}, Verdict: Drop})
 	}
-
+	rs.Bridge = []Chain{prerouting, forward, portRules()}
 	for _, v := range s.VNets {
 		for _, p := range v.Ports {
-			regular = append(regular, portRules(p))
+			rs.addPort(portChange(s.TableName, v, p))
 		}
 	}
-	return append([]Chain{prerouting, forward}, regular...)
+	return rs
 }
 
-// portRules is what one guest may send: frames from its own MAC, ARP
-// about its own MAC and address, IPv4 from its own address, and nothing
-// else, so no IPv6 (guests are IPv4-only), no VLAN tags, no other
-// ethertypes. Of its IPv4, the two ways to become someone's router are
-// dropped too: DHCP server answers (UDP source port 67) and ICMP
-// redirects. Forwarding others' traffic needs their source address, which
-// the address check already refuses.
-func portRules(p FirewallPort) Chain {
+// PortChange is what one port adds to the bridge table, or what removing
+// it takes away: one element in each of a few sets. It touches nothing of
+// any other port.
+type PortChange struct {
+	Table    string
+	Elements []PortElement
+}
+
+// PortElement is the element a port has in one set.
+type PortElement struct {
+	Set string
+	Key SetKey
+	SetElement
+}
+
+// String renders c as the nft commands that add it, in order.
+func (c PortChange) String() string {
+	var b strings.Builder
+	for _, e := range c.Elements {
+		fmt.Fprintf(&b, "add element bridge %s %s { %s }\n", c.Table, e.Set, e.render(e.Key))
+	}
+	return b.String()
+}
+
+// BuildPortChange returns what adding port to vnet (or removing it)
+// changes in the bridge table of a firewall applied with LockPorts under
+// table (default DefaultFirewallTable). vnet's own Ports are not read. It
+// checks what can be checked of one port alone; that no other port has
+// the same name, MAC or address is the caller's to know.
+func BuildPortChange(table string, vnet FirewallVNet, port FirewallPort) (PortChange, error) {
+	vnet.Ports = []FirewallPort{port}
+	s, err := FirewallSpec{TableName: table, LockPorts: true, VNets: []FirewallVNet{vnet}}.normalized()
+	if err != nil {
+		return PortChange{}, err
+	}
+	return portChange(s.TableName, s.VNets[0], s.VNets[0].Ports[0]), nil
+}
+
+// portChange is p's elements: it is a known port, with its MAC and
+// address, and what may be bridged to and from it.
+func portChange(table string, v FirewallVNet, p FirewallPort) PortChange {
 	hw, _ := net.ParseMAC(p.MAC) // checked by normalizePorts
-	self := netip.PrefixFrom(p.IP, 32)
-	return Chain{Name: portChain(p.Name), Rules: []Rule{
-		{Match: []Match{EtherSrcMatch{Not: true, MAC: hw}}, Verdict: Drop},
-		{Match: []Match{ArpSenderMatch{MAC: hw, Prefix: self}}, Verdict: Accept},
-		{Match: []Match{SrcAddr(self), SrcPort("udp", 67)}, Verdict: Drop},
-		{Match: []Match{SrcAddr(self), ICMPTypeMatch{Type: ICMPRedirect}}, Verdict: Drop},
-		{Match: []Match{SrcAddr(self)}, Verdict: Accept},
+	elem := SetElement{Port: p.Name, MAC: hw, IP: p.IP}
+	c := PortChange{Table: table, Elements: []PortElement{
+		{Set: portsSet, Key: KeyPort, SetElement: elem},
+		{Set: portMACSet, Key: KeyPortMAC, SetElement: elem},
+		{Set: portARPSet, Key: KeyPortMACIP, SetElement: elem},
+		{Set: portIPSet, Key: KeyPortIP, SetElement: elem},
+	}}
+	peers := isolatedSet
+	if v.PeerTraffic == PeerAllow {
+		peers = peersSet(v.Name)
+	}
+	c.Elements = append(c.Elements, PortElement{Set: peers, Key: KeyPort, SetElement: elem})
+	return c
+}
+
+// addPort adds c's elements to rs, as the kernel does.
+func (rs *Ruleset) addPort(c PortChange) {
+	for _, e := range c.Elements {
+		i := slices.IndexFunc(rs.BridgeSets, func(s Set) bool { return s.Name == e.Set })
+		rs.BridgeSets[i].Elements = append(rs.BridgeSets[i].Elements, e.SetElement)
+	}
+}
+
+// portRules is what a guest may send, the rules of the port chain: frames
+// from its own MAC, ARP about its own MAC and address, IPv4 from its own
+// address, and nothing else, so no IPv6 (guests are IPv4-only), no VLAN
+// tags, no other ethertypes. Of its IPv4, the two ways to become someone's
+// router are dropped too: DHCP server answers (UDP source port 67) and
+// ICMP redirects. Forwarding others' traffic needs their source address,
+// which the address check already refuses.
+func portRules() Chain {
+	ownIP := PortSetMatch{Key: KeyPortIP, Set: portIPSet}
+	return Chain{Name: portChain, Rules: []Rule{
+		{Match: []Match{PortSetMatch{Key: KeyPortMAC, Not: true, Set: portMACSet}}, Verdict: Drop},
+		{Match: []Match{PortSetMatch{Key: KeyPortMACIP, Set: portARPSet}}, Verdict: Accept},
+		{Match: []Match{ownIP, SrcPort("udp", 67)}, Verdict: Drop},
+		{Match: []Match{ownIP, ICMPTypeMatch{Type: ICMPRedirect}}, Verdict: Drop},
+		{Match: []Match{ownIP}, Verdict: Accept},
 		{Verdict: Drop},
 	}}
 }

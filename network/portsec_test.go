@@ -67,11 +67,48 @@ func TestBuildFirewallLockedPorts(t *testing.T) {
 	}
 }
 table bridge labvm {
+	set ports {
+		type ifname
+		elements = { "lvp00000000000a",
+			     "lvp00000000000b",
+			     "lvp00000000000c" }
+	}
+
+	set port-mac {
+		type ifname . ether_addr
+		elements = { "lvp00000000000a" . 52:54:00:00:01:0a,
+			     "lvp00000000000b" . 52:54:00:00:01:0b,
+			     "lvp00000000000c" . 52:54:00:00:02:0c }
+	}
+
+	set port-arp {
+		type ifname . ether_addr . ipv4_addr
+		elements = { "lvp00000000000a" . 52:54:00:00:01:0a . 10.250.1.10,
+			     "lvp00000000000b" . 52:54:00:00:01:0b . 10.250.1.11,
+			     "lvp00000000000c" . 52:54:00:00:02:0c . 10.250.2.12 }
+	}
+
+	set port-ip {
+		type ifname . ipv4_addr
+		elements = { "lvp00000000000a" . 10.250.1.10,
+			     "lvp00000000000b" . 10.250.1.11,
+			     "lvp00000000000c" . 10.250.2.12 }
+	}
+
+	set isolated {
+		type ifname
+		elements = { "lvp00000000000c" }
+	}
+
+	set peers-dev {
+		type ifname
+		elements = { "lvp00000000000a",
+			     "lvp00000000000b" }
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority filter; policy accept;
-		iifname "lvp00000000000a" jump port-lvp00000000000a
-		iifname "lvp00000000000b" jump port-lvp00000000000b
-		iifname "lvp00000000000c" jump port-lvp00000000000c
+		iifname @ports jump port
 		ip saddr 10.250.1.0/24 drop
 		arp saddr ip 10.250.1.0/24 drop
 		ip saddr 10.250.2.0/24 drop
@@ -80,42 +117,17 @@ table bridge labvm {
 
 	chain forward {
 		type filter hook forward priority filter; policy accept;
-		oifname "lvp00000000000a" jump peers-dev
-		oifname "lvp00000000000b" jump peers-dev
-		oifname "lvp00000000000c" drop
-		iifname "lvp00000000000c" drop
+		oifname @isolated drop
+		iifname @isolated drop
+		oifname @peers-dev iifname != @peers-dev drop
 	}
 
-	chain peers-dev {
-		iifname "lvp00000000000a" accept
-		iifname "lvp00000000000b" accept
-		drop
-	}
-
-	chain port-lvp00000000000a {
-		ether saddr != 52:54:00:00:01:0a drop
-		arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 52:54:00:00:01:0a arp saddr ip 10.250.1.10 accept
-		ip saddr 10.250.1.10 udp sport 67 drop
-		ip saddr 10.250.1.10 icmp type redirect drop
-		ip saddr 10.250.1.10 accept
-		drop
-	}
-
-	chain port-lvp00000000000b {
-		ether saddr != 52:54:00:00:01:0b drop
-		arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 52:54:00:00:01:0b arp saddr ip 10.250.1.11 accept
-		ip saddr 10.250.1.11 udp sport 67 drop
-		ip saddr 10.250.1.11 icmp type redirect drop
-		ip saddr 10.250.1.11 accept
-		drop
-	}
-
-	chain port-lvp00000000000c {
-		ether saddr != 52:54:00:00:02:0c drop
-		arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 52:54:00:00:02:0c arp saddr ip 10.250.2.12 accept
-		ip saddr 10.250.2.12 udp sport 67 drop
-		ip saddr 10.250.2.12 icmp type redirect drop
-		ip saddr 10.250.2.12 accept
+	chain port {
+		iifname . ether saddr != @port-mac drop
+		arp htype 1 arp ptype ip arp hlen 6 arp plen 4 iifname . arp saddr ether . arp saddr ip @port-arp accept
+		iifname . ip saddr @port-ip udp sport 67 drop
+		iifname . ip saddr @port-ip icmp type redirect drop
+		iifname . ip saddr @port-ip accept
 		drop
 	}
 }
@@ -141,19 +153,24 @@ func TestBuildFirewallLockedVariants(t *testing.T) {
 		{
 			name:        "locked VNet without ports still guards its addresses",
 			change:      func(s *FirewallSpec) { s.VNets[0].Ports = nil },
-			contains:    []string{"ip saddr 10.250.2.0/24 drop", "arp saddr ip 10.250.2.0/24 drop"},
+			contains:    []string{"ip saddr 10.250.2.0/24 drop", "arp saddr ip 10.250.2.0/24 drop", "set isolated {\n\t\ttype ifname\n\t}", "chain port {"},
 			notContains: []string{"lvp00000000000c"},
 		},
 		{
 			name:        "peer allow keeps routed same-bridge traffic",
 			change:      func(s *FirewallSpec) { s.VNets[0].PeerTraffic = PeerAllow },
-			contains:    []string{`iifname "lvbr-lab" oifname "lvbr-lab" accept`, "chain peers-lab {"},
-			notContains: []string{`oifname "lvp00000000000c" drop`},
+			contains:    []string{`iifname "lvbr-lab" oifname "lvbr-lab" accept`, "oifname @peers-lab iifname != @peers-lab drop", "set peers-lab {\n\t\ttype ifname\n\t\telements = { \"lvp00000000000c\" }"},
+			notContains: []string{"set isolated {\n\t\ttype ifname\n\t\telements"},
+		},
+		{
+			name:     "peer allow VNet without ports keeps its peers set and rule",
+			change:   func(s *FirewallSpec) { s.VNets[1].Ports = nil },
+			contains: []string{"set peers-dev {\n\t\ttype ifname\n\t}", "oifname @peers-dev iifname != @peers-dev drop"},
 		},
 		{
 			name:     "canonical MAC",
 			change:   func(s *FirewallSpec) {},
-			contains: []string{"ether saddr != 52:54:00:00:02:0c drop"},
+			contains: []string{`"lvp00000000000c" . 52:54:00:00:02:0c }`},
 		},
 	}
 	for _, tt := range tests {

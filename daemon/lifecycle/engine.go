@@ -48,12 +48,15 @@ type Jobs interface {
 }
 
 // Networks places a new instance on a VNet and subnet, inside the create
-// transaction.
+// transaction, and locks and unlocks its port in the host firewall.
 type Networks interface {
 	Place(tx *store.Tx, vnet, subnet string) (store.VNet, store.Subnet, error)
-	// Sync makes the host firewall match the records: a new instance's
-	// port is locked to its MAC and address before its domain boots.
-	Sync(ctx context.Context) error
+	// AddInstancePort locks a new instance's port to its MAC and address
+	// before its domain boots, touching no other instance's.
+	AddInstancePort(ctx context.Context, inst vm.Instance) error
+	// RemoveInstancePort unlocks the port of an instance whose address
+	// was released; one that is not locked is no error.
+	RemoveInstancePort(ctx context.Context, inst vm.Instance) error
 }
 
 // Ready probes (Config.ReadyProbe).

@@ -72,7 +72,7 @@ func (e *Engine) provision(ctx context.Context, op *ops.Op, inst vm.Instance, se
 	if err := storage.WriteSeed(ctx, e.paths.Seed(inst.ID), spec); err != nil {
 		return fmt.Errorf("write seed for %s: %w", inst.Name, err)
 	}
-	if err := e.nets.Sync(ctx); err != nil {
+	if err := e.nets.AddInstancePort(ctx, inst); err != nil {
 		return fmt.Errorf("firewall for %s: %w", inst.Name, err)
 	}
 	return e.bootDomain(ctx, op, inst)
@@ -226,6 +226,11 @@ func (e *Engine) rollbackCreate(ctx context.Context, inst *vm.Instance) {
 		e.log.Warn("rollback: release address", "instance", inst.Name, "error", err)
 		return
 	}
+	// A leftover lock is harmless (it names this port only) and goes at
+	// the next full sync.
+	if err := e.nets.RemoveInstancePort(ctx, *inst); err != nil {
+		e.log.Warn("rollback: unlock port", "instance", inst.Name, "error", err)
+	}
 	inst.IP = netip.Addr{}
 }
 
@@ -281,7 +286,15 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 	}
 	op.Stage(StepRelease, addrOrNone(inst.IP))
 	e.ready.forget(inst.ID)
-	return e.deleteRecord(inst)
+	if err := e.deleteRecord(inst); err != nil {
+		return err
+	}
+	// The instance is gone whatever happens here: a leftover lock is
+	// harmless (it names this port only) and goes at the next full sync.
+	if err := e.nets.RemoveInstancePort(context.WithoutCancel(ctx), inst); err != nil {
+		e.log.Warn("delete: unlock port", "instance", inst.Name, "error", err)
+	}
+	return nil
 }
 
 // shutdownDomain deallocates: it asks the guest to power off, waits up to

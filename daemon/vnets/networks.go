@@ -37,10 +37,22 @@ type HostNetwork interface {
 	RoutesOverlapping(p netip.Prefix, exclude ...string) ([]string, error)
 }
 
+// PortFirewall is a HostNetwork that can lock or unlock one instance's
+// port without re-applying the whole firewall (network.AddPort and
+// RemovePort). With a HostNetwork that cannot, the engine re-applies the
+// whole firewall instead.
+type PortFirewall interface {
+	AddPort(ctx context.Context, table string, vnet network.FirewallVNet, port network.FirewallPort) error
+	RemovePort(ctx context.Context, table string, vnet network.FirewallVNet, port network.FirewallPort) error
+}
+
 // Kernel is the real HostNetwork: netlink and nftables.
 type Kernel struct{}
 
-var _ HostNetwork = Kernel{}
+var (
+	_ HostNetwork  = Kernel{}
+	_ PortFirewall = Kernel{}
+)
 
 // VNetConfig describes the default VNet: a bridge and the one subnet on it.
 type VNetConfig struct {
@@ -114,6 +126,14 @@ func (Kernel) ApplyFirewall(ctx context.Context, spec network.FirewallSpec) erro
 	return network.ApplyFirewall(ctx, spec)
 }
 
+func (Kernel) AddPort(ctx context.Context, table string, vnet network.FirewallVNet, port network.FirewallPort) error {
+	return network.AddPort(ctx, table, vnet, port)
+}
+
+func (Kernel) RemovePort(ctx context.Context, table string, vnet network.FirewallVNet, port network.FirewallPort) error {
+	return network.RemovePort(ctx, table, vnet, port)
+}
+
 // EnableForwarding turns on IPv4 forwarding, which NAT egress needs; it is
 // what libvirt does for its NAT networks too.
 func (Kernel) EnableForwarding() error {
@@ -175,14 +195,23 @@ func (e *Engine) vnetUsers(tx *store.Tx, vnet, subnet string) []string {
 
 // Sync makes the host match the recorded VNets: bridges with their
 // gateways, forwarding for NAT, and the firewall in one transaction. It is
-// idempotent and runs at start and after every network change.
+// idempotent and runs at start and after every network change; a single
+// instance's port is AddInstancePort's and RemoveInstancePort's.
 func (e *Engine) Sync(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.syncLocked(ctx)
+}
+
+func (e *Engine) syncLocked(ctx context.Context) error {
 	var vnets []store.VNet
+	var list []vm.Instance
 	if err := e.store.View(func(tx *store.Tx) error {
 		var err error
-		vnets, err = tx.VNets()
+		if vnets, err = tx.VNets(); err != nil {
+			return err
+		}
+		list, err = tx.Instances()
 		return err
 	}); err != nil {
 		return err
@@ -192,38 +221,27 @@ func (e *Engine) Sync(ctx context.Context) error {
 	// instance runs costs nothing while it does not.
 	spec := network.FirewallSpec{TableName: e.cfg.FirewallTable, GatewayPorts: e.cfg.GatewayPorts, LockPorts: true}
 	ports := map[string][]network.FirewallPort{}
-	var list []vm.Instance
-	if err := e.store.View(func(tx *store.Tx) error {
-		var err error
-		list, err = tx.Instances()
-		return err
-	}); err != nil {
-		return err
-	}
 	for _, inst := range list {
-		if inst.IP.IsValid() && inst.MAC != "" {
-			ports[inst.VNet] = append(ports[inst.VNet], network.FirewallPort{Name: network.PortName(inst.ID), MAC: inst.MAC, IP: inst.IP})
+		if port, ok := firewallPort(inst); ok {
+			ports[inst.VNet] = append(ports[inst.VNet], port)
 		}
 	}
 	nat := false
 	for _, v := range vnets {
+		fv, err := e.firewallVNet(v)
+		if err != nil {
+			return err
+		}
 		b := network.Bridge{Name: v.Bridge}
-		var gws []netip.Addr
 		for _, s := range v.Subnets {
-			gw := network.Gateway(s.CIDR)
-			gws = append(gws, gw)
-			b.Addresses = append(b.Addresses, netip.PrefixFrom(gw, s.CIDR.Bits()))
+			b.Addresses = append(b.Addresses, netip.PrefixFrom(network.Gateway(s.CIDR), s.CIDR.Bits()))
 		}
 		if err := e.net.EnsureBridge(ctx, b); err != nil {
 			return fmt.Errorf("vnet %s: %w", v.Name, err)
 		}
-		egress, err := network.ParseEgress(v.Egress)
-		if err != nil {
-			return fmt.Errorf("vnet %s: %w", v.Name, err)
-		}
-		nat = nat || egress == network.EgressNAT
-		spec.VNets = append(spec.VNets, network.FirewallVNet{Name: v.Name, Bridge: v.Bridge, Subnet: v.CIDR, Egress: egress, Gateways: gws,
-			PeerTraffic: e.peerTraffic(v), Ports: ports[v.Name]})
+		nat = nat || fv.Egress == network.EgressNAT
+		fv.Ports = ports[v.Name]
+		spec.VNets = append(spec.VNets, fv)
 	}
 	if nat {
 		if err := e.net.EnableForwarding(); err != nil {
@@ -235,6 +253,94 @@ func (e *Engine) Sync(ctx context.Context) error {
 	}
 	if e.synced != nil {
 		e.synced()
+	}
+	return nil
+}
+
+// firewallVNet is v as the firewall sees it, without its ports.
+func (e *Engine) firewallVNet(v store.VNet) (network.FirewallVNet, error) {
+	egress, err := network.ParseEgress(v.Egress)
+	if err != nil {
+		return network.FirewallVNet{}, fmt.Errorf("vnet %s: %w", v.Name, err)
+	}
+	fv := network.FirewallVNet{Name: v.Name, Bridge: v.Bridge, Subnet: v.CIDR, Egress: egress, PeerTraffic: e.peerTraffic(v)}
+	for _, s := range v.Subnets {
+		fv.Gateways = append(fv.Gateways, network.Gateway(s.CIDR))
+	}
+	return fv, nil
+}
+
+// firewallPort is inst's NIC as the firewall sees it; an instance without
+// an address (one whose create failed has given it back) has none.
+func firewallPort(inst vm.Instance) (network.FirewallPort, bool) {
+	if !inst.IP.IsValid() || inst.MAC == "" {
+		return network.FirewallPort{}, false
+	}
+	return network.FirewallPort{Name: network.PortName(inst.ID), MAC: inst.MAC, IP: inst.IP}, true
+}
+
+// AddInstancePort locks a new instance's port to its MAC and address,
+// before its domain boots, and changes nothing else of the host: a create
+// costs the same however many instances there are. Where one port cannot
+// be changed alone (a HostNetwork without PortFirewall, or a kernel table
+// someone removed), the whole firewall is re-applied from the records,
+// which hold the instance already.
+func (e *Engine) AddInstancePort(ctx context.Context, inst vm.Instance) error {
+	return e.changePort(ctx, inst, true)
+}
+
+// RemoveInstancePort unlocks the port of an instance that is gone or gave
+// its address back, and changes nothing else; a port that is not there is
+// no error. Like AddInstancePort, it falls back on re-applying the whole
+// firewall from the records.
+func (e *Engine) RemoveInstancePort(ctx context.Context, inst vm.Instance) error {
+	return e.changePort(ctx, inst, false)
+}
+
+func (e *Engine) changePort(ctx context.Context, inst vm.Instance, add bool) error {
+	// Creates and deletes run in parallel; one host firewall change at a
+	// time, and none while a Sync rebuilds it.
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ports, ok := e.net.(PortFirewall)
+	if !ok {
+		return e.syncLocked(ctx)
+	}
+	port, ok := firewallPort(inst)
+	if !ok {
+		if add {
+			return fmt.Errorf("instance %s has no address to lock its port to", inst.Name)
+		}
+		// Its port went when its address did.
+		return nil
+	}
+	var v store.VNet
+	err := e.store.View(func(tx *store.Tx) error {
+		var err error
+		v, err = tx.VNet(inst.VNet)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) && !add {
+		// Deleting the VNet re-applied the firewall without it.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("vnet %s of %s: %w", inst.VNet, inst.Name, err)
+	}
+	fv, err := e.firewallVNet(v)
+	if err != nil {
+		return err
+	}
+	change := ports.RemovePort
+	if add {
+		change = ports.AddPort
+	}
+	if err := change(ctx, e.cfg.FirewallTable, fv, port); err != nil {
+		if errors.Is(err, network.ErrInvalidFirewallSpec) || ctx.Err() != nil {
+			return err
+		}
+		e.log.Warn("changing one port of the firewall failed; re-applying all of it", "instance", inst.Name, "port", port.Name, "add", add, "error", err)
+		return e.syncLocked(ctx)
 	}
 	return nil
 }
