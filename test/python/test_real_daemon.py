@@ -90,6 +90,7 @@ def test_permission_denied(client):
 def test_seed_creates_then_finds(client):
     out = io.StringIO()
     inst = seed(client, out)
+    print(out.getvalue(), end="")  # shown in the e2e log (pytest -rA)
     lines = out.getvalue().splitlines()
     assert len(lines) >= 3 and all(l.startswith(f"create {NAME}: ") for l in lines), lines
     assert lines[-1] == f"create {NAME}: succeeded"
