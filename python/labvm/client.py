@@ -302,12 +302,12 @@ class Operations:
                 continue
             if cur.status == FAILED:
                 err = error_from(cur.error, f"operation {op_id} ({cur.kind} {cur.target}) failed")
-                err.operation = cur  # type: ignore[attr-defined]
+                err.operation = cur
                 raise err
             if cur.status == CANCELLED:
                 msg = (cur.error or {}).get("message") or f"operation {op_id} ({cur.kind} {cur.target}) was cancelled"
                 err = Cancelled(msg, (cur.error or {}).get("hint", ""))
-                err.operation = cur  # type: ignore[attr-defined]
+                err.operation = cur
                 raise err
             return cur
         raise Unavailable(f"labvmd closed the stream of operation {op_id} before it finished", resume)

@@ -7,7 +7,10 @@ here, so callers branch on classes, never on messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Operation
 
 
 class LabvmError(Exception):
@@ -17,9 +20,12 @@ class LabvmError(Exception):
         code: the daemon's stable error code, e.g. ``"NotFound"``.
         message: what went wrong, for people.
         hint: what to do about it, or ``""``.
+        operation: the finished operation, when the error is one an
+            operation failed with (see ``Operations.wait``); else None.
     """
 
     code: str = "Internal"
+    operation: Operation | None = None
 
     def __init__(self, message: str, hint: str = "", code: str | None = None) -> None:
         super().__init__(message)
