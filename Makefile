@@ -25,11 +25,12 @@ host:
 image: host
 	bash test/image/build.sh $(IMAGE_DIR)
 
-## test: everything: unit tests (with the race detector), then end-to-end
-## tests on real libvirt/QEMU. The end-to-end tests run after the others,
-## alone: some restart libvirtd.
+## test: everything: unit tests (with the race detector; the Python client's
+## against a fake daemon), then end-to-end tests on real libvirt/QEMU. The
+## end-to-end tests run after the others, alone: some restart libvirtd.
 test: host image
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /test/e2e)
+	PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider test/python
 	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 30m ./test/e2e/
 	$(MAKE) fuzz-short
 

@@ -11,6 +11,7 @@ packages=(
 	syslinux syslinux-common mtools dosfstools e2fsprogs fdisk cpio kmod gzip
 	nftables iproute2 openssh-client procps util-linux
 	xorriso genisoimage fuseiso python3-yaml systemd iptables
+	python3-pytest python3-venv python3-setuptools python3-pip
 )
 
 if [ "$(id -u)" -ne 0 ]; then
