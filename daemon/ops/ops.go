@@ -315,6 +315,7 @@ func (op *Op) Finish(err error) {
 	if cancelled && err == nil {
 		err = context.Cause(op.ctx)
 	}
+	var final store.Operation
 	op.update(func(o *store.Operation, now time.Time) {
 		closeStage(o, now)
 		o.DoneAt = &now
@@ -327,7 +328,13 @@ func (op *Op) Finish(err error) {
 			ae := errdefs.ToAPI(err)
 			o.Error = &store.OperationError{Code: string(ae.Code), Message: ae.Message, Hint: ae.Hint}
 		}
+		final = clone(*o)
 	})
+	// Counted before it leaves the operations in flight, so a scrape
+	// never misses it in both.
+	if e.observer != nil {
+		e.observer.OperationFinished(finished(final))
+	}
 	e.mu.Lock()
 	live := e.running[op.id]
 	delete(e.running, op.id)
@@ -335,9 +342,6 @@ func (op *Op) Finish(err error) {
 	prune := e.finished%pruneEvery == 0
 	e.mu.Unlock()
 	live.cancel(nil)
-	if e.observer != nil {
-		e.observer.OperationFinished(finished(live.op))
-	}
 	if live.audit != nil && e.audit != nil {
 		e.audit(live.audit.who, live.audit.action, live.audit.target, op.id, err)
 	}
