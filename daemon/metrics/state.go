@@ -168,8 +168,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(jobsDesc, float64(running), "running")
 	}
 
-	up := c.collectDomains(ctx, ch, list)
-	gauge(libvirtUpDesc, map[bool]float64{true: 1, false: 0}[up])
+	up := 0.0
+	if c.collectDomains(ctx, ch, list) {
+		up = 1
+	}
+	gauge(libvirtUpDesc, up)
 }
 
 // collectInstances reports every state of every family known (from the

@@ -46,6 +46,40 @@ func TestDomainStatsTestDriver(t *testing.T) {
 	}
 }
 
+// checkRealDomainStats reads a domain booted in real QEMU
+// (TestBootUnderTCG): the groups the test driver leaves empty are filled,
+// under the names labvm gave the devices.
+func checkRealDomainStats(t *testing.T, l *Driver, spec vm.DomainSpec) {
+	t.Helper()
+	stats, err := l.DomainStats(t.Context())
+	if err != nil {
+		t.Fatalf("DomainStats: %v", err)
+	}
+	var s *vm.DomainStats
+	for i := range stats {
+		if stats[i].Name == spec.Name {
+			s = &stats[i]
+		}
+	}
+	if s == nil {
+		t.Fatalf("DomainStats = %+v, missing %s", stats, spec.Name)
+	}
+	t.Logf("stats of %s: %+v", s.Name, *s)
+	if s.InstanceID != spec.InstanceID || s.CPUTime <= 0 || s.MaxMemoryBytes != uint64(spec.MemoryMiB)<<20 {
+		t.Errorf("stats = %+v; want id %s, CPU time, %d MiB maximum", *s, spec.InstanceID, spec.MemoryMiB)
+	}
+	disks := map[string]bool{}
+	for _, d := range s.Disks {
+		disks[d.Device] = true
+	}
+	if !disks["vda"] {
+		t.Errorf("disks = %+v, want vda", s.Disks)
+	}
+	if len(s.NICs) != 1 || s.NICs[0].Device != spec.PortName {
+		t.Errorf("NICs = %+v, want the tap %s", s.NICs, spec.PortName)
+	}
+}
+
 func TestDomainStatsClosed(t *testing.T) {
 	l, err := Connect(t.Context(), testDriverURI)
 	if err != nil {
