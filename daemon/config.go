@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -77,6 +78,11 @@ type Config struct {
 	// addresses (a mirror served locally, tests). Off: a pull can never
 	// reach the host's services.
 	PullAllowLoopback bool
+	// MetricsListen, when set, is a TCP address (host:port) where
+	// /metrics is served without authentication, e.g. 127.0.0.1:9477:
+	// keep it on loopback or behind a proxy. The API socket serves
+	// /metrics to owners whether or not it is set.
+	MetricsListen string
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
 	// ops.CrashPoint. Empty in production.
@@ -141,6 +147,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("default disk size %d is below 1 GiB", c.DefaultDiskSize)
 	case c.ReadyProbe != "" && c.ReadyProbe != ReadyProbeAgent && c.ReadyProbe != ReadyProbeNone:
 		return fmt.Errorf("ready probe %q: use %q or %q", c.ReadyProbe, ReadyProbeAgent, ReadyProbeNone)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen address %q: want host:port, e.g. 127.0.0.1:9477: %w", c.MetricsListen, err)
+		}
 	}
 	if c.BridgePrefix == "" || len(c.BridgePrefix) > 6 {
 		return fmt.Errorf("bridge prefix %q: use 1-6 characters", c.BridgePrefix)

@@ -16,6 +16,7 @@ import (
 	"github.com/labvm/labvm/daemon/jobs"
 	"github.com/labvm/labvm/daemon/library"
 	"github.com/labvm/labvm/daemon/lifecycle"
+	"github.com/labvm/labvm/daemon/metrics"
 	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/daemon/vnets"
@@ -48,6 +49,7 @@ type Daemon struct {
 	jobs     *jobs.Engine
 	lc       *lifecycle.Engine
 	api      *httpapi.Server
+	metrics  *metrics.Metrics
 	onStatus func(string)
 }
 
@@ -106,7 +108,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
 	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status}
 	d.audit = audit.New(st, log)
-	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.reportStatus})
+	d.metrics = metrics.New(log)
+	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.reportStatus, Observer: d.metrics})
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
 	}
@@ -125,6 +128,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
 	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
 	d.vnets.OnSync(d.lc.NetworksChanged)
+	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
 	d.api = &httpapi.Server{
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
@@ -138,6 +142,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Library:           library.New(st, files, d.ops, log),
 		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
 		HostShutdownBound: cfg.HostShutdownBound,
+		Metrics:           d.metrics.Handler(),
 		Work:              d.ops,
 	}
 	return d, nil
@@ -195,6 +200,31 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		defer func() { _ = os.Remove(d.cfg.SocketPath) }()
 	}
 
+	if d.cfg.MetricsListen != "" {
+		// Listening before anything else: a taken port fails the start
+		// rather than leaving the daemon up without the metrics asked for.
+		mln, err := net.Listen("tcp", d.cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		if !isLoopback(mln.Addr()) {
+			d.log.Warn("metrics served without authentication on a non-loopback address; keep it behind a proxy or a firewall", "address", mln.Addr().String())
+		}
+		// Stopped when Run returns, however it returns: the wait for
+		// operations (deferred above, so run after) waits for it too.
+		mctx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		d.ops.Add()
+		go func() {
+			defer d.ops.Done()
+			if err := d.metrics.Serve(mctx, mln); err != nil {
+				d.log.Error("metrics listener stopped", "address", mln.Addr().String(), "error", err)
+			}
+		}()
+		d.log.Info("serving metrics", "address", mln.Addr().String())
+	}
+
 	d.status("setting up VNets: bridges and firewall")
 	if err := d.vnets.Setup(ctx); err != nil {
 		ln.Close()
@@ -226,6 +256,12 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		d.log.Info("labvmd stopping; VMs keep running", "grace", d.cfg.ShutdownGrace)
 	}
 	return err
+}
+
+// isLoopback reports whether a listener's address is on loopback only.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // status reports a one-line status (systemd's STATUS=).
@@ -275,6 +311,9 @@ func (d *Daemon) Lifecycle() *lifecycle.Engine { return d.lc }
 // Ops is the daemon's operation engine (tests).
 func (d *Daemon) Ops() *ops.Engine { return d.ops }
 
+// Metrics is the daemon's metrics registry (tests).
+func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
+
 // API is the daemon's API server (tests walk its route table).
 func (d *Daemon) API() *httpapi.Server { return d.api }
 
@@ -283,4 +322,5 @@ var (
 	_ Hypervisor              = (*vmlibvirt.Driver)(nil)
 	_ jobs.Runner             = (*vmlibvirt.Driver)(nil)
 	_ lifecycle.ConsoleOpener = (*vmlibvirt.Driver)(nil)
+	_ metrics.DomainStatser   = (*vmlibvirt.Driver)(nil)
 )

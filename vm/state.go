@@ -45,6 +45,16 @@ func (s State) String() string {
 	return stateNames[s]
 }
 
+// States lists every state in order, for those who report a count of
+// each (the metrics report zeros rather than leave a state out).
+func States() []State {
+	out := make([]State, len(stateNames))
+	for i := range out {
+		out[i] = State(i)
+	}
+	return out
+}
+
 // ParseState is the inverse of String.
 func ParseState(s string) (State, error) {
 	for i, n := range stateNames {

@@ -39,6 +39,7 @@ type fileConfig struct {
 	PhoneHomePort *int      `yaml:"phone_home_port"`
 	FirewallTable string    `yaml:"firewall_table"`
 	MinFreeDisk   string    `yaml:"min_free_disk"`
+	MetricsListen string    `yaml:"metrics_listen"`
 	DefaultVNet   *vnetFile `yaml:"default_vnet"`
 	Sizes         []vm.Size `yaml:"sizes"`
 	Quota         *struct {
@@ -78,6 +79,7 @@ func run() (err error) {
 		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 		minFree    = flag.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)")
+		metricsAt  = flag.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)")
 		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
 		version    = flag.Bool("version", false, "print the version and exit")
 		units      = flag.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit")
@@ -109,6 +111,7 @@ func run() (err error) {
 	setIf(&cfg.VNet.Bridge, *bridge)
 	setIf(&cfg.FirewallTable, *fwTable)
 	setIf(&cfg.BridgePrefix, *brPrefix)
+	setIf(&cfg.MetricsListen, *metricsAt)
 	if rc, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		cfg.Nameservers = network.Nameservers(rc)
 	}
@@ -221,6 +224,7 @@ func applyFile(cfg *daemon.Config, path string) error {
 	setIf(&cfg.DataDir, fc.DataDir)
 	setIf(&cfg.LibvirtURI, fc.LibvirtURI)
 	setIf(&cfg.FirewallTable, fc.FirewallTable)
+	setIf(&cfg.MetricsListen, fc.MetricsListen)
 	if fc.MinFreeDisk != "" {
 		n, err := storage.ParseSize(fc.MinFreeDisk)
 		if err != nil {

@@ -66,6 +66,9 @@ const (
 	PermManageNetworks
 	PermReadAudit
 	PermHostAdmin
+	// PermReadMetrics reads /metrics: counts and names of every user's
+	// instances, so owners only.
+	PermReadMetrics
 	permEnd
 )
 
@@ -85,6 +88,7 @@ var permNames = map[Permission]string{
 	PermManageNetworks: "networks/write",
 	PermReadAudit:      "audit/read",
 	PermHostAdmin:      "host/admin",
+	PermReadMetrics:    "metrics/read",
 }
 
 func (p Permission) String() string {
@@ -121,6 +125,7 @@ var minRole = map[Permission]Role{
 	PermManageNetworks: RoleOwner,
 	PermReadAudit:      RoleOwner,
 	PermHostAdmin:      RoleOwner,
+	PermReadMetrics:    RoleOwner,
 }
 
 // MinRole is the least role that holds p; false for application access,

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,10 @@ type FakeHypervisor struct {
 	StartErr error
 	// StartGate, when set, blocks StartDomain until closed.
 	StartGate chan struct{}
+	// stats are what DomainStats reports for a running domain, by name.
+	stats map[string]vm.DomainStats
+	// down makes OwnedDomains and DomainStats fail as with libvirtd gone.
+	down bool
 }
 
 var _ daemon.Hypervisor = (*FakeHypervisor)(nil)
@@ -45,7 +50,9 @@ var (
 	idRe   = regexp.MustCompile(`<labvm:id>([^<]+)</labvm:id>`)
 )
 
-func NewFakeHypervisor() *FakeHypervisor { return &FakeHypervisor{domains: map[string]string{}} }
+func NewFakeHypervisor() *FakeHypervisor {
+	return &FakeHypervisor{domains: map[string]string{}, stats: map[string]vm.DomainStats{}}
+}
 
 func (f *FakeHypervisor) StartDomain(ctx context.Context, xml string) error {
 	f.mu.Lock()
@@ -99,6 +106,9 @@ func (f *FakeHypervisor) DomainState(ctx context.Context, name string) (vm.Domai
 func (f *FakeHypervisor) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down {
+		return nil, fmt.Errorf("fake libvirtd is down: %w", vm.ErrUnavailable)
+	}
 	var out []vm.OwnedDomain
 	for name, id := range f.domains {
 		out = append(out, vm.OwnedDomain{Name: name, InstanceID: id, Status: vm.DomainRunning})
@@ -115,6 +125,39 @@ func (f *FakeHypervisor) AgentPing(ctx context.Context, name string) error {
 
 func (f *FakeHypervisor) Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error) {
 	return vm.ExecResult{Stdout: []byte(strings.Join(append([]string{req.Path}, req.Args...), " "))}, nil
+}
+
+// DomainStats reports each running domain with the counters SetStats
+// gave it (none by default), sorted by name like the driver's.
+func (f *FakeHypervisor) DomainStats(ctx context.Context) ([]vm.DomainStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, fmt.Errorf("fake libvirtd is down: %w", vm.ErrUnavailable)
+	}
+	var out []vm.DomainStats
+	for name, id := range f.domains {
+		s := f.stats[name]
+		s.Name, s.InstanceID = name, id
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// SetStats sets the counters DomainStats reports for a domain.
+func (f *FakeHypervisor) SetStats(domain string, s vm.DomainStats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stats[domain] = s
+}
+
+// SetDown makes libvirt look gone (true) or back (false) to OwnedDomains
+// and DomainStats.
+func (f *FakeHypervisor) SetDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
 }
 
 // Running counts the domains that run.

@@ -62,6 +62,8 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/host/shutdown", perm: authz.PermHostAdmin, scope: host, audit: "host/shutdown", handle: s.hostShutdown},
 		{pattern: "GET /v1/doctor", perm: authz.PermHostAdmin, scope: host, handle: s.getDoctor},
 		{pattern: "POST /v1/doctor", perm: authz.PermHostAdmin, scope: host, audit: "doctor/repair", handle: s.runDoctor},
+		// The Prometheus text format, not JSON, at the path scrapers expect.
+		{pattern: "GET /metrics", perm: authz.PermReadMetrics, scope: host, stream: s.metrics},
 	}
 }
 

@@ -65,6 +65,8 @@ type Server struct {
 	VNets     *vnets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
+	// Metrics serves GET /metrics (the Prometheus text format).
+	Metrics http.Handler
 	// HostShutdownBound bounds POST /v1/host/shutdown.
 	HostShutdownBound time.Duration
 	// Work holds upgraded sessions (tunnels, console), which the HTTP

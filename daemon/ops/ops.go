@@ -44,6 +44,29 @@ type Auditor interface {
 	Record(who Who, action, target, opID string, err error)
 }
 
+// Observer is told of every operation as it ends (the metrics). It is
+// called on the operation's goroutine and must not block.
+type Observer interface {
+	OperationFinished(Finished)
+}
+
+// Finished is an ended operation as an Observer sees it.
+type Finished struct {
+	Kind string
+	// Outcome is StatusSucceeded, StatusFailed or StatusCancelled.
+	Outcome string
+	// Took runs from Begin to Finish.
+	Took time.Duration
+	// Steps are the steps that ran, in order, by their stable IDs.
+	Steps []StepTime
+}
+
+// StepTime is how long one step of an operation took.
+type StepTime struct {
+	Step string
+	Took time.Duration
+}
+
 // persistEvery bounds how often a running operation's progress (a step's
 // detail) is written to the store, each write being an fsync. Running
 // operations are served from memory; the stored copy matters only after
@@ -66,6 +89,8 @@ type Engine struct {
 	log   *slog.Logger
 	crash *CrashPoint
 	audit func(who Who, action, target, opID string, err error)
+	// observer, when set, is told of every ended operation.
+	observer Observer
 	// Events fans every change out to `labvm events`.
 	Events Bus
 
@@ -112,12 +137,14 @@ type Options struct {
 	Audit Auditor
 	// OnFinish runs after each operation ends.
 	OnFinish func()
+	// Observer is told of every ended operation (metrics).
+	Observer Observer
 }
 
 // New returns an engine; Run must be given its context before Go is used.
 func New(o Options) *Engine {
 	e := &Engine{store: o.Store, log: o.Log, crash: o.Crash, running: map[string]*liveOp{}, busy: map[string]string{},
-		onFinish: o.OnFinish, ctx: context.Background()}
+		onFinish: o.OnFinish, observer: o.Observer, ctx: context.Background()}
 	if o.Audit != nil {
 		e.audit = o.Audit.Record
 	}
@@ -288,6 +315,7 @@ func (op *Op) Finish(err error) {
 	if cancelled && err == nil {
 		err = context.Cause(op.ctx)
 	}
+	var final store.Operation
 	op.update(func(o *store.Operation, now time.Time) {
 		closeStage(o, now)
 		o.DoneAt = &now
@@ -300,7 +328,13 @@ func (op *Op) Finish(err error) {
 			ae := errdefs.ToAPI(err)
 			o.Error = &store.OperationError{Code: string(ae.Code), Message: ae.Message, Hint: ae.Hint}
 		}
+		final = clone(*o)
 	})
+	// Counted before it leaves the operations in flight, so a scrape
+	// never misses it in both.
+	if e.observer != nil {
+		e.observer.OperationFinished(finished(final))
+	}
 	e.mu.Lock()
 	live := e.running[op.id]
 	delete(e.running, op.id)
@@ -314,6 +348,23 @@ func (op *Op) Finish(err error) {
 	if prune {
 		e.Prune()
 	}
+}
+
+// finished summarises an ended operation for the Observer. Steps without
+// a stable ID (records older than step IDs) are left out: their names are
+// UI text.
+func finished(o store.Operation) Finished {
+	f := Finished{Kind: o.Kind, Outcome: o.Status}
+	if o.DoneAt != nil {
+		f.Took = o.DoneAt.Sub(o.CreatedAt)
+	}
+	for _, st := range o.Stages {
+		if st.Step == "" || st.DoneAt == nil {
+			continue
+		}
+		f.Steps = append(f.Steps, StepTime{Step: st.Step, Took: st.DoneAt.Sub(st.StartedAt)})
+	}
+	return f
 }
 
 // Prune bounds the stored history.

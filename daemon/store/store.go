@@ -157,6 +157,16 @@ func (s *Store) Close() error { return s.db.Close() }
 // Path is the database file.
 func (s *Store) Path() string { return s.db.Path() }
 
+// Size is the database's size in bytes as of now.
+func (s *Store) Size() (int64, error) {
+	var n int64
+	err := s.db.View(func(btx *bolt.Tx) error {
+		n = btx.Size()
+		return nil
+	})
+	return n, err
+}
+
 // Update runs fn in a read-write transaction; all of fn's writes land
 // together or not at all.
 //

@@ -124,6 +124,7 @@ func TestBootUnderTCG(t *testing.T) {
 	if !found {
 		t.Errorf("OwnedDomains = %+v, want %s with id %s", owned, spec.Name, spec.InstanceID)
 	}
+	checkRealDomainStats(t, l, spec)
 	if err := l.AgentPing(ctx, spec.Name); !errors.Is(err, vm.ErrAgentUnavailable) {
 		t.Errorf("AgentPing without a guest OS = %v, want vm.ErrAgentUnavailable", err)
 	}
