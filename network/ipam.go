@@ -108,9 +108,23 @@ func isBroadcast(subnet netip.Prefix, a netip.Addr) bool {
 	return host&mask == mask
 }
 
+// AddressMAC is the MAC of the guest NIC that holds ip: locally
+// administered (52:54, QEMU's customary prefix) followed by the four bytes
+// of the address. Addresses are unique on a host (VNets never overlap),
+// so MACs are too, and the address is stable across stop and start, so
+// the MAC is too.
+func AddressMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return net.HardwareAddr{0x52, 0x54, b[0], b[1], b[2], b[3]}.String()
+}
+
 // MAC derives a stable, locally administered MAC in QEMU's 52:54:00 range
 // from the instance id, so the guest's network-config (matched by MAC)
 // stays valid across stop and start.
+//
+// Instances get AddressMAC instead: 24 bits of a hash collide among a few
+// thousand instances, and two guests on one bridge with one MAC would
+// receive each other's frames.
 func MAC(instanceID string) string {
 	sum := sha256.Sum256([]byte(instanceID))
 	return net.HardwareAddr{0x52, 0x54, 0x00, sum[0], sum[1], sum[2]}.String()

@@ -2,6 +2,7 @@ package network
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -119,5 +120,31 @@ func TestGuestAddrs(t *testing.T) {
 	}
 	if want := 256 - 1 - firstGuestOffset; n != want {
 		t.Fatalf("a /24 yields %d guest addresses, want %d", n, want)
+	}
+}
+
+func TestAddressMAC(t *testing.T) {
+	tests := []struct{ ip, want string }{
+		{"10.177.0.10", "52:54:0a:b1:00:0a"},
+		{"192.168.255.254", "52:54:c0:a8:ff:fe"},
+	}
+	for _, tt := range tests {
+		got := AddressMAC(netip.MustParseAddr(tt.ip))
+		if got != tt.want {
+			t.Errorf("AddressMAC(%s) = %s, want %s", tt.ip, got, tt.want)
+		}
+		hw, err := net.ParseMAC(got)
+		if err != nil || hw[0]&1 != 0 || hw[0]&2 == 0 {
+			t.Errorf("AddressMAC(%s) = %s: want a unicast, locally administered MAC", tt.ip, got)
+		}
+	}
+	// Distinct addresses give distinct MACs, across a whole /16.
+	seen := map[string]bool{}
+	for a, i := netip.MustParseAddr("10.9.0.0"), 0; i < 1<<16; a, i = a.Next(), i+1 {
+		m := AddressMAC(a)
+		if seen[m] {
+			t.Fatalf("AddressMAC repeats %s at %s", m, a)
+		}
+		seen[m] = true
 	}
 }

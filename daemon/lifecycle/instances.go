@@ -161,7 +161,6 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	}
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
-	inst.MAC = network.MAC(inst.ID)
 
 	err = e.store.Update(func(tx *store.Tx) error {
 		img, err := tx.Image(req.Image)
@@ -204,6 +203,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		if err := tx.SetIPHint(inst.VNet, inst.IP); err != nil {
 			return err
 		}
+		// The MAC follows the address: unique on the host, so no two
+		// guests on a bridge share one.
+		inst.MAC = network.AddressMAC(inst.IP)
 		if err := tx.AllocateIP(inst.VNet, inst.IP, inst.ID); err != nil {
 			return err
 		}

@@ -84,7 +84,15 @@ func (e *Engine) reconcileInstance(ctx context.Context, inst vm.Instance, hasDom
 		if err := e.removeInstanceFiles(inst.ID); err != nil {
 			return err
 		}
-		return e.deleteRecord(inst)
+		if err := e.deleteRecord(inst); err != nil {
+			return err
+		}
+		if err := e.nets.RemoveInstancePort(ctx, inst); err != nil {
+			// Harmless: a stale entry for a port nobody has goes at the
+			// next full sync.
+			e.log.Warn("unlock the port of an interrupted delete", "instance", inst.Name, "error", err)
+		}
+		return nil
 	case inst.State == vm.StateCreateFailed:
 		// Idempotent: a crash during an earlier rollback left some of it.
 		e.rollbackCreate(ctx, &inst)
