@@ -51,6 +51,8 @@ type Daemon struct {
 	api      *httpapi.Server
 	metrics  *metrics.Metrics
 	onStatus func(string)
+	// statusKick asks for the status line to be recomputed.
+	statusKick chan struct{}
 }
 
 // Options are what New needs besides the config.
@@ -106,10 +108,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		hn = vnets.Kernel{}
 	}
 	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
-	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status}
+	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status, statusKick: make(chan struct{}, 1)}
 	d.audit = audit.New(st, log)
 	d.metrics = metrics.New(log)
-	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.reportStatus, Observer: d.metrics})
+	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.statusChanged, Observer: d.metrics})
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
 	}
@@ -245,6 +247,8 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		onReady()
 	}
 	d.reportStatus()
+	stopStatus := d.reportStatusEvery(ctx, statusEvery)
+	defer stopStatus()
 	err := d.api.Serve(ctx, ln)
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -268,6 +272,49 @@ func isLoopback(a net.Addr) bool {
 func (d *Daemon) status(line string) {
 	if d.onStatus != nil {
 		d.onStatus(line)
+	}
+}
+
+// statusEvery bounds how often the status line is recomputed: it reads
+// every instance, which must not be a cost every operation pays.
+const statusEvery = 2 * time.Second
+
+// statusChanged notes that the status line is stale; reportStatusEvery
+// recomputes it at most every statusEvery.
+func (d *Daemon) statusChanged() {
+	select {
+	case d.statusKick <- struct{}{}:
+	default:
+	}
+}
+
+// reportStatusEvery reports the status after changes, at most once per
+// period, until ctx ends; the returned function waits for it to stop.
+func (d *Daemon) reportStatusEvery(ctx context.Context, period time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		dirty := false
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-d.statusKick:
+				dirty = true
+			case <-tick.C:
+				if dirty {
+					d.reportStatus()
+					dirty = false
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 
