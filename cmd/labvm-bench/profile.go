@@ -34,7 +34,7 @@ func profile(o options) error {
 	}
 	defer func() { _ = os.RemoveAll(work) }()
 	_ = os.Chmod(work, 0o755)
-	subnet, err := freeSubnet(21)
+	subnet, err := freeSubnet(16)
 	if err != nil {
 		return err
 	}
