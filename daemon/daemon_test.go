@@ -140,6 +140,7 @@ func TestCreateRejectsBadInputAndChangesNothing(t *testing.T) {
 		{"unknown image", func(r *api.CreateInstanceRequest) { r.Image = "nope" }, api.CodeInvalidArgument, "unknown image"},
 		{"disk below image", func(r *api.CreateInstanceRequest) { r.DiskSize = "256M" }, api.CodeInvalidArgument, "below the image's size"},
 		{"disk garbage", func(r *api.CreateInstanceRequest) { r.DiskSize = "big" }, api.CodeInvalidArgument, "--disk-size"},
+		{"disk larger than the filesystem", func(r *api.CreateInstanceRequest) { r.DiskSize = "2P" }, api.CodeInvalidArgument, "cannot fit"},
 		{"ssh key garbage", func(r *api.CreateInstanceRequest) { r.SSHPublicKey = "ssh-rsa !!!" }, api.CodeInvalidArgument, "--ssh-key"},
 		{"ssh key injection", func(r *api.CreateInstanceRequest) {
 			r.SSHPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB\nruncmd: [reboot]"
@@ -450,5 +451,20 @@ func TestLongCreateStream(t *testing.T) {
 	}
 	if len(list) != workers*each {
 		t.Fatalf("%d instances, want %d", len(list), workers*each)
+	}
+}
+
+// TestExecTimeoutIsBounded: a timeout that would overflow a duration (or
+// run for years) is refused before anything runs in the guest.
+func TestExecTimeoutIsBounded(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	if _, err := td.Create(t, daemontest.TinyReq("exec-dev")); err != nil {
+		t.Fatal(err)
+	}
+	for _, secs := range []int{-1, 9223372037, 25 * 3600} {
+		_, err := td.Client.Exec(context.Background(), "exec-dev", api.ExecRequest{Command: []string{"true"}, TimeoutSeconds: secs})
+		if !api.IsCode(err, api.CodeInvalidArgument) || !strings.Contains(err.Error(), "--timeout") {
+			t.Errorf("exec with a %ds timeout: %v, want InvalidArgument naming --timeout", secs, err)
+		}
 	}
 }
