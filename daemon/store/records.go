@@ -32,7 +32,11 @@ func (t *Tx) CreateInstance(inst vm.Instance) error {
 	if err := names.Put([]byte(inst.Name), []byte(inst.ID)); err != nil {
 		return err
 	}
-	return put(t, bucketInstances, []byte(inst.ID), inst)
+	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
+		return err
+	}
+	t.cachePut(inst)
+	return nil
 }
 
 // PutInstance updates an existing instance.
@@ -40,7 +44,11 @@ func (t *Tx) PutInstance(inst vm.Instance) error {
 	if t.tx.Bucket(bucketInstances).Get([]byte(inst.ID)) == nil {
 		return fmt.Errorf("instance %s: %w", inst.ID, ErrNotFound)
 	}
-	return put(t, bucketInstances, []byte(inst.ID), inst)
+	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
+		return err
+	}
+	t.cachePut(inst)
+	return nil
 }
 
 // DeleteInstance removes an instance record and its name.
@@ -52,11 +60,20 @@ func (t *Tx) DeleteInstance(id string) error {
 	if err := t.tx.Bucket(bucketNames).Delete([]byte(inst.Name)); err != nil {
 		return err
 	}
-	return t.tx.Bucket(bucketInstances).Delete([]byte(id))
+	if err := t.tx.Bucket(bucketInstances).Delete([]byte(id)); err != nil {
+		return err
+	}
+	t.cacheDelete(id)
+	return nil
 }
 
-// Instances lists all instances ordered by name.
+// Instances lists all instances ordered by name. A read-only
+// transaction gets them from the decoded cache (as of the latest commit);
+// a write transaction decodes them, so it sees its own writes.
 func (t *Tx) Instances() ([]vm.Instance, error) {
+	if !t.tx.Writable() && t.cache != nil {
+		return t.cache.list(), nil
+	}
 	out, err := list[vm.Instance](t, bucketInstances)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err

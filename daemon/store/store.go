@@ -48,6 +48,11 @@ var ErrExists = errors.New("already exists")
 type Store struct {
 	db *bolt.DB
 
+	// instances holds every instance record decoded, so reads that list
+	// them (labvm list, quota views, status) do not decode the bucket
+	// each time. Loaded at Open; changed only by committed transactions.
+	instances instanceCache
+
 	// Group commit (see Update): gmu guards queue and leading.
 	gmu     sync.Mutex
 	queue   []*updateCall
@@ -88,6 +93,10 @@ func Open(path string) (_ *Store, err error) {
 		// rolled back, so Close loses nothing.
 		_ = db.Close()
 		return nil, err
+	}
+	if err := s.loadInstances(); err != nil {
+		_ = db.Close() // the load error is the one to report
+		return nil, corrupt(path, err)
 	}
 	return s, nil
 }
@@ -221,7 +230,7 @@ func (s *Store) commitGroup(calls []*updateCall) {
 	for len(calls) > 0 {
 		failed := -1
 		err := s.db.Update(func(btx *bolt.Tx) error {
-			tx := &Tx{tx: btx}
+			tx := &Tx{tx: btx, cache: &s.instances}
 			for i, c := range calls {
 				if err := c.run(tx); err != nil {
 					failed = i
@@ -243,7 +252,7 @@ func (s *Store) commitGroup(calls []*updateCall) {
 			return
 		}
 		f.panicked = nil
-		f.done <- s.db.Update(func(btx *bolt.Tx) error { return f.run(&Tx{tx: btx}) })
+		f.done <- s.db.Update(func(btx *bolt.Tx) error { return f.run(&Tx{tx: btx, cache: &s.instances}) })
 		calls = append(calls[:failed:failed], calls[failed+1:]...)
 	}
 }
@@ -262,12 +271,15 @@ func (c *updateCall) run(tx *Tx) (err error) {
 
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(tx *Tx) error) error {
-	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	return s.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx, cache: &s.instances}) })
 }
 
 // Tx is a transaction with typed accessors.
 type Tx struct {
 	tx *bolt.Tx
+	// cache is the store's decoded instances: written through on commit
+	// by write transactions, read by read-only ones.
+	cache *instanceCache
 }
 
 func get[T any](tx *Tx, bucket, key []byte) (T, error) {

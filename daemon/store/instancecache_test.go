@@ -1,0 +1,79 @@
+package store
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/labvm/labvm/vm"
+)
+
+// TestInstanceCacheFollowsCommits: read-only listings come from the
+// cache, which sees committed writes, never rolled-back ones, and agrees
+// with the records after a reopen.
+func TestInstanceCacheFollowsCommits(t *testing.T) {
+	s, path := openTemp(t)
+	names := func(s *Store) string {
+		t.Helper()
+		var out []string
+		if err := s.View(func(tx *Tx) error {
+			list, err := tx.Instances()
+			for _, inst := range list {
+				out = append(out, inst.Name+"="+inst.State.String())
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, ",")
+	}
+	a := vm.Instance{ID: "aaaaaaaaaaaaaaaa", Name: "bravo", State: vm.StateCreating}
+	b := vm.Instance{ID: "bbbbbbbbbbbbbbbb", Name: "alpha", State: vm.StateCreating}
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.CreateInstance(a); err != nil {
+			return err
+		}
+		return tx.CreateInstance(b)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(s); got != "alpha=Creating,bravo=Creating" {
+		t.Fatalf("after create: %s", got)
+	}
+	boom := errors.New("boom")
+	if err := s.Update(func(tx *Tx) error {
+		a.State = vm.StateRunning
+		if err := tx.PutInstance(a); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("update: %v", err)
+	}
+	if got := names(s); got != "alpha=Creating,bravo=Creating" {
+		t.Fatalf("a rolled-back write reached the cache: %s", got)
+	}
+	if err := s.Update(func(tx *Tx) error {
+		a.State = vm.StateRunning
+		if err := tx.PutInstance(a); err != nil {
+			return err
+		}
+		return tx.DeleteInstance(b.ID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(s); got != "bravo=Running" {
+		t.Fatalf("after put and delete: %s", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Close() })
+	if got := names(again); got != "bravo=Running" {
+		t.Fatalf("after reopen: %s", got)
+	}
+}
