@@ -17,6 +17,7 @@ import (
 	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/client"
+	"github.com/labvm/labvm/network"
 )
 
 // profile runs labvmd in this process on the test driver and writes CPU
@@ -47,7 +48,14 @@ func profile(o options) error {
 	cfg.PhoneHomePort = 0
 	cfg.VNet.Bridge = "lvbp" + randHex(3)
 	cfg.VNet.Subnet = subnet
-	defer func() { _ = exec.Command("ip", "link", "del", cfg.VNet.Bridge).Run() }()
+	// Its own firewall table, removed at the end: a table left behind
+	// keeps dropping its subnet's frames on every bridge of the host.
+	cfg.FirewallTable = "lvbp_" + randHex(3)
+	cfg.BridgePrefix = "lp" + randHex(2)
+	defer func() {
+		_ = network.RemoveFirewall(context.Background(), cfg.FirewallTable)
+		_ = exec.Command("ip", "link", "del", cfg.VNet.Bridge).Run()
+	}()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

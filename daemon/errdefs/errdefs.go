@@ -172,6 +172,13 @@ func ToAPI(err error) *api.Error {
 		}
 		return out
 	}
+	// A kind wrapped as such (fmt.Errorf("…: %w", ErrConflict)).
+	for _, c := range codes {
+		if errors.Is(err, c.kind) {
+			out.Code = c.code
+			return out
+		}
+	}
 	for _, m := range sentinels {
 		if errors.Is(err, m.err) {
 			out.Code = m.code
