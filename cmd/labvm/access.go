@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/network/relay"
 	"github.com/labvm/labvm/network/sameuser"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -35,7 +36,7 @@ guest closes the connection; end of input is passed on as a half-close.`,
 		GroupID: "access",
 		Args:    exactArgs(2, "NAME and PORT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			port, err := parsePort(args[1])
+			port, err := relay.ParsePort(args[1])
 			if err != nil {
 				return usageErrorf("PORT %v", err)
 			}
@@ -43,7 +44,7 @@ guest closes the connection; end of input is passed on as a half-close.`,
 			if err != nil {
 				return err
 			}
-			return pipeStdio(cmd.Context(), conn, a.stdin, a.stdout, func() { closeWrite(conn) })
+			return pipeStdio(cmd.Context(), conn, a.stdin, a.stdout, func() { _ = relay.CloseWrite(conn) })
 		},
 	}
 }
@@ -119,7 +120,7 @@ func (a *app) forward(ctx context.Context, name string, local, remote int, liste
 				conn.Close()
 				return
 			}
-			splice(ctx, conn, tunnel)
+			relay.Splice(ctx, conn, tunnel)
 		}()
 	}
 }
@@ -139,24 +140,15 @@ func parseForward(s string) (local, remote int, err error) {
 	if !hasLocal {
 		localStr, remoteStr = "", s
 	}
-	if remote, err = parsePort(remoteStr); err != nil {
+	if remote, err = relay.ParsePort(remoteStr); err != nil {
 		return 0, 0, fmt.Errorf("REMOTE %w", err)
 	}
 	if hasLocal {
-		if local, err = parsePort(localStr); err != nil {
+		if local, err = relay.ParsePort(localStr); err != nil {
 			return 0, 0, fmt.Errorf("LOCAL %w", err)
 		}
 	}
 	return local, remote, nil
-}
-
-// parsePort reads a TCP port, 1-65535.
-func parsePort(s string) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > 65535 {
-		return 0, fmt.Errorf("port %q: want a number from 1 to 65535", s)
-	}
-	return n, nil
 }
 
 func newConsoleCommand(a *app) *cobra.Command {
@@ -241,39 +233,4 @@ func pipeStdio(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer, 
 		return ctx.Err()
 	}
 	return err
-}
-
-// closeWrite half-closes c so the far end reads EOF while replies still
-// flow back; connections without a half-close are closed.
-func closeWrite(c net.Conn) {
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = hc.CloseWrite()
-		return
-	}
-	_ = c.Close()
-}
-
-// splice copies both ways between a and b, half-closing each side when
-// the other reaches EOF, until both are done or ctx ends; then it closes
-// both.
-func splice(ctx context.Context, a, b net.Conn) {
-	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	half := func(dst, src net.Conn) {
-		defer wg.Done()
-		if _, err := io.Copy(dst, src); err != nil {
-			// A broken direction ends the session: unblock the other.
-			a.Close()
-			b.Close()
-			return
-		}
-		closeWrite(dst)
-	}
-	wg.Add(2)
-	go half(a, b)
-	go half(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
 }

@@ -52,9 +52,6 @@ func New(st *store.Store, files *images.Catalogue, o *ops.Engine, log *slog.Logg
 	return &Library{store: st, files: files, ops: o, log: log}
 }
 
-// Files is the content-addressed file store.
-func (l *Library) Files() *images.Catalogue { return l.files }
-
 func (l *Library) apiImage(img store.Image, users []string) api.Image {
 	return api.Image{
 		Name: img.Name, Digest: img.Digest, Format: "qcow2", SourceFmt: img.SourceFormat,

@@ -77,7 +77,3 @@ func (e *Engine) OpenConsole(ctx context.Context, inst vm.Instance) (io.ReadWrit
 	}
 	return console, nil
 }
-
-// Phoned records a phone-home for an instance (tests drive readiness with
-// it; the listener calls it for real guests).
-func (e *Engine) Phoned(id string) { e.ready.signal(id) }

@@ -166,9 +166,6 @@ func (e *Engine) Wait() { e.work.Wait() }
 func (e *Engine) Add()  { e.work.Add(1) }
 func (e *Engine) Done() { e.work.Done() }
 
-// Context is what operations run under.
-func (e *Engine) Context() context.Context { return e.ctx }
-
 func newOpID() string {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -262,10 +259,6 @@ func (e *Engine) Go(op *Op, fn func(ctx context.Context, op *Op) error) {
 
 // ID is the operation's id.
 func (op *Op) ID() string { return op.id }
-
-// Context is the operation's context: it ends when the daemon's grace
-// runs out or when the operation is cancelled (CancelHolder).
-func (op *Op) Context() context.Context { return op.ctx }
 
 // Snapshot returns the operation as it is now, running or finished.
 func (op *Op) Snapshot() store.Operation {

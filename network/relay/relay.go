@@ -35,29 +35,16 @@ func CloseWrite(c io.Closer) error {
 	return c.Close()
 }
 
-// Counter receives the bytes moved in each direction as they move (for
-// idle detection and accounting); nil is fine.
-type Counter func(n int)
-
 // Splice copies a→b and b→a. A direction that reaches EOF half-closes its
 // destination; Splice returns when both are done, when one fails, or when
 // ctx ends, and closes both on the way out.
 func Splice(ctx context.Context, a, b io.ReadWriteCloser) {
-	SpliceCounting(ctx, a, b, nil)
-}
-
-// SpliceCounting is Splice that reports every chunk moved to count.
-func SpliceCounting(ctx context.Context, a, b io.ReadWriteCloser, count Counter) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	copyHalf := func(dst, src io.ReadWriteCloser) {
 		defer wg.Done()
-		var w io.Writer = dst
-		if count != nil {
-			w = countingWriter{dst, count}
-		}
-		_, err := io.Copy(w, src)
+		_, err := io.Copy(dst, src)
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			cancel() // a broken direction ends the whole session
 			return
@@ -79,19 +66,6 @@ func SpliceCounting(ctx context.Context, a, b io.ReadWriteCloser, count Counter)
 	a.Close()
 	b.Close()
 	<-bothDone
-}
-
-type countingWriter struct {
-	w     io.Writer
-	count Counter
-}
-
-func (c countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	if n > 0 {
-		c.count(n)
-	}
-	return n, err
 }
 
 // ParsePort reads a TCP port number, 1-65535.
