@@ -19,7 +19,7 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
 // older databases forward and refuses newer ones.
-const SchemaVersion = 5
+const SchemaVersion = 6
 
 var (
 	bucketMeta       = []byte("meta")
@@ -34,6 +34,8 @@ var (
 	bucketVNets      = []byte("vnets")
 	bucketJobs       = []byte("jobs")
 	bucketIPHints    = []byte("ip_hints")
+	bucketDatasets   = []byte("datasets")
+	bucketSchedules  = []byte("schedules")
 
 	keySchema = []byte("schema_version")
 )
@@ -132,6 +134,16 @@ var migrations = []func(tx *bolt.Tx) error{
 	4: func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketIPHints)
 		return err
+	},
+	// 5→6: host directories shared read-only with instances (datasets)
+	// and start/stop schedules.
+	5: func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketDatasets, bucketSchedules} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	},
 }
 
