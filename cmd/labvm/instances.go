@@ -30,6 +30,7 @@ and wait until the guest says it is ready.
 NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
 The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
+  labvm create alice-dev --size Standard_B1s --image debian-12 --idle-shutdown 30m
   labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub`,
 		GroupID: "instances",
 		Args:    exactArgs(1, "NAME"),
@@ -73,6 +74,7 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&startup, "startup-script", "", "script run as root at every start")
 	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
 	cmd.Flags().BoolVar(&req.NoAutostart, "no-autostart", false, "stay stopped after a host restart (by default an instance that was running starts again)")
+	cmd.Flags().StringVar(&req.IdleShutdown, "idle-shutdown", "", "stop it after this long unused, e.g. 30m, 2h, 1d (15m to 3d), or off (default: the host's)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	wf.register(cmd)
 	return cmd
@@ -125,11 +127,15 @@ func newShowCommand(a *app) *cobra.Command {
 				{"SSH", ssh},
 				{"Provisioning", provisioningLine(inst)},
 				{"Scripts", scriptsLine(inst)},
+				{"Idle", idleLine(inst)},
 				{"Owner", owner},
 				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
 				{"Host", inst.Host},
 				{"Domain", inst.Domain + " (" + inst.Accel + ")"},
 				{"ID", inst.ID},
+			}
+			for _, line := range scheduleLines(inst) {
+				rows = append(rows, [2]string{"Schedule", line})
 			}
 			w := bufio.NewWriter(a.stdout)
 			for _, r := range rows {

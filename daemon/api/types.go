@@ -74,6 +74,10 @@ type CreateInstanceRequest struct {
 	ScriptTimeoutSeconds int `json:"script_timeout_seconds,omitempty"`
 	// NoAutostart keeps the instance stopped after a host restart.
 	NoAutostart bool `json:"no_autostart,omitempty"`
+	// IdleShutdown stops the instance after this long unused: a duration
+	// such as "30m", "2h" or "1d", or "off"; empty means the host's
+	// default.
+	IdleShutdown string `json:"idle_shutdown,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -121,6 +125,11 @@ type Instance struct {
 	// Provisioning is cloud-init's outcome on the latest boot; absent for
 	// an image without cloud-init.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// IdleShutdown is the idle shutdown and the idle clock.
+	IdleShutdown IdleShutdown `json:"idle_shutdown"`
+	// Schedules are filled by GET /v1/instances/{name} only.
+	Schedules []Schedule `json:"schedules,omitempty"`
 }
 
 // ExecRequest runs a command in the guest through the QEMU guest agent.
