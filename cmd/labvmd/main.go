@@ -28,26 +28,26 @@ import (
 
 // fileConfig is /etc/labvm/labvmd.yaml. Every key is optional.
 type fileConfig struct {
-	Socket        string    `yaml:"socket"`
-	SocketGroup   *string   `yaml:"socket_group"`
-	DataDir       string    `yaml:"data_dir"`
-	LibvirtURI    string    `yaml:"libvirt_uri"`
-	Accelerator   string    `yaml:"accelerator"`
-	DiskSize      string    `yaml:"disk_size"`
-	ReadyTimeout  string    `yaml:"ready_timeout"`
-	StopTimeout   string    `yaml:"stop_timeout"`
-	PhoneHomePort *int      `yaml:"phone_home_port"`
-	FirewallTable string    `yaml:"firewall_table"`
-	MinFreeDisk   string    `yaml:"min_free_disk"`
-	MetricsListen string    `yaml:"metrics_listen"`
+	Socket        string  `yaml:"socket"`
+	SocketGroup   *string `yaml:"socket_group"`
+	DataDir       string  `yaml:"data_dir"`
+	LibvirtURI    string  `yaml:"libvirt_uri"`
+	Accelerator   string  `yaml:"accelerator"`
+	DiskSize      string  `yaml:"disk_size"`
+	ReadyTimeout  string  `yaml:"ready_timeout"`
+	StopTimeout   string  `yaml:"stop_timeout"`
+	PhoneHomePort *int    `yaml:"phone_home_port"`
+	FirewallTable string  `yaml:"firewall_table"`
+	MinFreeDisk   string  `yaml:"min_free_disk"`
+	MetricsListen string  `yaml:"metrics_listen"`
 	IdleShutdown  *struct {
 		Default      string   `yaml:"default"`
 		Maximum      string   `yaml:"maximum"`
 		CPUThreshold *float64 `yaml:"cpu_threshold"`
 	} `yaml:"idle_shutdown"`
-	DefaultVNet   *vnetFile `yaml:"default_vnet"`
-	Sizes         []vm.Size `yaml:"sizes"`
-	Quota         *struct {
+	DefaultVNet *vnetFile `yaml:"default_vnet"`
+	Sizes       []vm.Size `yaml:"sizes"`
+	Quota       *struct {
 		Total    int            `yaml:"total"`
 		Families map[string]int `yaml:"families"`
 	} `yaml:"quota"`
