@@ -67,6 +67,9 @@ type Options struct {
 	// Status receives a one-line summary whenever it changes (systemd's
 	// STATUS=).
 	Status func(string)
+	// PolicyClock overrides the idle shutdown's and the schedules' clock
+	// (unit tests).
+	PolicyClock policy.Clock
 }
 
 // New opens the store and connects to libvirt. It changes nothing on the
@@ -135,7 +138,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.vnets.OnSync(d.lc.NetworksChanged)
 	stats, _ := hv.(policy.DomainStatser)
 	d.policy = policy.New(policy.Config{Sample: cfg.idleSample(), CPUThreshold: cfg.IdleCPUThreshold, CronSeconds: cfg.TestCronSeconds},
-		policy.Deps{Log: log, Store: st, Lifecycle: d.lc, Jobs: d.jobs, Ops: d.ops, Stats: stats, Audit: d.audit, Observer: d.metrics})
+		policy.Deps{Log: log, Clock: opts.PolicyClock, Store: st, Lifecycle: d.lc, Jobs: d.jobs, Ops: d.ops, Stats: stats, Audit: d.audit, Observer: d.metrics})
 	if cfg.TestIdleMinimum > 0 || cfg.TestCronSeconds {
 		log.Warn("TEST-ONLY policy clock: never use in production", "idle_minimum", cfg.TestIdleMinimum, "cron_seconds", cfg.TestCronSeconds)
 	}
