@@ -146,6 +146,23 @@ func policyOps(t *testing.T, c *client.Client, actor string) []api.Operation {
 	return out
 }
 
+// auditOf waits for n audit entries by a caller: an operation's is
+// written just after it reads as done.
+func auditOf(t *testing.T, c *client.Client, caller string, n int) []api.AuditEntry {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, err := c.Audit(context.Background(), client.AuditQuery{Caller: caller})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) >= n || time.Now().After(deadline) {
+			return entries
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func counter(t *testing.T, td *daemontest.Daemon, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := td.Metrics().Gatherer().Gather()
@@ -203,10 +220,7 @@ func TestIdleShutdown(t *testing.T) {
 		if err != nil || op.Status != api.OperationSucceeded {
 			t.Fatalf("the idle stop: %+v, %v", op, err)
 		}
-		entries, err := td.Client.Audit(ctx, client.AuditQuery{Caller: policy.ActorIdle})
-		if err != nil {
-			t.Fatal(err)
-		}
+		entries := auditOf(t, td.Client, policy.ActorIdle, 1)
 		if len(entries) != 1 || entries[0].Action != "computes/stop/action" || entries[0].Target != "alice-dev" || entries[0].Outcome != "succeeded" {
 			t.Errorf("audit of the idle stop: %+v", entries)
 		}

@@ -116,10 +116,13 @@ func TestSchedules(t *testing.T) {
 		// before 19:00.
 		clock.set(time.Date(2026, 12, 1, 8, 0, 0, 0, lisbon))
 		clock.waitArmed(t, 2)
-		if got := waitLast(t, td.Client, "alice-dev", time.Date(2026, 12, 1, 8, 0, 0, 0, lisbon)); got.Last.Operation == "" {
+		got := waitLast(t, td.Client, "alice-dev", time.Date(2026, 12, 1, 8, 0, 0, 0, lisbon))
+		if got.Last.Operation == "" {
 			t.Fatalf("the 08:00 start: %+v", got.Last)
 		}
-		waitState(t, td.Client, "alice-dev", api.StateRunning)
+		if op, err := td.Client.Wait(ctx, got.Last.Operation, nil); err != nil || op.Status != api.OperationSucceeded {
+			t.Fatalf("the scheduled start: %+v, %v", op, err)
+		}
 		op, err := td.Client.Stop(ctx, "alice-dev")
 		if err != nil {
 			t.Fatal(err)
@@ -130,14 +133,11 @@ func TestSchedules(t *testing.T) {
 		at := time.Date(2026, 12, 1, 19, 0, 0, 0, lisbon)
 		clock.set(at)
 		clock.waitArmed(t, 2)
-		got := waitLast(t, td.Client, "alice-dev", at)
+		got = waitLast(t, td.Client, "alice-dev", at)
 		if got.Last.Skipped != "already Stopped" || got.Last.Operation != "" {
 			t.Fatalf("last run: %+v", got.Last)
 		}
-		entries, err := td.Client.Audit(ctx, client.AuditQuery{Caller: policy.ActorSchedule})
-		if err != nil {
-			t.Fatal(err)
-		}
+		entries := auditOf(t, td.Client, policy.ActorSchedule, 3)
 		last := entries[len(entries)-1]
 		if last.Outcome != "skipped" || !strings.Contains(last.Message, "already Stopped") {
 			t.Errorf("audit of the skip: %+v", last)
