@@ -3,8 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,15 +19,9 @@ import (
 // clock: a 20 s idle minimum (looked at every 3 s) and six-field cron.
 func TestPolicies(t *testing.T) {
 	image := requireHost(t)
-	d := newDaemon(t, "--test-idle-minimum", "20s", "--test-cron-seconds")
-	// Under TCG an idle guest's QEMU uses a few percent of a core; the
-	// threshold is the host's to set (labvmd.yaml).
-	conf := filepath.Join(filepath.Dir(d.socket), "labvmd.yaml")
-	if err := os.WriteFile(conf, []byte("idle_shutdown:\n  cpu_threshold: 25\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.extra = append(d.extra, "--config", conf)
-	d.start()
+	// The default CPU threshold (5%) holds under TCG too: the idle test
+	// guest measured 0.4-0.7%.
+	d := startDaemon(t, "--test-idle-minimum", "20s", "--test-cron-seconds")
 	d.must("image", "import", "tiny", image, "--sha256", readSHA256(t, image))
 
 	d.must("create", "alice-dev", "--image", "tiny", "--size", "Standard_B1s", "--idle-shutdown", "30s")
@@ -51,14 +43,22 @@ func TestPolicies(t *testing.T) {
 		if inst.IdleShutdown.Limit != "30s" {
 			t.Fatalf("idle shutdown %+v", inst.IdleShutdown)
 		}
-		if out := d.must("show", "alice-dev"); !strings.Contains(out, "of 30s (") {
-			t.Errorf("show has no idle line:\n%s", out)
-		}
+		shown := false
 		d.waitState("alice-dev", api.StateStopped, 3*time.Minute, func(i api.Instance) {
-			if i.IdleShutdown.CPUPercent != nil {
-				t.Logf("idle %ds, CPU %.1f%%", i.IdleShutdown.IdleSeconds, *i.IdleShutdown.CPUPercent)
+			if i.IdleShutdown.CPUPercent == nil || shown {
+				return
+			}
+			t.Logf("idle %ds, CPU %.1f%%", i.IdleShutdown.IdleSeconds, *i.IdleShutdown.CPUPercent)
+			if out := d.must("show", "alice-dev"); strings.Contains(out, "Running") {
+				shown = true
+				if !strings.Contains(out, "of 30s (no sessions, no jobs, CPU ") {
+					t.Errorf("show has no idle line:\n%s", out)
+				}
 			}
 		})
+		if !shown {
+			t.Error("the idle clock was never shown while the instance ran")
+		}
 		if n := len(d.opsBy("policy:idle", api.OpStop)); n != 1 {
 			t.Fatalf("%d stops by policy:idle, want 1", n)
 		}
@@ -76,7 +76,7 @@ func TestPolicies(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			deadline := time.Now().Add(75 * time.Second)
+			deadline := time.Now().Add(50 * time.Second)
 			for time.Now().Before(deadline) {
 				if resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(local) + "/"); err == nil {
 					resp.Body.Close()
@@ -87,20 +87,20 @@ func TestPolicies(t *testing.T) {
 		}()
 		<-done
 		stopForward()
-		if gets.Load() < 10 {
+		if gets.Load() < 8 {
 			t.Fatalf("only %d requests went through the forward", gets.Load())
 		}
-		d.expectState("alice-dev", api.StateRunning, "after 75 s of a tunnel moving bytes (limit 30 s)")
+		d.expectState("alice-dev", api.StateRunning, "after 50 s of a tunnel moving bytes (limit 30 s)")
 
-		d.must("job", "submit", "alice-dev", "--", "sleep", "60")
-		time.Sleep(50 * time.Second)
-		d.expectState("alice-dev", api.StateRunning, "50 s into a job (limit 30 s)")
+		d.must("job", "submit", "alice-dev", "--", "sleep", "45")
+		time.Sleep(40 * time.Second)
+		d.expectState("alice-dev", api.StateRunning, "40 s into a job (limit 30 s)")
 		var inst api.Instance
 		d.jsonOut(&inst, "show", "alice-dev")
 		if inst.IdleShutdown.Jobs != 1 || inst.IdleShutdown.IdleSeconds > 5 {
 			t.Errorf("during the job: %+v", inst.IdleShutdown)
 		}
-		// The job ends at 60 s; 30 s later the instance is idle.
+		// The job ends at 45 s; 30 s later the instance is idle.
 		d.waitState("alice-dev", api.StateStopped, 3*time.Minute, nil)
 		if n := len(d.opsBy("policy:idle", api.OpStop)); n != 2 {
 			t.Fatalf("%d stops by policy:idle, want 2", n)
