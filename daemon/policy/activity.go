@@ -76,12 +76,15 @@ func (a *Activity) Open() int {
 	return n
 }
 
-// Forget drops what is known of an instance (it was deleted).
-func (a *Activity) Forget(instanceID string) {
+// prune drops what is known of instances that are gone (deleted) and
+// have no session open.
+func (a *Activity) prune(exists map[string]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ia := a.byID[instanceID]; ia != nil && ia.open == 0 {
-		delete(a.byID, instanceID)
+	for id, ia := range a.byID {
+		if !exists[id] && ia.open == 0 {
+			delete(a.byID, id)
+		}
 	}
 }
 

@@ -113,9 +113,12 @@ func (e *Engine) idlePass(ctx context.Context) {
 		return
 	}
 	watched := false
+	exists := make(map[string]bool, len(list))
 	for _, inst := range list {
 		watched = watched || (inst.State == vm.StateRunning && inst.Policy.IdleShutdown > 0)
+		exists[inst.ID] = true
 	}
+	e.Activity.prune(exists)
 	var cpu map[string]time.Duration
 	if watched && e.stats != nil {
 		sctx, cancel := context.WithTimeout(ctx, statsTimeout)

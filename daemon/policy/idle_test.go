@@ -97,3 +97,61 @@ func TestCPUSample(t *testing.T) {
 		}
 	}
 }
+
+// TestActivity: sessions count while open, note bytes at most once a
+// second, keep their half-close, and a deleted instance's record goes.
+func TestActivity(t *testing.T) {
+	clock := &stepClock{now: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
+	a := NewActivity(clock)
+	s := a.Begin("aaaa")
+	if open, moved := a.Last("aaaa"); open != 1 || !moved.IsZero() {
+		t.Fatalf("a session that moved nothing: open %d, moved %s", open, moved)
+	}
+	guest := &halfCloser{}
+	w := s.Wrap(guest)
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	first := clock.now
+	clock.now = clock.now.Add(500 * time.Millisecond)
+	_, _ = w.Write([]byte("y"))
+	if _, moved := a.Last("aaaa"); !moved.Equal(first) {
+		t.Errorf("moved %s; a second note within a second must not be taken", moved)
+	}
+	clock.now = clock.now.Add(time.Second)
+	_, _ = w.Read(make([]byte, 1))
+	if _, moved := a.Last("aaaa"); !moved.Equal(clock.now) {
+		t.Errorf("moved %s after a read, want %s", moved, clock.now)
+	}
+	if err := w.(interface{ CloseWrite() error }).CloseWrite(); err != nil || !guest.halfClosed {
+		t.Errorf("CloseWrite did not reach the guest stream: %v", err)
+	}
+	a.Touch("bbbb")
+	if a.Open() != 1 {
+		t.Errorf("open sessions %d, want 1", a.Open())
+	}
+	a.prune(map[string]bool{})
+	if open, _ := a.Last("aaaa"); open != 1 {
+		t.Error("an instance with a session open was forgotten")
+	}
+	if _, moved := a.Last("bbbb"); !moved.IsZero() {
+		t.Error("a deleted instance's record was kept")
+	}
+	s.End()
+	s.End()
+	if a.Open() != 0 {
+		t.Errorf("open sessions %d after End twice, want 0", a.Open())
+	}
+}
+
+type stepClock struct{ now time.Time }
+
+func (c *stepClock) Now() time.Time                 { return c.now }
+func (c *stepClock) NewTimer(d time.Duration) Timer { return RealClock{}.NewTimer(d) }
+
+type halfCloser struct{ halfClosed bool }
+
+func (h *halfCloser) Read(p []byte) (int, error)  { return len(p), nil }
+func (h *halfCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (h *halfCloser) Close() error                { return nil }
+func (h *halfCloser) CloseWrite() error           { h.halfClosed = true; return nil }
