@@ -158,7 +158,7 @@ type AuditEntry struct {
 	UID       int       `json:"uid"`
 	Action    string    `json:"action"`
 	Target    string    `json:"target,omitempty"`
-	Outcome   string    `json:"outcome"` // succeeded, failed or denied
+	Outcome   string    `json:"outcome"` // succeeded, failed, denied, or skipped (a policy chose not to act)
 	Code      string    `json:"code,omitempty"`
 	Message   string    `json:"message,omitempty"`
 	Operation string    `json:"operation,omitempty"`

@@ -396,10 +396,20 @@ func (e *Engine) Exec(ctx context.Context, inst vm.Instance, req api.ExecRequest
 func (e *Engine) setState(inst *vm.Instance, s vm.State, reason string) error {
 	inst.SetState(s, reason, time.Now().UTC())
 	snapshot := *inst
-	if err := e.store.Update(func(tx *store.Tx) error { return tx.PutInstance(snapshot) }); err != nil {
+	var saved vm.Instance
+	if err := e.store.Update(func(tx *store.Tx) error {
+		if err := tx.PutInstance(snapshot); err != nil {
+			return err
+		}
+		// As stored: PutInstance keeps a policy set since inst was read.
+		var err error
+		saved, err = tx.Instance(snapshot.ID)
+		return err
+	}); err != nil {
 		return err
 	}
-	e.KeepManifest(snapshot)
+	inst.Policy = saved.Policy
+	e.KeepManifest(saved)
 	return nil
 }
 
