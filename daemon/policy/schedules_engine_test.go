@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/client"
 	"github.com/labvm/labvm/daemon/daemontest"
+	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/policy"
 )
 
@@ -184,4 +186,69 @@ func TestSchedules(t *testing.T) {
 			t.Fatalf("after remove: %+v", list)
 		}
 	})
+}
+
+// TestScheduleSkipsABusyInstance: a time that comes due while another
+// operation holds the instance does nothing, says so, and is not tried
+// again later.
+func TestScheduleSkipsABusyInstance(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+	clock, hv := newFakeClock(t0), daemontest.NewFakeHypervisor()
+	td := startDaemon(t, t.TempDir(), clock, hv)
+	if _, err := td.Create(t, daemontest.TinyReq("alice-dev")); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := td.Lifecycle().InstanceByName("alice-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.Client.AddSchedule(ctx, "alice-dev", api.CreateScheduleRequest{Stop: "0 19 * * *", Timezone: "UTC"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.waitArmed(t, 2)
+	hold, err := td.Ops().Begin(api.OpRestart, inst.Name, inst.ID, ops.Who{Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.step(t, time.Hour)
+	got := waitLast(t, td.Client, "alice-dev", t0.Add(time.Hour))
+	if !strings.HasPrefix(got.Last.Skipped, "busy with operation "+hold.ID()) || got.Last.Operation != "" {
+		t.Fatalf("last run: %+v", got.Last)
+	}
+	hold.Finish(nil)
+	clock.step(t, 30*time.Minute)
+	if n := len(policyOps(t, td.Client, policy.ActorSchedule)); n != 0 {
+		t.Fatalf("%d operations by the schedule; a skipped time is not tried again", n)
+	}
+	if n := counter(t, td, "labvm_schedule_actions_total", map[string]string{"action": "stop", "outcome": "skipped"}); n != 1 {
+		t.Errorf("labvm_schedule_actions_total{stop,skipped} = %v", n)
+	}
+}
+
+// TestIdleShutdownHostDefault: creates without --idle-shutdown get the
+// host's default; "off" opts out.
+func TestIdleShutdownHostDefault(t *testing.T) {
+	clock, hv := newFakeClock(time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)), daemontest.NewFakeHypervisor()
+	td := daemontest.NewAtWith(t, t.TempDir(), hv, daemon.Options{PolicyClock: clock}, func(c *daemon.Config) {
+		c.IdleDefault = 2 * time.Hour
+		c.IdleMaximum = 24 * time.Hour
+	}, nil)
+	if _, err := td.Create(t, daemontest.TinyReq("alice-dev")); err != nil {
+		t.Fatal(err)
+	}
+	off := daemontest.TinyReq("bob-dev")
+	off.IdleShutdown = "off"
+	if _, err := td.Create(t, off); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"alice-dev": "2h", "bob-dev": ""} {
+		inst, err := td.Client.Instance(context.Background(), name)
+		if err != nil || inst.IdleShutdown.Limit != want {
+			t.Errorf("%s: idle shutdown %q, %v; want %q", name, inst.IdleShutdown.Limit, err, want)
+		}
+	}
+	if _, err := td.Client.SetIdleShutdown(context.Background(), "bob-dev", "2d"); err == nil || !strings.Contains(err.Error(), "at most 1d") {
+		t.Errorf("above the host's maximum: %v", err)
+	}
 }
