@@ -2,7 +2,7 @@ package studio
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"

@@ -435,5 +435,3 @@ func TestClassifyHost(t *testing.T) {
 		}
 	}
 }
-
-
