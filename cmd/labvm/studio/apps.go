@@ -34,7 +34,7 @@ type appGateway struct {
 func (g *appGateway) serve(w http.ResponseWriter, r *http.Request, instance, appName string) {
 	inst, err := g.s.c.Instance(r.Context(), instance)
 	if err != nil {
-		g.s.errorPage(w, err)
+		g.s.errorPage(w, r, err)
 		return
 	}
 	var app *api.App
@@ -48,7 +48,7 @@ func (g *appGateway) serve(w http.ResponseWriter, r *http.Request, instance, app
 		for _, a := range inst.Apps {
 			names = append(names, a.Name)
 		}
-		g.s.errorPage(w, &api.Error{Code: api.CodeNotFound,
+		g.s.errorPage(w, r, &api.Error{Code: api.CodeNotFound,
 			Message: fmt.Sprintf("%s's image %s has no application %q", instance, inst.Image, appName),
 			Hint:    "its applications: " + strings.Join(names, ", ")})
 		return
@@ -64,7 +64,7 @@ func (g *appGateway) serve(w http.ResponseWriter, r *http.Request, instance, app
 		},
 		Transport: g.transport(),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			g.s.errorPage(w, err)
+			g.s.errorPage(w, r, err)
 		},
 	}
 	rp.ServeHTTP(w, r)

@@ -22,7 +22,7 @@ var instanceKinds = map[api.OperationKind]bool{
 // as Server-Sent Events:
 //
 //	event: instance  data: {"name","html","gone"}  a list row, rendered
-//	event: quota     data: {"html"}                the quota, after an operation ends
+//	event: quota     data: {"html"}                the quota, as creates and deletes change it
 //	event: resync    data: {}                      the stream was lost: fetch everything again
 type hub struct {
 	s *Server
@@ -62,7 +62,9 @@ func (h *hub) saw(op api.Operation) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if op.Status.Done() {
+	// Cores are taken when a create starts and given back when a delete
+	// ends; other operations leave the quota as it is.
+	if op.Kind == api.OpCreate || (op.Kind == api.OpDelete && op.Status.Done()) {
 		delete(h.ops, op.Target)
 	} else {
 		h.ops[op.Target] = op
@@ -132,7 +134,9 @@ func (h *hub) event(ctx context.Context, op api.Operation) {
 	if msg, ok := h.instanceMessage(ctx, op.Target); ok {
 		h.broadcast(msg)
 	}
-	if op.Status.Done() {
+	// Cores are taken when a create starts and given back when a delete
+	// ends; other operations leave the quota as it is.
+	if op.Kind == api.OpCreate || (op.Kind == api.OpDelete && op.Status.Done()) {
 		var b bytes.Buffer
 		if err := tmpl.ExecuteTemplate(&b, "quota", h.s.quota(ctx)); err == nil {
 			h.broadcast(jsonMessage("quota", map[string]any{"html": b.String()}))

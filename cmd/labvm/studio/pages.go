@@ -3,7 +3,9 @@ package studio
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
@@ -20,9 +22,22 @@ import (
 //go:embed assets
 var assets embed.FS
 
+// css is the stylesheet; error pages carry it inline (an application's
+// host cannot serve the page's files: its paths are the application's),
+// allowed by its hash in the Content-Security-Policy.
+var css, cssHash = func() (template.CSS, string) {
+	b, err := assets.ReadFile("assets/studio.css")
+	if err != nil {
+		panic(err)
+	}
+	sum := sha256.Sum256(b)
+	return template.CSS(b), base64.StdEncoding.EncodeToString(sum[:])
+}()
+
 var tmpl = template.Must(template.New("studio").Funcs(template.FuncMap{
 	"apiErr":  asAPIError,
 	"when":    when,
+	"ago":     ago,
 	"bytes":   bytesIEC,
 	"memory":  func(mib int) string { return bytesIEC(int64(mib) << 20) },
 	"stage":   currentStage,
@@ -315,7 +330,7 @@ func (s *Server) openApp(w http.ResponseWriter, r *http.Request) {
 	name, appName := r.PathValue("name"), r.PathValue("app")
 	inst, err := s.c.Instance(r.Context(), name)
 	if err != nil {
-		s.errorPage(w, err)
+		s.errorPage(w, r, err)
 		return
 	}
 	for _, a := range inst.Apps {
@@ -328,7 +343,7 @@ func (s *Server) openApp(w http.ResponseWriter, r *http.Request) {
 	for _, a := range inst.Apps {
 		names = append(names, a.Name)
 	}
-	s.errorPage(w, &api.Error{Code: api.CodeNotFound,
+	s.errorPage(w, r, &api.Error{Code: api.CodeNotFound,
 		Message: fmt.Sprintf("%s's image %s has no application %q", name, inst.Image, appName),
 		Hint:    "its applications: " + strings.Join(names, ", ")})
 }
@@ -349,9 +364,21 @@ func (s *Server) noticeErr(w http.ResponseWriter, err error) {
 	s.notice(w, ae.Code.HTTPStatus(), notice{Err: ae})
 }
 
-func (s *Server) errorPage(w http.ResponseWriter, err error) {
+// errorPage is a page of its own saying why, with the daemon's message
+// and hint, and the way back to the page.
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, err error) {
 	ae := asAPIError(err)
-	s.render(w, ae.Code.HTTPStatus(), "error", ae)
+	back := "/"
+	if _, port, err := net.SplitHostPort(r.Host); err == nil && classifyHost(r.Host).kind != hostStudio {
+		back = "http://127.0.0.1:" + port + "/"
+	}
+	s.render(w, ae.Code.HTTPStatus(), "error", errorPage{Err: ae, CSS: css, Back: back})
+}
+
+type errorPage struct {
+	Err  *api.Error
+	CSS  template.CSS
+	Back string
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
@@ -436,7 +463,7 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, data any
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	// Only this page's own files run; no other site may frame it.
-	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'sha256-"+cssHash+"'; script-src 'self'; frame-ancestors 'none'; form-action 'self'")
 	h.Set("X-Frame-Options", "DENY")
 	w.WriteHeader(status)
 	if _, err := w.Write(b.Bytes()); err != nil {

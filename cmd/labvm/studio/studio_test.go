@@ -3,6 +3,8 @@ package studio
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -321,6 +323,18 @@ func TestDetailsAndApplications(t *testing.T) {
 		b := w.Body.String()
 		if w.Code != http.StatusForbidden || !strings.Contains(b, `data-code="PermissionDenied"`) || !strings.Contains(b, otherUser) {
 			t.Fatalf("got %d:\n%s", w.Code, b)
+		}
+		// The page's look comes inline (the application's host has no
+		// /static/), allowed by its hash and nothing else inline.
+		_, style, _ := strings.Cut(b, "<style>")
+		style, _, _ = strings.Cut(style, "</style>")
+		sum := sha256.Sum256([]byte(style))
+		csp := w.Header().Get("Content-Security-Policy")
+		if style == "" || !strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") || strings.Contains(csp, "unsafe-inline") {
+			t.Fatalf("the inline style does not match the policy %q", csp)
+		}
+		if !strings.Contains(b, `href="http://127.0.0.1:8700/"`) {
+			t.Fatalf("the refusal has no way back to the page:\n%s", b)
 		}
 	})
 	t.Run("the gateway names an unknown application", func(t *testing.T) {
