@@ -26,7 +26,10 @@ import (
 // write absolute links), and being another origin, an application's
 // scripts cannot read the page or its token.
 type appGateway struct {
-	s    *Server
+	s *Server
+	// dial opens a tunnel to a port of an instance: client.Tunnel, as
+	// the user; tests give their own.
+	dial func(ctx context.Context, instance string, port int) (net.Conn, error)
 	once sync.Once
 	tr   *http.Transport
 }
@@ -85,7 +88,7 @@ func (g *appGateway) transport() *http.Transport {
 				if err != nil {
 					return nil, fmt.Errorf("studio: gateway port %q: %w", port, err)
 				}
-				return g.s.c.Tunnel(ctx, host, p)
+				return g.dial(ctx, host, p)
 			},
 			MaxIdleConnsPerHost: 8,
 			IdleConnTimeout:     90 * time.Second,

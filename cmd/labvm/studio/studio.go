@@ -77,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, c: cfg.Client, token: hex.EncodeToString(b)}
 	s.hub = newHub(s)
-	s.apps = &appGateway{s: s}
+	s.apps = &appGateway{s: s, dial: s.c.Tunnel}
 	s.routes()
 	return s, nil
 }

@@ -6,11 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -447,5 +451,72 @@ func TestClassifyHost(t *testing.T) {
 		if got := classifyHost(tt.host); got != tt.want {
 			t.Errorf("classifyHost(%q) = %+v, want %+v", tt.host, got, tt.want)
 		}
+	}
+}
+
+// TestGatewayPassesWebSockets: an application's WebSocket (Jupyter's
+// kernels) goes through the gateway as an upgrade, with the Host the
+// browser used, and then carries bytes both ways. The fake hypervisor
+// carries no bytes, so the tunnel here is a local echo server.
+func TestGatewayPassesWebSockets(t *testing.T) {
+	s, td := newStudio(t)
+	mustCreate(t, td, daemontest.TinyReq("ws-dev"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type seen struct{ host, upgrade, path string }
+	got := make(chan seen, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		got <- seen{req.Host, req.Header.Get("Upgrade"), req.URL.Path}
+		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_, _ = io.Copy(conn, br) // echo
+	}()
+	var dialled string
+	s.apps.dial = func(ctx context.Context, instance string, port int) (net.Conn, error) {
+		dialled = fmt.Sprintf("%s:%d", instance, port)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	conn, err := net.Dial("tcp", hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	host := "jupyterlab.ws-dev.localhost:" + strconv.Itoa(hs.Listener.Addr().(*net.TCPAddr).Port)
+	fmt.Fprintf(conn, "GET /api/kernels/1/channels HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", host)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("upgrade through the gateway = %d:\n%s", resp.StatusCode, b)
+	}
+	app := <-got
+	if want := (seen{host, "websocket", "/api/kernels/1/channels"}); app != want || dialled != "ws-dev:8888" {
+		t.Fatalf("the application saw %+v through a tunnel to %s, want %+v through ws-dev:8888", app, dialled, want)
+	}
+	if _, err := io.WriteString(conn, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo through the upgraded connection: %q, %v", buf, err)
 	}
 }
