@@ -103,7 +103,11 @@ type me struct {
 	Err *api.Error
 }
 
-func (m me) Owner() bool { return m.Role == "owner" }
+// Owner says whether the user may create instances for others.
+func (m me) Owner() bool { return m.Role == api.RoleOwner }
+
+// MayCreate says whether the user's role lets them create instances.
+func (m me) MayCreate() bool { return slices.Contains(m.Rights, api.RightWrite) }
 
 // owns says whether u is inst's own user: the one with its application
 // access. labvmd decides; the page only leaves out links that would be
@@ -168,6 +172,9 @@ func (s *Server) quota(ctx context.Context) quotaData {
 
 // createForm is what the create form offers.
 type createForm struct {
+	// Refused says why the user may not create (their role); the form is
+	// then left out.
+	Refused string
 	Sizes   []api.Size
 	Images  []api.Image
 	Subnets []subnetChoice
@@ -180,6 +187,10 @@ type subnetChoice struct{ VNet, Subnet, CIDR string }
 
 func (s *Server) createForm(ctx context.Context, m me) createForm {
 	f := createForm{Owner: m.Owner()}
+	if m.Err == nil && !m.MayCreate() {
+		f.Refused = fmt.Sprintf("Your role (%s) does not let you create instances: an owner can give you one with `labvm role assign %s contributor`.", m.Role, m.User)
+		return f
+	}
 	var err error
 	if f.Sizes, err = s.c.Sizes(ctx); err != nil {
 		f.Err = asAPIError(err)

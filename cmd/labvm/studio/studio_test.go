@@ -520,3 +520,35 @@ func TestGatewayPassesWebSockets(t *testing.T) {
 		t.Fatalf("echo through the upgraded connection: %q, %v", buf, err)
 	}
 }
+
+// TestCreateFormFollowsTheRole: the form is offered to those whose role
+// lets them create, assign-to only to owners; labvmd still decides.
+func TestCreateFormFollowsTheRole(t *testing.T) {
+	s, _ := newStudio(t)
+	tests := []struct {
+		role            string
+		rights          []string
+		form, assignTo  bool
+		refusedMentions string
+	}{
+		{"reader", []string{"computes/read"}, false, false, "Your role (reader) does not let you create"},
+		{"contributor", []string{"computes/read", api.RightWrite}, true, false, ""},
+		{api.RoleOwner, []string{"computes/read", api.RightWrite, "roles/write"}, true, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.role, func(t *testing.T) {
+			f := s.createForm(t.Context(), me{WhoAmI: api.WhoAmI{User: "rita", Role: tt.role, Rights: tt.rights}})
+			var b strings.Builder
+			if err := tmpl.ExecuteTemplate(&b, "create", page{Create: f}); err != nil {
+				t.Fatal(err)
+			}
+			html := b.String()
+			if strings.Contains(html, `id="create-form"`) != tt.form || strings.Contains(html, `name="assign_to"`) != tt.assignTo {
+				t.Fatalf("form shown %v (want %v), assign-to %v (want %v):\n%s", strings.Contains(html, `id="create-form"`), tt.form, strings.Contains(html, `name="assign_to"`), tt.assignTo, html)
+			}
+			if tt.refusedMentions != "" && !strings.Contains(html, tt.refusedMentions) {
+				t.Fatalf("the refusal does not say %q:\n%s", tt.refusedMentions, html)
+			}
+		})
+	}
+}
