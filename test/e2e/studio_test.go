@@ -102,11 +102,16 @@ func TestStudio(t *testing.T) {
 			chromedp.WaitVisible(chromedp.CSS(`#notice .ok`)),
 		)
 		var states []string
+		var stage string // the operation's stage the row shows
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
 			var state string
 			run(aliceBrowser, "read the row", 10*time.Second,
 				into(chromedp.Evaluate[string](`(document.getElementById("inst-alice-dev") || {dataset: {}}).dataset.state || ""`), &state))
+			if state == string(api.StateSettingUp) && stage == "" {
+				run(aliceBrowser, "read the stage", 10*time.Second,
+					into(chromedp.Evaluate[string](`(document.querySelector("#inst-alice-dev .stage") || {}).textContent || ""`), &stage))
+			}
 			if state != "" && (len(states) == 0 || states[len(states)-1] != state) {
 				states = append(states, state)
 				if state == "SettingUp" {
@@ -124,7 +129,10 @@ func TestStudio(t *testing.T) {
 		}
 		var marker string
 		run(aliceBrowser, "check for a reload", 10*time.Second, into(chromedp.Evaluate[string](`window.studioMarker || "reloaded"`), &marker))
-		t.Logf("the row went through %v on the same page (%s)", states, marker)
+		t.Logf("the row went through %v on the same page (%s), showing the stage %q", states, marker, stage)
+		if stage == "" {
+			t.Errorf("the row never showed the create's stage while SettingUp")
+		}
 		if marker != "same page" {
 			t.Fatalf("the page was reloaded")
 		}

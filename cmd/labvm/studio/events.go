@@ -62,9 +62,7 @@ func (h *hub) saw(op api.Operation) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	// Cores are taken when a create starts and given back when a delete
-	// ends; other operations leave the quota as it is.
-	if op.Kind == api.OpCreate || (op.Kind == api.OpDelete && op.Status.Done()) {
+	if op.Status.Done() {
 		delete(h.ops, op.Target)
 	} else {
 		h.ops[op.Target] = op

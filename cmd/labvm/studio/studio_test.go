@@ -405,15 +405,19 @@ func TestEventsRelayStateChanges(t *testing.T) {
 			if msg.Name != "live-dev" || !strings.Contains(msg.HTML, `id="inst-live-dev"`) {
 				t.Fatalf("unexpected row %+v", msg)
 			}
+			// A row of an instance being created says at which stage.
+			if msg.State == string(api.StateCreating) && strings.Contains(msg.HTML, `<div class="stage">`) {
+				seen["stage"] = true
+			}
 			seen["state "+msg.State] = true
 		case "quota":
 			seen["quota"] = true
 		}
-		if seen["state Running"] && seen["quota"] {
+		if seen["state Running"] && seen["quota"] && seen["stage"] {
 			break
 		}
 	}
-	if !seen["state Running"] || !seen["quota"] {
+	if !seen["state Running"] || !seen["quota"] || !seen["stage"] {
 		t.Fatalf("the page saw %v, want the row reach Running and the quota", seen)
 	}
 }
