@@ -66,6 +66,9 @@ func (g *appGateway) serve(w http.ResponseWriter, r *http.Request, instance, app
 			pr.SetXForwarded()
 		},
 		Transport: g.transport(),
+		// Applications stream (notebook output, terminals): pass every
+		// write on at once.
+		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			g.s.errorPage(w, r, err)
 		},
