@@ -213,6 +213,18 @@ func TestStudio(t *testing.T) {
 			t.Fatalf("bob at alice-dev's application got %s: %q", code, refused)
 		}
 		shot(bobBrowser, "studio-bob-refused")
+		// labvmd audited the refusal as bob's: the page spoke as him.
+		var audit []api.AuditEntry
+		d.jsonOut(&audit, "audit", "--instance", "alice-dev", "--caller", bob.name)
+		denied := 0
+		for _, e := range audit {
+			if strings.HasPrefix(e.Action, "computes/applicationaccess/action") && e.Outcome == "denied" {
+				denied++
+			}
+		}
+		if denied == 0 {
+			t.Fatalf("the audit log has no refused application access by %s: %+v", bob.name, audit)
+		}
 	})
 
 	d.chapter(t, "a third local user cannot connect to alice's studio", func(t *testing.T) {

@@ -35,7 +35,6 @@ var css, cssHash = func() (template.CSS, string) {
 }()
 
 var tmpl = template.Must(template.New("studio").Funcs(template.FuncMap{
-	"apiErr":  asAPIError,
 	"when":    when,
 	"ago":     ago,
 	"bytes":   bytesIEC,
@@ -57,8 +56,12 @@ const maxForm = 4 << 20
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
+	// Only the script and the stylesheet are files; the templates are not
+	// served.
 	static, _ := fs.Sub(assets, "assets")
-	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	m.Handle("GET /static/studio.js", files)
+	m.Handle("GET /static/studio.css", files)
 	m.HandleFunc("GET /{$}", s.home)
 	m.HandleFunc("GET /instances/{name}", s.details)
 	m.HandleFunc("GET /fragments/list", s.listFragment)
@@ -109,7 +112,7 @@ func (m me) Owner() bool { return m.Role == api.RoleOwner }
 // MayCreate says whether the user's role lets them create instances.
 func (m me) MayCreate() bool { return slices.Contains(m.Rights, api.RightWrite) }
 
-// owns says whether u is inst's own user: the one with its application
+// owns says whether the user is inst's own user: the one with its application
 // access. labvmd decides; the page only leaves out links that would be
 // refused.
 func (m me) owns(inst api.Instance) bool { return m.User != "" && inst.Owner == m.User }

@@ -124,6 +124,13 @@ func TestListRendersInstancesQuotaAndCatalogue(t *testing.T) {
 			t.Fatalf("?mine=1 does not start filtered")
 		}
 	})
+	t.Run("the script and stylesheet are served, the templates not", func(t *testing.T) {
+		for path, want := range map[string]int{"/static/studio.js": 200, "/static/studio.css": 200, "/static/studio.html": 404, "/static/": 404} {
+			if w := get(s, studioHost, path); w.Code != want {
+				t.Errorf("GET %s = %d, want %d", path, w.Code, want)
+			}
+		}
+	})
 	t.Run("the list fragment has the same rows", func(t *testing.T) {
 		b := get(s, studioHost, "/fragments/list").Body.String()
 		if strings.Count(b, "<tr id=\"inst-") != 2 || strings.Contains(b, "<html") {
