@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -357,7 +359,6 @@ func (d *labvmd) studio(t *testing.T, u unixUser, home string) (url string, stde
 	cmd := exec.Command("setpriv", append([]string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--init-groups", bins.labvm}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LABVM_SOCKET=" + d.socket, "HOME=" + home}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var out lockedBuilder
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -383,10 +384,10 @@ func (d *labvmd) studio(t *testing.T, u unixUser, home string) (url string, stde
 	})
 	line := make(chan string, 1)
 	go func() {
-		buf := make([]byte, 256)
-		n, _ := stdout.Read(buf)
-		line <- string(buf[:n])
-		_, _ = out.Write(buf[:n])
+		br := bufio.NewReader(stdout)
+		l, _ := br.ReadString('\n')
+		line <- l
+		_, _ = io.Copy(io.Discard, br) // keep the pipe drained
 	}()
 	select {
 	case l := <-line:
