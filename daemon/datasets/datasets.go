@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -144,8 +145,10 @@ func (e *Engine) Check(tx *store.Tx, names []string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := dataset.CheckSource(d.Path, e.dataDir); err != nil {
-			return fmt.Errorf("%w: dataset %s: %w", dataset.ErrSourceMissing, name, err)
+		if fi, err := os.Stat(d.Path); err != nil {
+			return fmt.Errorf("%w: dataset %s: %v", dataset.ErrSourceMissing, name, err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("%w: dataset %s: %s is not a directory", dataset.ErrSourceMissing, name, d.Path)
 		}
 	}
 	return nil

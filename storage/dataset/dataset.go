@@ -104,12 +104,10 @@ func (m Mounts) Mount(instanceID, name, source string) (string, error) {
 	}
 	target := m.Path(instanceID, name)
 	err := inHostMountNS(func() error {
-		fi, err := os.Stat(source)
-		if err != nil || !fi.IsDir() {
-			if err == nil {
-				err = errors.New("not a directory")
-			}
-			return fmt.Errorf("%w: dataset %s: %s: %w", ErrSourceMissing, name, source, err)
+		if fi, err := os.Stat(source); err != nil {
+			return fmt.Errorf("%w: dataset %s: %w", ErrSourceMissing, name, err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("%w: dataset %s: %s is not a directory", ErrSourceMissing, name, source)
 		}
 		for _, d := range []string{m.Root, m.Dir(instanceID)} {
 			if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
