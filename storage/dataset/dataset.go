@@ -80,6 +80,16 @@ func within(path, dir string) bool {
 // Mounts are the per-instance mounts under Root (DATA_DIR/datasets).
 type Mounts struct {
 	Root string
+	// HostNS is the mount namespace libvirtd's virtiofsd must see the
+	// mounts in; empty means PID 1's (/proc/1/ns/mnt).
+	HostNS string
+}
+
+func (m Mounts) hostNS() string {
+	if m.HostNS != "" {
+		return m.HostNS
+	}
+	return "/proc/1/ns/mnt"
 }
 
 // Dir holds one instance's mounts.
@@ -103,7 +113,7 @@ func (m Mounts) Mount(instanceID, name, source string) (string, error) {
 		return "", fmt.Errorf("%w: instance id %q", ErrInvalid, instanceID)
 	}
 	target := m.Path(instanceID, name)
-	err := inHostMountNS(func() error {
+	err := inMountNS(m.hostNS(), func() error {
 		if fi, err := os.Stat(source); err != nil {
 			return fmt.Errorf("%w: dataset %s: %w", ErrSourceMissing, name, err)
 		} else if !fi.IsDir() {
@@ -168,7 +178,7 @@ func (m Mounts) Release(instanceID string) error {
 		return fmt.Errorf("%w: instance id %q", ErrInvalid, instanceID)
 	}
 	dir := m.Dir(instanceID)
-	return inHostMountNS(func() error {
+	return inMountNS(m.hostNS(), func() error {
 		entries, err := os.ReadDir(dir)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
@@ -260,18 +270,18 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// inHostMountNS runs fn in the mount namespace of PID 1 when labvmd runs
-// in one of its own: systemd gives it one for ProtectSystem= and
-// ProtectHome=, and mounts made there never reach libvirtd and the
-// virtiofsd it starts. fn runs on a thread of its own that has left the
-// shared filesystem context (unshare CLONE_FS) and joined PID 1's
-// namespace; the thread is never handed back to the Go scheduler, so no
+// inMountNS runs fn in the mount namespace ns (PID 1's, in labvmd) when
+// labvmd runs in another: systemd gives it one of its own for
+// ProtectSystem= and ProtectHome=, and mounts made there never reach
+// libvirtd and the virtiofsd it starts. fn runs on a thread of its own
+// that has left the shared filesystem context (unshare CLONE_FS) and
+// joined ns; the thread is never handed back to the Go scheduler, so no
 // other goroutine ever runs there. When the namespaces are the same, or
-// PID 1's cannot be read (a container), fn runs as it is.
-func inHostMountNS(fn func() error) error {
+// ns cannot be read (a container hiding PID 1's), fn runs as it is.
+func inMountNS(ns string, fn func() error) error {
 	own, err1 := os.Readlink("/proc/self/ns/mnt")
-	host, err2 := os.Readlink("/proc/1/ns/mnt")
-	if err1 != nil || err2 != nil || own == host {
+	other, err2 := os.Readlink(ns)
+	if err1 != nil || err2 != nil || own == other {
 		return fn()
 	}
 	errc := make(chan error, 1)
@@ -282,7 +292,7 @@ func inHostMountNS(fn func() error) error {
 			errc <- fmt.Errorf("leave the shared filesystem context: %w", err)
 			return
 		}
-		fd, err := unix.Open("/proc/1/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			errc <- fmt.Errorf("open the host's mount namespace: %w", err)
 			return
@@ -290,7 +300,7 @@ func inHostMountNS(fn func() error) error {
 		err = unix.Setns(fd, unix.CLONE_NEWNS)
 		_ = unix.Close(fd) // read-only namespace handle
 		if err != nil {
-			errc <- fmt.Errorf("enter the host's mount namespace: %w", err)
+			errc <- fmt.Errorf("enter the host's mount namespace %s: %w", ns, err)
 			return
 		}
 		errc <- fn()

@@ -2,10 +2,14 @@ package dataset
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -175,5 +179,65 @@ func TestMountReadOnly(t *testing.T) {
 	}
 	if _, err := os.Stat(m.Path(id, "gone")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("mount point left for a missing source: %v", err)
+	}
+}
+
+// TestMountInAnotherNamespace is labvmd under systemd: its own mount
+// namespace differs from libvirtd's, so the mounts must be made, and
+// released, in the other one; its own sees none of it.
+func TestMountInAnotherNamespace(t *testing.T) {
+	hostreq.RequireRoot(t)
+	unshare := hostreq.RequireTool(t, "unshare", "util-linux")
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "data.txt"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The "host": a process in a private mount namespace of its own.
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "sleep", "120")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := cmd.Process.Pid
+	ns := fmt.Sprintf("/proc/%d/ns/mnt", pid)
+	own, _ := os.Readlink("/proc/self/ns/mnt")
+	for {
+		other, err := os.Readlink(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other != own {
+			break // unshare has made its namespace
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	m := Mounts{Root: filepath.Join(t.TempDir(), "datasets"), HostNS: ns}
+	const id = "00000000000000ff"
+	t.Cleanup(func() { _ = m.Release(id) })
+	path, err := m.Mount(id, "testdata", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := func() string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if !strings.Contains(theirs(), " "+path+" ro,nosuid,nodev") {
+		t.Errorf("no read-only mount at %s in the other namespace:\n%s", path, theirs())
+	}
+	if _, ok, _ := MountOptions(path); ok {
+		t.Errorf("the mount at %s is in labvmd's own namespace too", path)
+	}
+	if err := m.Release(id); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(theirs(), " "+path+" ") {
+		t.Errorf("%s still mounted in the other namespace after Release", path)
+	}
+	if _, err := os.Stat(m.Dir(id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left after Release: %v", m.Dir(id), err)
 	}
 }
