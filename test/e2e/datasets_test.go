@@ -20,7 +20,13 @@ import (
 // is gone fails and says why, leaving nothing mounted.
 func TestDatasets(t *testing.T) {
 	image := requireHost(t)
-	d := startDaemon(t)
+	binariesReadableByAll(t)
+	p := "lvt" + randHex(3)
+	sock := p + "sock"
+	testGroup(t, sock)
+	carol := testUser(t, p+"-carol", sock)
+	olivia := testUser(t, p+"-olivia", sock)
+	d := startDaemon(t, "--socket-group", sock)
 	name := "ds-" + randHex(3)
 
 	// The host side: a directory with a file, and beside it a secret
@@ -85,6 +91,27 @@ func TestDatasets(t *testing.T) {
 		d.jsonOut(&list, "dataset", "list")
 		if len(list) != 1 || list[0].Name != name || list[0].Path != src || len(list[0].UsedBy) != 0 {
 			t.Fatalf("dataset list: %+v", list)
+		}
+	})
+
+	d.chapter(t, "only owners declare and remove datasets; contributors list them", func(t *testing.T) {
+		d.must("role", "assign", carol.name, "contributor")
+		d.must("role", "assign", olivia.name, "owner")
+		for _, args := range [][]string{{"dataset", "add", "ds-carol", src}, {"dataset", "remove", name}} {
+			r := d.as(carol, args...)
+			if r.code == 0 || !strings.Contains(r.stderr, "lacks datasets/write") {
+				t.Errorf("contributor %v: exit %d\n%s", args, r.code, r.stderr)
+			}
+		}
+		r := d.as(carol, "dataset", "list")
+		if r.code != 0 || !strings.Contains(r.stdout, name) {
+			t.Errorf("contributor's dataset list: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if r := d.as(olivia, "dataset", "add", "ds-olivia", src); r.code != 0 {
+			t.Errorf("owner's dataset add: exit %d\n%s", r.code, r.stderr)
+		}
+		if r := d.as(olivia, "dataset", "remove", "ds-olivia"); r.code != 0 {
+			t.Errorf("owner's dataset remove: exit %d\n%s", r.code, r.stderr)
 		}
 	})
 
