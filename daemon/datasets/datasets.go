@@ -166,6 +166,11 @@ func (e *Engine) Attach(inst vm.Instance) ([]vm.Share, error) {
 	err := e.store.View(func(tx *store.Tx) error {
 		for _, name := range inst.Datasets {
 			d, err := tx.Dataset(name)
+			if errors.Is(err, store.ErrNotFound) {
+				// Only after a doctor --rebuild: removal is refused in use.
+				return errdefs.New(errdefs.ErrNotFound, "an owner declares it again: `sudo labvm dataset add "+name+" DIR`",
+					"%s cannot start: its dataset %q is not declared", inst.Name, name)
+			}
 			if err != nil {
 				return fmt.Errorf("dataset %s: %w", name, err)
 			}
@@ -174,7 +179,7 @@ func (e *Engine) Attach(inst vm.Instance) ([]vm.Share, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("datasets of %s: %w", inst.Name, err)
+		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

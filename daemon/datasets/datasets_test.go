@@ -210,3 +210,17 @@ func TestAttachMissingLeavesNothing(t *testing.T) {
 		t.Errorf("reconcile left mounts: %v", ids)
 	}
 }
+
+// TestAttachUndeclared: an instance rebuilt from its manifest may name a
+// dataset the store no longer has; its start says which, and how to fix it.
+func TestAttachUndeclared(t *testing.T) {
+	e, _ := newEngine(t)
+	_, err := e.Attach(vm.Instance{ID: "00000000000000bb", Name: "bob-dev", Datasets: []string{"imagenet"}})
+	if errdefs.Code(err) != api.CodeNotFound || !strings.Contains(err.Error(), `dataset "imagenet" is not declared`) ||
+		!strings.Contains(errdefs.ToAPI(err).Hint, "labvm dataset add imagenet") {
+		t.Fatalf("Attach = %v (%+v)", err, errdefs.ToAPI(err))
+	}
+	if shares, err := e.Attach(vm.Instance{ID: "00000000000000cc", Name: "plain"}); err != nil || shares != nil {
+		t.Fatalf("Attach without datasets = %v, %v", shares, err)
+	}
+}
