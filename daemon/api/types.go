@@ -78,6 +78,9 @@ type CreateInstanceRequest struct {
 	// such as "30m", "2h" or "1d", or "off"; empty means the host's
 	// default.
 	IdleShutdown string `json:"idle_shutdown,omitempty"`
+	// Datasets are declared datasets (`labvm dataset list`) the guest
+	// sees read-only at /datasets/NAME; fixed at create.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -130,6 +133,9 @@ type Instance struct {
 	IdleShutdown IdleShutdown `json:"idle_shutdown"`
 	// Schedules are filled by GET /v1/instances/{name} only.
 	Schedules []Schedule `json:"schedules,omitempty"`
+	// Datasets are the datasets the guest sees read-only at
+	// /datasets/NAME.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // ExecRequest runs a command in the guest through the QEMU guest agent.
