@@ -12,6 +12,7 @@ import (
 	"github.com/labvm/labvm/daemon/daemontest"
 	"github.com/labvm/labvm/daemon/ops"
 	"github.com/labvm/labvm/daemon/policy"
+	"github.com/labvm/labvm/daemon/store"
 )
 
 func schedules(t *testing.T, c *client.Client, name string) []api.Schedule {
@@ -223,6 +224,22 @@ func TestScheduleSkipsABusyInstance(t *testing.T) {
 	}
 	if n := counter(t, td, "labvm_schedule_actions_total", map[string]string{"action": "stop", "outcome": "skipped"}); n != 1 {
 		t.Errorf("labvm_schedule_actions_total{stop,skipped} = %v", n)
+	}
+	// Deleting the instance deletes its schedules.
+	op, err := td.Client.Delete(ctx, "alice-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err := td.Client.Wait(ctx, op.ID, nil); err != nil || op.Status != api.OperationSucceeded {
+		t.Fatalf("delete: %+v, %v", op, err)
+	}
+	var left int
+	if err := td.Store().View(func(tx *store.Tx) error {
+		all, err := tx.Schedules()
+		left = len(all)
+		return err
+	}); err != nil || left != 0 {
+		t.Fatalf("%d schedules left after the instance was deleted (%v)", left, err)
 	}
 }
 
