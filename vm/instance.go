@@ -71,6 +71,9 @@ type Instance struct {
 	// Provisioning is cloud-init's outcome on the latest boot; nil for an
 	// image without cloud-init (its agent's first answer is its ready).
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// Policy is the idle shutdown; only store.Tx.SetPolicy changes it.
+	Policy Policy `json:"policy,omitempty"`
 }
 
 // InstanceScripts records which scripts the instance was given (their

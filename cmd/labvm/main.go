@@ -60,6 +60,7 @@ stopped.`,
 	root.AddCommand(
 		newCreateCommand(a), newShowCommand(a), newListCommand(a),
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
+		newIdleShutdownCommand(a), newScheduleCommand(a),
 		newExecCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newStudioCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
 		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a), newDatasetCommand(a),

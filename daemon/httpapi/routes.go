@@ -38,6 +38,11 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/instances/{name}/jobs/{id}", perm: authz.PermAppAccess, scope: inst, handle: s.getJob},
 		{pattern: "POST /v1/instances/{name}/jobs/{id}/cancel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-cancel", handle: s.cancelJob},
 		{pattern: "GET /v1/instances/{name}/jobs/{id}/logs", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-logs", stream: s.jobLogs},
+		{pattern: "PUT /v1/instances/{name}/idle-shutdown", perm: authz.PermStop, scope: inst, audit: "computes/write:idle-shutdown", handle: s.setIdleShutdown},
+		{pattern: "GET /v1/instances/{name}/schedules", perm: authz.PermRead, scope: inst, handle: s.getSchedules},
+		{pattern: "POST /v1/instances/{name}/schedules", perm: authz.PermStop, scope: inst, audit: "computes/write:schedule", handle: s.addSchedule},
+		{pattern: "DELETE /v1/instances/{name}/schedules/{id}", perm: authz.PermStop, scope: inst, audit: "computes/write:schedule-remove", handle: s.removeSchedule},
+		{pattern: "GET /v1/schedules", perm: authz.PermReadOwn, scope: host, handle: s.listSchedules},
 		// Upgraded to raw byte streams.
 		{pattern: "GET /v1/instances/{name}/tunnel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:tunnel", stream: s.tunnel},
 		{pattern: "GET /v1/instances/{name}/console", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:console", stream: s.console},

@@ -31,6 +31,7 @@ import (
 	"github.com/labvm/labvm/daemon/library"
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/vm"
 )
@@ -69,6 +70,9 @@ type Server struct {
 	Doctor    *doctor.Doctor
 	// Metrics serves GET /metrics (the Prometheus text format).
 	Metrics http.Handler
+	// Policy is the idle shutdown and the schedules; its Activity records
+	// the sessions relayed here.
+	Policy *policy.Engine
 	// HostShutdownBound bounds POST /v1/host/shutdown.
 	HostShutdownBound time.Duration
 	// Work holds upgraded sessions (tunnels, console), which the HTTP

@@ -91,6 +91,8 @@ type Config struct {
 	MinFreeDisk     int64
 	Nameservers     []netip.Addr
 	Accel           vm.Accel
+	// Idle is the host's idle shutdown bounds and default.
+	Idle IdleConfig
 }
 
 // Paths are where an instance's files live in the data dir.

@@ -259,6 +259,9 @@ func (e *Engine) deleteRecord(inst vm.Instance) error {
 		if err := tx.DeleteInstance(inst.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if err := tx.DeleteSchedulesOf(inst.ID); err != nil {
+			return err
+		}
 		return tx.DeleteJobs(inst.ID)
 	})
 }
@@ -275,10 +278,16 @@ func (e *Engine) runStart(ctx context.Context, op *ops.Op, inst vm.Instance) err
 }
 
 func (e *Engine) runStop(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+	return e.stopWithReason(ctx, op, inst, "")
+}
+
+// stopWithReason is a stop that leaves a reason on the Stopped record
+// (the policy that stopped it).
+func (e *Engine) stopWithReason(ctx context.Context, op *ops.Op, inst vm.Instance, reason string) error {
 	if err := e.shutdownDomain(ctx, op, inst); err != nil {
 		return e.fail(&inst, vm.StateUnknown, err)
 	}
-	return e.setState(&inst, vm.StateStopped, "")
+	return e.setState(&inst, vm.StateStopped, reason)
 }
 
 func (e *Engine) runRestart(ctx context.Context, op *ops.Op, inst vm.Instance) error {
