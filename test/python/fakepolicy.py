@@ -60,7 +60,7 @@ def format_idle(secs: int) -> str:
 
 def cron_ok(expr: str) -> bool:
     expr = expr.strip()
-    if expr in _CRON_SHORTHANDS:
+    if expr in _CRON_SHORTHANDS or re.fullmatch(r"@every \S+", expr):
         return True
     fields = expr.split()
     return len(fields) == 5 and all(re.fullmatch(r"[0-9*,/\-A-Za-z]+", f) for f in fields)
@@ -93,7 +93,9 @@ class FakePolicy:
         self.instances[name] = {"name": name, "state": "Running", "idle": idle, "datasets": list(datasets or [])}
 
     def _wire(self, rec: dict[str, Any], with_schedules: bool) -> dict[str, Any]:
-        idle: dict[str, Any] = {"limit_seconds": rec["idle"], "watched": rec["idle"] > 0 and rec["state"] == "Running",
+        # watched stays false: labvmd sets it at the idle policy's first
+        # look, which this fake never takes.
+        idle: dict[str, Any] = {"limit_seconds": rec["idle"], "watched": False,
                                 "idle_seconds": 0, "sessions_open": 0, "jobs": 0}
         if rec["idle"]:
             idle["limit"] = format_idle(rec["idle"])
@@ -216,7 +218,8 @@ class FakePolicy:
             return rec
         body = req.json()
         stop, start, tz = (str(body.get(k) or "").strip() for k in ("stop", "start", "timezone"))
-        cron_hint = 'five fields: minute hour day-of-month month day-of-week, e.g. "0 19 * * 1-5"'
+        cron_hint = ('use five cron fields "MINUTE HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK", '
+                     'e.g. "0 19 * * 1-5" for 19:00 on weekdays, or @daily, @hourly')
         if not stop and not start:
             return err(400, "InvalidArgument", "a schedule needs --stop, --start or both", cron_hint)
         if not tz:

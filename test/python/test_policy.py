@@ -101,7 +101,7 @@ def test_create_sends_datasets_and_idle_shutdown(fake, policy, client, datadir):
                           "datasets": ["imagenet", "cifar"], "idle_shutdown": "30m"}
     got = client.instances.get("gpu")
     assert got.idle_shutdown.limit == "30m" and got.idle_shutdown.limit_seconds == 1800
-    assert got.idle_shutdown.enabled and got.idle_shutdown.watched
+    assert got.idle_shutdown.enabled
 
     client.instances.create("cpu", "Standard_B1s", "tiny", idle_shutdown=timedelta(days=1, hours=12))
     assert sent(fake)["idle_shutdown"] == "1d12h"
