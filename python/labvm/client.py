@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any, Union
+from typing import Any
 
 from .errors import Cancelled, Internal, InvalidArgument, LabvmError, PermissionDenied, Unavailable, error_from
 from .models import CANCELLED, FAILED, Dataset, Instance, Job, JobLogs, Operation, Schedule
@@ -54,7 +54,7 @@ def _q(segment: str | int) -> str:
 
 # An idle shutdown as callers give it: labvmd's own text ("30m", "2h",
 # "1d", "off") or a timedelta.
-IdleValue = Union[str, timedelta]
+IdleValue = str | timedelta
 
 _IDLE_HINT = "give a duration such as '30m', '2h' or '1d' (or a datetime.timedelta), or 'off'"
 
