@@ -109,7 +109,7 @@ func TestPythonClient(t *testing.T) {
 		// Exit 5 is "no tests collected": as much a failure as any other.
 		t.Fatalf("pytest: %v", err)
 	}
-	summary := regexp.MustCompile(`(?m)^=+ (.*) in [0-9.]+s =+$`).FindSubmatch(out)
+	summary := regexp.MustCompile(`(?m)^=+ (.*) in [0-9.]+s(?: \([0-9:]+\))? =+$`).FindSubmatch(out)
 	if summary == nil || !strings.Contains(string(summary[1]), " passed") {
 		t.Fatalf("no pytest summary with passed tests in the output")
 	}
