@@ -189,10 +189,22 @@ func TestCreateFailureRollsBack(t *testing.T) {
 	assertNoIPs(t, td)
 	op, err := td.Client.Delete(context.Background(), "doomed")
 	if err == nil {
-		_, err = td.Client.Wait(context.Background(), op.ID, nil)
+		op, err = td.Client.Wait(context.Background(), op.ID, nil)
 	}
 	if err != nil {
 		t.Fatalf("delete of CreateFailed: %v", err)
+	}
+	// The rollback gave the address back: the delete has none to release
+	// and must not show a step for it (it once read "invalid IP").
+	var steps []string
+	for _, st := range op.Stages {
+		steps = append(steps, st.Step+" ("+st.Detail+")")
+		if st.Step == lifecycle.StepRelease.ID || strings.Contains(st.Detail, "invalid") {
+			t.Errorf("delete of a CreateFailed instance shows %s %q (%s)", st.Step, st.Name, st.Detail)
+		}
+	}
+	if len(steps) == 0 {
+		t.Errorf("delete recorded no steps at all")
 	}
 }
 
