@@ -85,6 +85,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if opts.Hypervisor == nil && localSystemURI(cfg.LibvirtURI) {
+		if err := checkDataDirReachable(cfg.DataDir, log.Warn); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDataDir(cfg); err != nil {
 		return nil, err
 	}
