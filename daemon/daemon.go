@@ -340,6 +340,13 @@ func (d *Daemon) reportStatus() {
 		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], d.ops.Running()))
 }
 
+// HostShutdown stops every running instance cleanly because the host is
+// going down (logind's PrepareForShutdown, seen by labvmd's inhibitor), as
+// POST /v1/host/shutdown does; they start again at the next start.
+func (d *Daemon) HostShutdown(ctx context.Context) {
+	d.lc.HostShutdown(ctx, d.cfg.HostShutdownBound)
+}
+
 // Healthy proves the daemon can do its job: the store answers and libvirt
 // is reachable. systemd's watchdog is fed only while it holds.
 func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }

@@ -129,7 +129,13 @@ func run() (err error) {
 	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if systemd.JournalAttached() {
+		// Under systemd, each attribute becomes a journal field of its own
+		// (journalctl -u labvmd INSTANCE=alice-dev).
+		handler = systemd.NewJournalHandler(level, handler)
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 
 	cfg := daemon.DefaultConfig()
@@ -187,9 +193,12 @@ func run() (err error) {
 	if err != nil {
 		log.Warn("systemd environment", "error", err) // the rest still works
 	}
-	ln, err := activation.UnixListener("labvmd.socket")
+	ln, err := activation.APIListener(systemd.APISocketName)
 	if err != nil {
 		return fmt.Errorf("socket activation: %w", err)
+	}
+	if names := activation.Names(); len(names) > 1 {
+		log.Warn("socket activation: systemd passed several sockets; serving the one named "+systemd.APISocketName+", the others are closed", "passed", names)
 	}
 	if ln != nil {
 		if addr := ln.Addr().String(); addr != cfg.SocketPath {
@@ -220,6 +229,20 @@ func run() (err error) {
 		}
 	}()
 
+	// Where logind runs, a delay lock lets a host shutdown stop instances
+	// cleanly before the system goes down; without it, this logs once.
+	// A stop it began runs to its bound even if SIGTERM follows (systemd
+	// stops labvmd during that same shutdown); labvmd exits after it.
+	inhibitCtx, stopInhibit := context.WithCancel(ctx)
+	inhibitDone := make(chan struct{})
+	defer func() { stopInhibit(); <-inhibitDone }()
+	go func() {
+		defer close(inhibitDone)
+		stopAll := func(ctx context.Context) { d.HostShutdown(context.WithoutCancel(ctx)) }
+		if err := systemd.WatchShutdown(inhibitCtx, log, stopAll); err != nil {
+			log.Warn("shutdown inhibitor", "error", err)
+		}
+	}()
 	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go func() {

@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // TestDataDirQEMUCannotReach: an admin points --data-dir below a 0700
@@ -47,4 +50,50 @@ func TestDataDirQEMUCannotReach(t *testing.T) {
 	}
 	d.start()
 	d.must("info")
+}
+
+// TestActivatedSocketAnyName: labvmd serves a single socket systemd hands
+// it whatever the socket unit calls it, and refuses several none of which
+// is labvmd.socket with one message listing them.
+func TestActivatedSocketAnyName(t *testing.T) {
+	requireHost(t)
+	activate := hostreq.RequireTool(t, "systemd-socket-activate", "systemd")
+
+	d := newDaemon(t)
+	d.wrap = []string{activate, "-l", d.socket, "--fdname=api.socket"}
+	d.start()
+	if out := d.must("info"); !strings.Contains(out, "Daemon:") {
+		t.Fatalf("info: %s", out)
+	}
+	d.stop()
+
+	other := filepath.Join(filepath.Dir(d.socket), "other.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, activate, "-l", other, "-l", d.socket+".2", "--fdname=a.socket:b.socket",
+		bins.labvmd, "--config", "/nonexistent", "--data-dir", d.dataDir,
+		"--bridge", d.bridge, "--subnet", d.subnet.String(),
+		"--firewall-table", d.table, "--bridge-prefix", d.brPrefix)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// systemd-socket-activate starts labvmd at the first connection.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", other); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	err := cmd.Wait()
+	want := "systemd passed 2 sockets (a.socket, b.socket) and none is named labvmd.socket"
+	if err == nil || !strings.Contains(out.String(), want) {
+		t.Fatalf("labvmd with two unnamed sockets: %v, output:\n%s\nwant a refusal saying %q", err, out.String(), want)
+	}
+	if n := strings.Count(out.String(), "systemd passed"); n != 1 {
+		t.Errorf("refusal said %d times, want once:\n%s", n, out.String())
+	}
 }
