@@ -195,7 +195,7 @@ func TestFromEnvironment(t *testing.T) {
 			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 				t.Setenv(k, tt.env[k]) // restored after the subtest
 				if _, ok := tt.env[k]; !ok {
-					os.Unsetenv(k)
+					_ = os.Unsetenv(k)
 				}
 			}
 			n, a, err := FromEnvironment()

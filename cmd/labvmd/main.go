@@ -64,54 +64,58 @@ func main() {
 
 // cliFlags are labvmd's command-line flags.
 type cliFlags struct {
-	configPath *string
-	socket     *string
-	sockGroup  *string
-	dataDir    *string
-	libvirtURI *string
-	accel      *string
-	bridge     *string
-	subnet     *string
-	fwTable    *string
-	brPrefix   *string
-	phonePort  *optionalInt
-	readyTO    *time.Duration
-	readyProbe *string
-	stopTO     *time.Duration
-	logLevel   *string
-	minFree    *string
-	metricsAt  *string
-	stopOnExit *bool
-	version    *bool
-	units      *string
-	removeFW   *bool
+	configPath  *string
+	socket      *string
+	sockGroup   *string
+	dataDir     *string
+	libvirtURI  *string
+	accel       *string
+	bridge      *string
+	subnet      *string
+	fwTable     *string
+	brPrefix    *string
+	phonePort   *optionalInt
+	readyTO     *time.Duration
+	readyProbe  *string
+	stopTO      *time.Duration
+	logLevel    *string
+	minFree     *string
+	metricsAt   *string
+	stopOnExit  *bool
+	version     *bool
+	units       *string
+	removeFW    *bool
+	man         *string
+	unitsPrefix *string
 }
 
 // defineFlags registers labvmd's flags on fs (the command line in main,
 // a fresh set in tests that read the help text).
 func defineFlags(fs *flag.FlagSet) *cliFlags {
 	return &cliFlags{
-		configPath: fs.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)"),
-		socket:     fs.String("socket", "", "API socket path (default /run/labvm/labvm.sock)"),
-		sockGroup:  fs.String("socket-group", "", "group allowed to use the socket (default labvm)"),
-		dataDir:    fs.String("data-dir", "", "data directory (default /var/lib/labvm)"),
-		libvirtURI: fs.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)"),
-		accel:      fs.String("accel", "", "accelerator: auto, kvm or tcg (default auto)"),
-		bridge:     fs.String("bridge", "", "default VNet's bridge (default labvm0)"),
-		subnet:     fs.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)"),
-		fwTable:    fs.String("firewall-table", "", "nftables table labvm owns (default labvm)"),
-		brPrefix:   fs.String("bridge-prefix", "", "prefix of the bridges of VNets made through the API (default lv)"),
-		phonePort:  optionalIntVar(fs, "phone-home-port", "`port` for cloud-init phone_home on the gateway; 0 disables (default 8719)"),
-		readyTO:    fs.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)"),
-		readyProbe: fs.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)"),
-		stopTO:     fs.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)"),
-		logLevel:   fs.String("log-level", "info", "debug, info, warn or error"),
-		minFree:    fs.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)"),
-		metricsAt:  fs.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)"),
-		stopOnExit: fs.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart"),
-		version:    fs.Bool("version", false, "print the version and exit"),
-		units:      fs.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit"),
-		removeFW:   fs.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling"),
+		configPath:  fs.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)"),
+		socket:      fs.String("socket", "", "API socket path (default /run/labvm/labvm.sock)"),
+		sockGroup:   fs.String("socket-group", "", "group allowed to use the socket (default labvm)"),
+		dataDir:     fs.String("data-dir", "", "data directory (default /var/lib/labvm)"),
+		libvirtURI:  fs.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)"),
+		accel:       fs.String("accel", "", "accelerator: auto, kvm or tcg (default auto)"),
+		bridge:      fs.String("bridge", "", "default VNet's bridge (default labvm0)"),
+		subnet:      fs.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)"),
+		fwTable:     fs.String("firewall-table", "", "nftables table labvm owns (default labvm)"),
+		brPrefix:    fs.String("bridge-prefix", "", "prefix of the bridges of VNets made through the API (default lv)"),
+		phonePort:   optionalIntVar(fs, "phone-home-port", "`port` for cloud-init phone_home on the gateway; 0 disables (default 8719)"),
+		readyTO:     fs.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)"),
+		readyProbe:  fs.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)"),
+		stopTO:      fs.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)"),
+		logLevel:    fs.String("log-level", "info", "debug, info, warn or error"),
+		minFree:     fs.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)"),
+		metricsAt:   fs.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)"),
+		stopOnExit:  fs.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart"),
+		version:     fs.Bool("version", false, "print the version and exit"),
+		units:       fs.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit"),
+		unitsPrefix: fs.String("units-prefix", systemd.DefaultPrefix, "with --write-units: the prefix labvmd and labvm are installed under (/usr for the Debian package)"),
+		man:         fs.String("write-man", "", "write the man page labvmd.8 into this directory and exit (packaging)"),
+		removeFW:    fs.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling"),
 	}
 }
 
@@ -123,7 +127,10 @@ func run() (err error) {
 		return nil
 	}
 	if *f.units != "" {
-		return writeUnits(*f.units)
+		return writeUnits(*f.units, *f.unitsPrefix)
+	}
+	if *f.man != "" {
+		return writeMan(*f.man)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
@@ -344,9 +351,10 @@ func applyFile(cfg *daemon.Config, path string) error {
 	return nil
 }
 
-// writeUnits installs the systemd units (make install uses it).
-func writeUnits(dir string) error {
-	for name, body := range systemd.Units() {
+// writeUnits installs the systemd units for binaries under prefix
+// (make install and make deb use it).
+func writeUnits(dir, prefix string) error {
+	for name, body := range systemd.UnitsFor(prefix) {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, body, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/client"
@@ -107,5 +108,26 @@ func TestPhoneHomePortFlag(t *testing.T) {
 				t.Errorf("phonePort = %+v, want set=%v %d", *f.phonePort, tt.wantSet, tt.want)
 			}
 		})
+	}
+}
+
+// TestManPageListsEveryFlag: labvmd.8 is generated from the flags, so
+// each one is documented, escaped for roff.
+func TestManPageListsEveryFlag(t *testing.T) {
+	fs := flag.NewFlagSet("labvmd", flag.ContinueOnError)
+	defineFlags(fs)
+	page := manPage(fs, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC))
+	if !strings.HasPrefix(page, `.TH LABVMD 8 "2026-01-02"`) {
+		t.Errorf("header: %q", page[:min(len(page), 60)])
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(page, ".B \\-\\-"+strings.ReplaceAll(f.Name, "-", `\-`)) {
+			t.Errorf("man page lacks --%s", f.Name)
+		}
+	})
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "'") {
+			t.Errorf("line would be read as a roff request: %q", line)
+		}
 	}
 }
