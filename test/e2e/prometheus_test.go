@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +96,88 @@ scrape_configs:
 		waitQuery(t, api, fmt.Sprintf(`libvirt_domain_info_cpu_time_seconds_total{instance=%q}`, name),
 			func(v float64) bool { return v > 0 }, time.Minute)
 	})
+
+	d.chapter(t, "every query of docs/grafana-dashboard.json is PromQL that Prometheus evaluates", func(t *testing.T) {
+		raw, err := os.ReadFile("../../docs/grafana-dashboard.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dash any
+		if err := json.Unmarshal(raw, &dash); err != nil {
+			t.Fatal(err)
+		}
+		// Grafana's variables, as Grafana would fill them in.
+		fill := strings.NewReplacer("$__rate_interval", "1m", "$instance", ".*")
+		exprs := collectExprs(dash)
+		if len(exprs) < 10 {
+			t.Fatalf("found %d queries in the dashboard", len(exprs))
+		}
+		for _, e := range exprs {
+			q := fill.Replace(e)
+			n, answer, err := promResultCount(api, q)
+			if err != nil {
+				t.Errorf("dashboard query %s: %v %s", q, err, answer)
+				continue
+			}
+			if n == 0 {
+				t.Logf("dashboard query %s: no data yet (valid PromQL)", q)
+			}
+		}
+	})
+}
+
+// collectExprs finds every "expr" string in a decoded JSON document.
+func collectExprs(v any) []string {
+	var out []string
+	switch x := v.(type) {
+	case map[string]any:
+		for k, c := range x {
+			if s, ok := c.(string); ok && k == "expr" {
+				out = append(out, s)
+				continue
+			}
+			out = append(out, collectExprs(c)...)
+		}
+	case []any:
+		for _, c := range x {
+			out = append(out, collectExprs(c)...)
+		}
+	}
+	return out
+}
+
+// promResultCount runs an instant query and returns how many series it
+// gave; an error means Prometheus refused the query.
+func promResultCount(api, query string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, api+"?query="+url.QueryEscape(query), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, "", err
+	}
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return 0, string(raw), err
+	}
+	if body.Status != "success" {
+		return 0, string(raw), fmt.Errorf("status %s: %s", body.Status, body.Error)
+	}
+	return len(body.Data.Result), "", nil
 }
 
 // freeLoopbackAddr returns a 127.0.0.1 address with a port free right
