@@ -36,6 +36,10 @@ debian_version() {
 }
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}
+if [ "$version" = "--debian-version" ]; then # build.sh --debian-version DESCRIBE: print the mapping only (tests)
+	debian_version "$outdir"
+	exit
+fi
 # "-1": the Debian revision. labvm is packaged from its own tree, but as a
 # non-native package its changelog is changelog.Debian.gz, as elsewhere.
 debver=$(debian_version "$version")-1

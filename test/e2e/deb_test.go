@@ -251,3 +251,42 @@ func withoutEnv(env []string, key string) []string {
 	}
 	return out
 }
+
+// TestDebianVersion: what git describe says becomes a Debian version that
+// dpkg accepts and that sorts as the commits do.
+func TestDebianVersion(t *testing.T) {
+	tests := []struct{ describe, want string }{
+		{"v1.2.0", "1.2.0"},
+		{"1.2.0", "1.2.0"},
+		{"v1.2.0-5-gabc1234", "1.2.0+git5.gabc1234"},
+		{"v1.2.0-5-gabc1234-dirty", "1.2.0+git5.gabc1234+dirty"},
+		{"45ec694", "0~git20231114.45ec694"},
+		{"45ec694-dirty", "0~git20231114.45ec694+dirty"},
+	}
+	for _, tt := range tests {
+		cmd := exec.Command("bash", "../../packaging/deb/build.sh", "--debian-version", tt.describe)
+		cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", tt.describe, err, out)
+			continue
+		}
+		if got := strings.TrimSpace(string(out)); got != tt.want {
+			t.Errorf("debian_version(%s) = %s, want %s", tt.describe, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"release-candidate", ""} {
+		cmd := exec.Command("bash", "../../packaging/deb/build.sh", "--debian-version", bad)
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Errorf("debian_version(%q) = %s, want a refusal", bad, out)
+		}
+	}
+	// dpkg's own order: a tagged release sorts above the untagged builds
+	// before it, and later commits above it.
+	order := []string{"0~git20231114.45ec694-1", "1.2.0-1", "1.2.0+git5.gabc1234-1", "1.3.0-1"}
+	for i := 1; i < len(order); i++ {
+		if err := exec.Command("dpkg", "--compare-versions", order[i-1], "lt", order[i]).Run(); err != nil {
+			t.Errorf("dpkg does not sort %s below %s", order[i-1], order[i])
+		}
+	}
+}
