@@ -122,7 +122,7 @@ Architecture: amd64
 Maintainer: $maintainer
 Installed-Size: $installed
 Depends: $depends
-Recommends: qemu-guest-agent, openssh-client
+Recommends: openssh-client, nftables
 Section: admin
 Priority: optional
 Homepage: https://github.com/labvm/labvm
