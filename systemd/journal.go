@@ -32,12 +32,15 @@ type JournalHandler struct {
 	groups   []string
 	fallback slog.Handler
 	send     func(msg string, p journal.Priority, vars map[string]string) error
+	// refused is shared by a handler and its WithAttrs/WithGroup copies,
+	// so a journal that refuses records is reported once, not per line.
+	refused *sync.Once
 }
 
 // NewJournalHandler logs records at level and above to the journal,
 // falling back to fallback (e.g. a text handler on stderr).
 func NewJournalHandler(level slog.Leveler, fallback slog.Handler) *JournalHandler {
-	return &JournalHandler{level: level, fallback: fallback, send: journal.Send}
+	return &JournalHandler{level: level, fallback: fallback, send: journal.Send, refused: &sync.Once{}}
 }
 
 // Enabled implements slog.Handler.
@@ -57,17 +60,13 @@ func (h *JournalHandler) Handle(ctx context.Context, r slog.Record) error {
 		return true
 	})
 	if err := h.send(r.Message, priority(r.Level), vars); err != nil {
-		warnJournalOnce.Do(func() {
+		h.refused.Do(func() {
 			_ = h.fallback.Handle(ctx, slog.NewRecord(time.Now(), slog.LevelWarn, "journal refused a record; logging to stderr", 0))
 		})
 		return h.fallback.Handle(ctx, r)
 	}
 	return nil
 }
-
-// warnJournalOnce keeps a journal that refuses records from doubling
-// every log line with a warning.
-var warnJournalOnce sync.Once
 
 // WithAttrs implements slog.Handler.
 func (h *JournalHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
@@ -129,7 +128,7 @@ func fieldName(key string) string {
 	if name == "" || (name[0] >= '0' && name[0] <= '9') {
 		name = "F_" + name
 	}
-	if reservedField[name] {
+	if reservedField(name) {
 		name = "LABVM_" + name
 	}
 	if len(name) > 64 { // the journal's limit on field names
@@ -138,12 +137,15 @@ func fieldName(key string) string {
 	return name
 }
 
-// reservedField are the journal's own fields, which an attribute must not
-// overwrite (an attribute "message" would add a second MESSAGE).
-var reservedField = map[string]bool{
-	"MESSAGE": true, "MESSAGE_ID": true, "PRIORITY": true, "CODE_FILE": true, "CODE_LINE": true, "CODE_FUNC": true,
-	"ERRNO": true, "SYSLOG_IDENTIFIER": true, "SYSLOG_FACILITY": true, "SYSLOG_PID": true, "SYSLOG_TIMESTAMP": true,
-	"INVOCATION_ID": true, "TID": true,
+// reservedField reports the journal's own fields, which an attribute must
+// not overwrite (an attribute "message" would add a second MESSAGE).
+func reservedField(name string) bool {
+	switch name {
+	case "MESSAGE", "MESSAGE_ID", "PRIORITY", "CODE_FILE", "CODE_LINE", "CODE_FUNC", "ERRNO",
+		"SYSLOG_IDENTIFIER", "SYSLOG_FACILITY", "SYSLOG_PID", "SYSLOG_TIMESTAMP", "INVOCATION_ID", "TID":
+		return true
+	}
+	return false
 }
 
 // priority maps slog levels to syslog priorities.

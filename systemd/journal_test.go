@@ -2,13 +2,11 @@ package systemd
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"log/slog"
 	"maps"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -83,10 +81,13 @@ func TestJournalHandlerFallback(t *testing.T) {
 	var buf bytes.Buffer
 	h := NewJournalHandler(slog.LevelInfo, slog.NewTextHandler(&buf, nil))
 	h.send = func(string, journal.Priority, map[string]string) error { return errors.New("no journal") }
-	if err := h.Handle(context.Background(), slog.NewRecord(time.Time{}, slog.LevelInfo, "kept", 0)); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(buf.String(), "msg=kept") {
+	l := slog.New(h)
+	l.Info("kept")
+	l.With("instance", "x").Info("kept too")
+	if !strings.Contains(buf.String(), "msg=kept") || !strings.Contains(buf.String(), `msg="kept too" instance=x`) {
 		t.Errorf("fallback got %q", buf.String())
+	}
+	if n := strings.Count(buf.String(), "journal refused"); n != 1 {
+		t.Errorf("the refusal is reported %d times, want once:\n%s", n, buf.String())
 	}
 }
