@@ -78,7 +78,7 @@ install: build
 ## deb: the Debian package labvm_<version>_amd64.deb in out/ (dpkg-deb, no
 ## debhelper), checked with lintian; install with `sudo apt install ./out/labvm_*.deb`
 DEB_OUT ?= out
-deb:
+deb: host
 	GO=$(GO) bash packaging/deb/build.sh $(VERSION) $(DEB_OUT)
 	lintian --fail-on error,warning $(DEB_OUT)/labvm_*_amd64.deb
 
