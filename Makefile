@@ -69,8 +69,9 @@ install: build
 	install -D -m 0755 $(BIN)/labvm $(DESTDIR)$(PREFIX)/bin/labvm
 	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/labvm
 	$(BIN)/labvmd --write-units $(DESTDIR)/etc/systemd/system
-	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
 	$(BIN)/labvmd --write-man $(DESTDIR)$(PREFIX)/share/man/man8
+	$(BIN)/labvm __gen-man $(DESTDIR)$(PREFIX)/share/man/man1
 	test -e $(DESTDIR)/etc/labvm/labvmd.yaml.example || install -m 0644 docs/labvmd.yaml.example $(DESTDIR)/etc/labvm/labvmd.yaml.example
 	getent group labvm >/dev/null || groupadd --system labvm
 	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service labvm-guests.service"
