@@ -45,7 +45,9 @@ func TestDebianPackage(t *testing.T) {
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "labvm").Output(); err == nil && strings.Contains(string(out), "installed") {
 		t.Skipf("the labvm package is installed on this host (%s); this test never touches a real installation", out)
 	}
-	for _, p := range []string{"/usr/sbin/labvmd", "/usr/bin/labvm", "/etc/labvm", "/var/lib/labvm", "/run/labvm"} {
+	// /run/labvm itself may hold other labvmd's runtime files (development
+	// daemons on this host); only the unit's socket path must be free.
+	for _, p := range []string{"/usr/sbin/labvmd", "/usr/bin/labvm", "/etc/labvm", "/var/lib/labvm", "/run/labvm/labvm.sock"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Skipf("%s exists: labvm is installed here by other means; this test never touches a real installation", p)
 		}
@@ -97,9 +99,10 @@ func TestDebianPackage(t *testing.T) {
 			}
 		}
 		// Whatever a failure left: nothing here existed before the test.
-		for _, p := range []string{"/etc/labvm", "/var/lib/labvm", "/run/labvm"} {
+		for _, p := range []string{"/etc/labvm", "/var/lib/labvm", "/run/labvm/labvm.sock"} {
 			_ = os.RemoveAll(p)
 		}
+		_ = os.Remove("/run/labvm") // only if empty: others may use it
 		if !groupBefore && exec.Command("getent", "group", "labvm").Run() == nil {
 			_ = exec.Command("groupdel", "labvm").Run()
 		}
@@ -194,7 +197,7 @@ func TestDebianPackage(t *testing.T) {
 				t.Errorf("%s left after purge", f)
 			}
 		}
-		for _, p := range []string{"/etc/labvm", "/var/lib/labvm", "/run/labvm",
+		for _, p := range []string{"/etc/labvm", "/var/lib/labvm", "/run/labvm/labvm.sock",
 			"/etc/systemd/system/sockets.target.wants/labvmd.socket", "/etc/systemd/system/multi-user.target.wants/labvmd.service",
 			"/etc/systemd/system/multi-user.target.wants/labvm-guests.service"} {
 			if _, err := os.Lstat(p); err == nil {
