@@ -92,6 +92,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if opts.Hypervisor == nil && localSystemURI(cfg.LibvirtURI) {
+		if err := checkDataDirReachable(cfg.DataDir, log.Warn); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDataDir(cfg); err != nil {
 		return nil, err
 	}
@@ -362,6 +367,13 @@ func (d *Daemon) reportStatus() {
 	}
 	d.status(fmt.Sprintf("%d instances: %d running, %d stopped, %d other; %d operations in flight",
 		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], d.ops.Running()))
+}
+
+// HostShutdown stops every running instance cleanly because the host is
+// going down (logind's PrepareForShutdown, seen by labvmd's inhibitor), as
+// POST /v1/host/shutdown does; they start again at the next start.
+func (d *Daemon) HostShutdown(ctx context.Context) {
+	d.lc.HostShutdown(ctx, d.cfg.HostShutdownBound)
 }
 
 // Healthy proves the daemon can do its job: the store answers and libvirt

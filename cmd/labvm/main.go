@@ -69,6 +69,7 @@ stopped.`,
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
 		newDoctorCommand(a),
 	)
+	root.AddCommand(newGenManCommand(root))
 	return root
 }
 
