@@ -80,7 +80,7 @@ install: build
 ## debhelper), checked with lintian; install with `sudo apt install ./out/labvm_*.deb`
 DEB_OUT ?= out
 deb: host
-	GO=$(GO) bash packaging/deb/build.sh $(VERSION) $(DEB_OUT)
+	GO=$(GO) bash systemd/deb/build.sh $(VERSION) $(DEB_OUT)
 	lintian --fail-on error,warning $(DEB_OUT)/labvm_*_amd64.deb
 
 # staticcheck and errcheck findings in daemon/ fail `make lint` like any

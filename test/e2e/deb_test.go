@@ -281,7 +281,7 @@ func TestDebianVersion(t *testing.T) {
 		{"45ec694-dirty", "0~git20231114.45ec694+dirty"},
 	}
 	for _, tt := range tests {
-		cmd := exec.Command("bash", "../../packaging/deb/build.sh", "--debian-version", tt.describe)
+		cmd := exec.Command("bash", "../../systemd/deb/build.sh", "--debian-version", tt.describe)
 		cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -293,7 +293,7 @@ func TestDebianVersion(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"release-candidate", ""} {
-		cmd := exec.Command("bash", "../../packaging/deb/build.sh", "--debian-version", bad)
+		cmd := exec.Command("bash", "../../systemd/deb/build.sh", "--debian-version", bad)
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("debian_version(%q) = %s, want a refusal", bad, out)
 		}
