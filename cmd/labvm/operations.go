@@ -168,14 +168,27 @@ func newWaitCommand(a *app) *cobra.Command {
 }
 
 func newOperationsCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	var instance string
+	cmd := &cobra.Command{
 		Use:     "operations",
 		Aliases: []string{"ops"},
 		Short:   "List recent operations",
+		Long: `List recent operations, oldest first. The whole list needs the reader
+role; --instance lists one instance's operations, which its own user may
+see without a role.`,
+		Example: `  labvm operations
+  labvm operations --instance web
+  labvm ops --instance web -o json`,
 		GroupID: "daemon",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ops, err := a.client().Operations(cmd.Context())
+			var ops []api.Operation
+			var err error
+			if instance != "" {
+				ops, err = a.client().InstanceOperations(cmd.Context(), instance)
+			} else {
+				ops, err = a.client().Operations(cmd.Context())
+			}
 			if err != nil {
 				return err
 			}
@@ -194,6 +207,8 @@ func newOperationsCommand(a *app) *cobra.Command {
 			return table(a.stdout, []string{"id", "kind", "target", "caller", "status", "took", "started", "error"}, rows)
 		},
 	}
+	cmd.Flags().StringVar(&instance, "instance", "", "only this instance's operations (allowed to its own user without a role)")
+	return cmd
 }
 
 // exactArgs is cobra.ExactArgs with a message naming what is missing.

@@ -258,6 +258,13 @@ func (c *Client) Operations(ctx context.Context) ([]api.Operation, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/operations", nil, &out)
 }
 
+// InstanceOperations lists one instance's operations, oldest first: what
+// its own user may see without the reader role that Operations needs.
+func (c *Client) InstanceOperations(ctx context.Context, name string) ([]api.Operation, error) {
+	var out []api.Operation
+	return out, c.do(ctx, http.MethodGet, "/v1/instances/"+esc(name)+"/operations", nil, &out)
+}
+
 // Operation shows one operation.
 func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error) {
 	var out api.Operation

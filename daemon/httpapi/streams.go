@@ -35,6 +35,18 @@ func (s *Server) listOperations(c call) (response, error) {
 	return ok(out), err
 }
 
+// listInstanceOperations is one instance's operations, for whoever may
+// read the instance (its own user included, who may lack computes/read
+// for the whole list): whoever started them.
+func (s *Server) listInstanceOperations(c call) (response, error) {
+	list, err := s.Ops.OfInstance(c.inst.ID, c.inst.Name, c.inst.CreatedAt)
+	out := make([]any, 0, len(list))
+	for _, op := range list {
+		out = append(out, apiOperation(op))
+	}
+	return ok(out), err
+}
+
 func (s *Server) getOperation(c call) (response, error) {
 	op, _, err := s.Ops.Get(c.r.PathValue("id"))
 	if err != nil {

@@ -354,6 +354,21 @@ func TestDetailsAndApplications(t *testing.T) {
 			t.Fatalf("got %d:\n%s", w.Code, w.Body)
 		}
 	})
+	t.Run("operations are the instance's own, not an earlier one's of its name", func(t *testing.T) {
+		mustCreate(t, td, daemontest.TinyReq("again-dev"))
+		op, err := td.Client.Delete(t.Context(), "again-dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := td.Client.Wait(t.Context(), op.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, td, daemontest.TinyReq("again-dev"))
+		b := get(s, studioHost, "/instances/again-dev").Body.String()
+		if strings.Count(b, `<div class="op `) != 1 || !strings.Contains(b, "<strong>create</strong> succeeded") || strings.Contains(b, op.ID) {
+			t.Fatalf("details of the second again-dev list other operations (the first one's delete is %s):\n%s", op.ID, b)
+		}
+	})
 	t.Run("a missing instance", func(t *testing.T) {
 		w := get(s, studioHost, "/instances/gone-dev")
 		if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), `instance &#34;gone-dev&#34; not found`) {
