@@ -112,6 +112,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.audit = audit.New(st, log)
 	d.metrics = metrics.New(log)
 	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.statusChanged, Observer: d.metrics})
+	// Instance states reach the event stream from the store's commits,
+	// so a change made without an operation is seen too.
+	st.OnInstanceChange(d.ops.Events.PublishInstance)
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
 	}

@@ -15,7 +15,7 @@ func TestOfInstance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { _ = st.Close() })
 	created := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) time.Time { return created.Add(d) }
 	stored := []store.Operation{

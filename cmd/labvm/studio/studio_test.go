@@ -22,6 +22,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/daemontest"
 	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/vm"
 )
 
 // otherUser is an account every Debian host has, to own instances that
@@ -442,6 +443,54 @@ func TestEventsRelayStateChanges(t *testing.T) {
 	if !seen["state Running"] || !seen["quota"] || !seen["stage"] {
 		t.Fatalf("the page saw %v, want the row reach Running and the quota", seen)
 	}
+}
+
+// TestEventsRelayStatesWithoutOperations: a state that changes with no
+// operation (reconcile finding a domain gone writes it straight to the
+// store) reaches an open page at once, not at the next event.
+func TestEventsRelayStatesWithoutOperations(t *testing.T) {
+	s, td := newStudio(t)
+	mustCreate(t, td, daemontest.TinyReq("quiet-dev"))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.Run(ctx)
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitFor(t, func() bool { return s.hub.following() })
+	if err := td.Store().Update(func(tx *store.Tx) error {
+		inst, err := tx.InstanceByName("quiet-dev")
+		if err != nil {
+			return err
+		}
+		inst.State, inst.StateReason = vm.StateStopped, "found not running"
+		return tx.PutInstance(inst)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.AfterFunc(10*time.Second, cancel)
+	defer deadline.Stop()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var msg struct{ Name, HTML, State string }
+		if err := json.Unmarshal([]byte(data), &msg); err != nil {
+			t.Fatalf("event data %q: %v", data, err)
+		}
+		if msg.Name == "quiet-dev" && msg.State == string(api.StateStopped) && strings.Contains(msg.HTML, "Stopped") {
+			return
+		}
+	}
+	t.Fatal("the page never saw quiet-dev become Stopped")
 }
 
 func waitFor(t *testing.T, ok func() bool) {
