@@ -47,7 +47,9 @@ type FirewallRegistry struct {
 	Dir string
 }
 
-func (r FirewallRegistry) path(table string) string { return filepath.Join(r.Dir, table+".json") }
+// RecordPath is the file that records table's owner (JSON of a
+// FirewallOwner).
+func (r FirewallRegistry) RecordPath(table string) string { return filepath.Join(r.Dir, table+".json") }
 
 // locked runs fn holding the registry's lock, so a daemon's registration
 // and a doctor's check-then-delete do not interleave.
@@ -86,17 +88,17 @@ func (r FirewallRegistry) Register(table, dataDir string) error {
 	me.Table, me.DataDir, me.Since = table, dataDir, time.Now().UTC()
 	return r.locked(func() error {
 		if old, err := r.read(table); err == nil && old.PID != me.PID && old.Alive() {
-			return fmt.Errorf("%w: %s records pid %d (data dir %s)", ErrTableOwned, r.path(table), old.PID, old.DataDir)
+			return fmt.Errorf("%w: %s records pid %d (data dir %s)", ErrTableOwned, r.RecordPath(table), old.PID, old.DataDir)
 		}
 		raw, err := json.Marshal(me)
 		if err != nil {
 			return err
 		}
-		tmp := r.path(table) + ".tmp"
+		tmp := r.RecordPath(table) + ".tmp"
 		if err := os.WriteFile(tmp, raw, 0o644); err != nil {
 			return fmt.Errorf("record firewall owner: %w", err)
 		}
-		if err := os.Rename(tmp, r.path(table)); err != nil {
+		if err := os.Rename(tmp, r.RecordPath(table)); err != nil {
 			return fmt.Errorf("record firewall owner: %w", err)
 		}
 		return nil
@@ -112,7 +114,7 @@ func (r FirewallRegistry) Forget(table string) error {
 }
 
 func (r FirewallRegistry) forget(table string) error {
-	if err := os.Remove(r.path(table)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(r.RecordPath(table)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("forget firewall owner: %w", err)
 	}
 	return nil
@@ -120,12 +122,12 @@ func (r FirewallRegistry) forget(table string) error {
 
 func (r FirewallRegistry) read(table string) (FirewallOwner, error) {
 	var o FirewallOwner
-	raw, err := os.ReadFile(r.path(table))
+	raw, err := os.ReadFile(r.RecordPath(table))
 	if err != nil {
 		return o, err
 	}
 	if err := json.Unmarshal(raw, &o); err != nil {
-		return o, fmt.Errorf("firewall owner record %s: %w", r.path(table), err)
+		return o, fmt.Errorf("firewall owner record %s: %w", r.RecordPath(table), err)
 	}
 	return o, nil
 }

@@ -55,7 +55,7 @@ func writeOwner(t *testing.T, r FirewallRegistry, o FirewallOwner) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(r.path(o.Table), raw, 0o644); err != nil {
+	if err := os.WriteFile(r.RecordPath(o.Table), raw, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
