@@ -20,7 +20,9 @@ type fakeFirewalls struct {
 	removed []string
 }
 
-func (f *fakeFirewalls) Survey(context.Context) ([]network.FirewallTable, error) { return f.tables, nil }
+func (f *fakeFirewalls) Survey(context.Context) ([]network.FirewallTable, error) {
+	return f.tables, nil
+}
 
 func (f *fakeFirewalls) RemoveOrphan(ctx context.Context, table string, check func(network.FirewallOwner) error) error {
 	for _, t := range f.tables {
