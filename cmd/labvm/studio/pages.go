@@ -42,6 +42,7 @@ var tmpl = template.Must(template.New("studio").Funcs(template.FuncMap{
 	"stage":   currentStage,
 	"elapsed": elapsed,
 	"busy":    func(s api.InstanceState) bool { return transient[s] },
+	"seconds": func(n int64) string { return (time.Duration(n) * time.Second).String() },
 }).ParseFS(assets, "assets/*.html"))
 
 // transient are the states an operation is moving the instance through.
@@ -492,6 +493,15 @@ func when(t time.Time) string {
 func ago(t time.Time) string {
 	d := time.Since(t)
 	switch {
+	case d < -time.Minute: // a schedule's next time
+		d = -d
+		if d < time.Hour {
+			return fmt.Sprintf("in %d min", int(d.Minutes()))
+		}
+		if d < 48*time.Hour {
+			return fmt.Sprintf("in %d h", int(d.Hours()))
+		}
+		return fmt.Sprintf("in %d days", int(d.Hours()/24))
 	case d < time.Minute:
 		return "just now"
 	case d < time.Hour:

@@ -295,7 +295,11 @@ func TestDetailsAndApplications(t *testing.T) {
 	s, td := newStudio(t)
 	own := daemontest.TinyReq("own-dev")
 	own.SSHPublicKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGDf+vlQWpXprKNh592udedeuAMVF+8vuNs371GV7i7/ test@labvm"
+	own.IdleShutdown = "30m"
 	mustCreate(t, td, own)
+	if _, err := td.Client.AddSchedule(context.Background(), "own-dev", api.CreateScheduleRequest{Stop: "0 19 * * 1-5", Timezone: "UTC"}); err != nil {
+		t.Fatal(err)
+	}
 	theirs := daemontest.TinyReq("their-dev")
 	theirs.AssignTo = otherUser
 	mustCreate(t, td, theirs)
@@ -309,6 +313,8 @@ func TestDetailsAndApplications(t *testing.T) {
 			"<strong>create</strong> succeeded", // its operation, with stages
 			"Standard_B1s — 1 vCPU, 1 GiB, family standardBSFamily",
 			"120 GiB",
+			"stops after 30m unused", // the idle shutdown, before its first look
+			"#1 stop <code>0 19 * * 1-5</code> UTC",
 		} {
 			if !strings.Contains(b, want) {
 				t.Errorf("details lack %q", want)
