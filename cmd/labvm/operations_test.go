@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/daemontest"
 )
 
 func TestEventLine(t *testing.T) {
@@ -31,5 +35,41 @@ func TestEventLine(t *testing.T) {
 		if got := eventLine(now, tt.ev); got != tt.want {
 			t.Errorf("%s:\n got %q\nwant %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestOperationsOfOneInstance runs `labvm operations --instance` against
+// a daemon: only that instance's operations, as JSON and as a table, and
+// a clear refusal for an instance that does not exist.
+func TestOperationsOfOneInstance(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	for _, name := range []string{"one-dev", "two-dev"} {
+		if _, err := td.Create(t, daemontest.TinyReq(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		a := &app{stdout: &out, stderr: &errb, stdin: strings.NewReader("")}
+		root := newRootCommand(a)
+		root.SetArgs(append([]string{"--socket", td.Cfg.SocketPath}, args...))
+		code := report(&errb, root.ExecuteContext(t.Context()))
+		return out.String(), errb.String(), code
+	}
+	out, errs, code := run("operations", "--instance", "one-dev", "-o", "json")
+	var ops []api.Operation
+	if code != 0 || json.Unmarshal([]byte(out), &ops) != nil {
+		t.Fatalf("exit %d: %s %s", code, out, errs)
+	}
+	if len(ops) != 1 || ops[0].Target != "one-dev" || ops[0].Kind != api.OpCreate {
+		t.Fatalf("operations of one-dev: %+v", ops)
+	}
+	out, _, code = run("ops", "--instance", "two-dev")
+	if code != 0 || !strings.Contains(out, "two-dev") || strings.Contains(out, "one-dev") {
+		t.Fatalf("exit %d, table:\n%s", code, out)
+	}
+	_, errs, code = run("operations", "--instance", "nope-dev")
+	if code != 1 || !strings.Contains(errs, `instance "nope-dev" not found`) {
+		t.Fatalf("unknown instance: exit %d, %q", code, errs)
 	}
 }
