@@ -231,6 +231,9 @@ func run() (err error) {
 		if err := network.RemoveFirewall(ctx, cfg.FirewallTable); err != nil {
 			return fmt.Errorf("remove firewall %s: %w", cfg.FirewallTable, err)
 		}
+		if err := (network.FirewallRegistry{Dir: network.DefaultFirewallOwners}).Forget(cfg.FirewallTable); err != nil {
+			return err
+		}
 		fmt.Println("removed firewall table", cfg.FirewallTable)
 		return nil
 	}

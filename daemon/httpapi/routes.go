@@ -30,6 +30,7 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/instances/{name}/start", perm: authz.PermStart, scope: inst, audit: "computes/start/action", handle: s.startInstance},
 		{pattern: "POST /v1/instances/{name}/stop", perm: authz.PermStop, scope: inst, audit: "computes/stop/action", handle: s.stopInstance},
 		{pattern: "POST /v1/instances/{name}/restart", perm: authz.PermRestart, scope: inst, audit: "computes/restart/action", handle: s.restartInstance},
+		{pattern: "GET /v1/instances/{name}/operations", perm: authz.PermRead, scope: inst, handle: s.listInstanceOperations},
 		{pattern: "GET /v1/instances/{name}/logs", perm: authz.PermAppAccess, scope: inst, handle: s.getLogs},
 		{pattern: "POST /v1/instances/{name}/exec", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:exec", handle: s.execInstance},
 		{pattern: "POST /v1/instances/{name}/jobs", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-submit", handle: s.submitJob},
