@@ -60,7 +60,7 @@ stopped.`,
 	root.AddCommand(
 		newCreateCommand(a), newShowCommand(a), newListCommand(a),
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
-		newExecCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
+		newExecCommand(a), newCopyCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
 		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a),
 		newResizeCommand(a),

@@ -38,6 +38,9 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/instances/{name}/jobs/{id}", perm: authz.PermAppAccess, scope: inst, handle: s.getJob},
 		{pattern: "POST /v1/instances/{name}/jobs/{id}/cancel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-cancel", handle: s.cancelJob},
 		{pattern: "GET /v1/instances/{name}/jobs/{id}/logs", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-logs", stream: s.jobLogs},
+		// Copies: the body, or the answer, is the file or a tar stream.
+		{pattern: "PUT /v1/instances/{name}/files", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:cp-in", stream: s.copyIn, upload: true},
+		{pattern: "GET /v1/instances/{name}/files", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:cp-out", stream: s.copyOut},
 		// Upgraded to raw byte streams.
 		{pattern: "GET /v1/instances/{name}/tunnel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:tunnel", stream: s.tunnel},
 		{pattern: "GET /v1/instances/{name}/console", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:console", stream: s.console},
