@@ -27,7 +27,7 @@ func newCopyCommand(a *app) *cobra.Command {
 		Use:   "cp SRC DST",
 		Short: "Copy files into or out of an instance, without SSH",
 		Long: `Copy a file or (with -r) a directory between this host and an instance,
-through labvmd and the guest agent; SSH need not be on.
+through labvmd, which streams it to the guest itself; SSH need not be on.
 
 One side is NAME:PATH, the other a local path or - (standard input or
 output). In the guest, ~ and relative paths are the instance user's home;
@@ -147,7 +147,14 @@ func (a *app) copyIn(ctx context.Context, p copyPlan, live bool) (api.CopyResult
 			return api.CopyResult{}, localErr(err, p.local.path)
 		}
 		label = p.local.path
-		req.Name = filepath.Base(filepath.Clean(p.local.path))
+		// "." and "dir/.." name the directory they are.
+		abs, err := filepath.Abs(p.local.path)
+		if err != nil {
+			return api.CopyResult{}, err
+		}
+		if req.Name = filepath.Base(abs); req.Name == string(filepath.Separator) {
+			return api.CopyResult{}, usageErrorf("copying / is not supported: name a directory below it")
+		}
 		req.Mode = uint32(st.Mode().Perm())
 		switch {
 		case st.IsDir() && !p.recursive:

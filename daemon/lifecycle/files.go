@@ -309,20 +309,26 @@ func (c *copyCtx) openStream(ctx context.Context, mode guest.StreamMode, p strin
 
 // send copies r to the guest end and waits until it has everything.
 func (g *guestEnd) send(r io.Reader) (int64, error) {
-	defer g.conn.Close()
 	n, err := io.CopyBuffer(g.conn, r, make([]byte, copyBuffer))
 	if err == nil {
 		err = g.conn.CloseWrite()
 	}
-	// The guest end closes once everything is written.
-	_, _ = io.Copy(io.Discard, io.LimitReader(g.conn, 4096))
+	if err == nil {
+		// The guest end closes once everything is written.
+		_, _ = io.Copy(io.Discard, io.LimitReader(g.conn, 4096))
+	}
+	// Closed before waiting for the guest end: on a failure (the client
+	// left) it sees the end of its input and exits.
+	_ = g.conn.Close()
 	return n, g.verdict(err)
 }
 
 // receive copies what the guest end sends to w.
 func (g *guestEnd) receive(w io.Writer) (int64, error) {
-	defer g.conn.Close()
 	n, err := io.CopyBuffer(w, g.conn, make([]byte, copyBuffer))
+	// Closed before waiting: a guest end still sending (the client left)
+	// gets an error and exits.
+	_ = g.conn.Close()
 	return n, g.verdict(err)
 }
 
