@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
 )
 
 // copyFigures times `labvm cp` in and out of a booted guest against ssh
@@ -115,10 +115,10 @@ func (e *env) copyFigures() error {
 			defer f.Close()
 			cmd.Stdout = f
 		}
-		if out, err := cmd.CombinedOutput(); err != nil && cmd.Stdout == nil {
-			return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
-		} else if err != nil {
-			return fmt.Errorf("%s: %v", strings.Join(cmd.Args, " "), err)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, stderr.String())
 		}
 		return nil
 	}
@@ -252,4 +252,3 @@ func (r *report) copyMarkdown(w func(format string, args ...any)) {
 		w("| %s | %s | %.1f | %s | %.1f | %.2f× |\n", d.what, ms(cp), mbps(n, cp), ms(base), mbps(n, base), float64(base)/float64(cp))
 	}
 }
-

@@ -72,7 +72,7 @@ func main() {
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
 	flag.BoolVar(&o.skipCopy, "skip-copy", false, "skip the copy throughput figures (labvm cp against ssh)")
-	flag.IntVar(&o.copyMiB, "copy-mib", 256, "size of the file copied in and out, MiB")
+	flag.IntVar(&o.copyMiB, "copy-mib", 64, "size of the file copied in and out, MiB (ssh moves ~1 MB/s under TCG)")
 	flag.IntVar(&o.copyRuns, "copy-runs", 3, "copies each way, for labvm cp and for ssh")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
 	flag.Parse()
