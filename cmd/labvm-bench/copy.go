@@ -75,7 +75,11 @@ func (e *env) copyFigures() error {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	scp := exec.Command("scp", append(append([]string{"-q"}, sshArgs...), "/etc/hostname", name+":bench/probe")...).Run() == nil
+	// OpenSSH's scp speaks SFTP, which a guest without sftp-server (the
+	// test image's dropbear) may leave hanging: give it a minute.
+	probeCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	scp := exec.CommandContext(probeCtx, "scp", append(append([]string{"-q"}, sshArgs...), "/etc/hostname", name+":bench/probe")...).Run() == nil
+	cancel()
 	r.copyMiB, r.copyVia = e.o.copyMiB, "ssh NAME 'cat > F' / ssh NAME cat F"
 	if scp {
 		r.copyVia = "scp"

@@ -268,6 +268,20 @@ type guestEndResult struct {
 // that first sends this copy's token; the daemon reaches it with its
 // marked dialer, as it does for tunnels.
 func (c *copyCtx) openStream(ctx context.Context, mode guest.StreamMode, p string) (*guestEnd, error) {
+	// A port some guest service holds makes the guest end fail to bind;
+	// another random port will do.
+	for attempt := 1; ; attempt++ {
+		g, err := c.tryStream(ctx, mode, p)
+		if err == nil || !errors.Is(err, errPortTaken) || attempt == 3 {
+			return g, err
+		}
+		c.e.log.Info("the guest end of a copy found its port taken; trying another", "instance", c.inst.Name, "error", err)
+	}
+}
+
+var errPortTaken = errors.New("the port is taken in the guest")
+
+func (c *copyCtx) tryStream(ctx context.Context, mode guest.StreamMode, p string) (*guestEnd, error) {
 	tok := token() + token()
 	port := 40000 + int(randUint16()%20000)
 	execCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -300,11 +314,39 @@ func (c *copyCtx) openStream(ctx context.Context, mode guest.StreamMode, p strin
 			return nil, errdefs.New(errdefs.ErrUnavailable, "", "copy with %s: cannot reach the guest end of the copy on %s: %v", c.inst.Name, addr, err)
 		}
 	}
-	if _, err := io.WriteString(g.conn, tok+"\n"); err != nil {
-		g.conn.Close()
-		return nil, g.verdict(fmt.Errorf("send the token: %w", err))
+	// The guest end answers the token with a line of its own, so a
+	// service that happened to hold the port is never taken for it.
+	_ = g.conn.SetDeadline(time.Now().Add(copyDialTimeout))
+	_, err := io.WriteString(g.conn, tok+"\n")
+	if err == nil {
+		err = readAck(g.conn)
+	}
+	_ = g.conn.SetDeadline(time.Time{})
+	if err != nil {
+		_ = g.conn.Close()
+		return nil, g.verdict(fmt.Errorf("the guest end did not answer on %s: %w", addr, err))
 	}
 	return g, nil
+}
+
+// readAck reads the guest end's answer to the token, byte by byte so
+// nothing behind it is consumed.
+func readAck(r io.Reader) error {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) <= len(guest.StreamAck) {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		line = append(line, b[0])
+	}
+	if string(line) != guest.StreamAck {
+		return fmt.Errorf("unexpected answer %.40q", line)
+	}
+	return nil
 }
 
 // send copies r to the guest end and waits until it has everything.
@@ -355,6 +397,8 @@ func (g *guestEnd) verdict(moved error) error {
 		switch {
 		case guest.DiskFull(end.res.Stderr):
 			return diskFull(name, g.p)
+		case strings.Contains(msg, "Address already in use") || strings.Contains(msg, "Address in use"):
+			return fmt.Errorf("copy with %s: %w: %s", name, errPortTaken, clip(lastLine(msg)))
 		case end.res.ExitCode == 127:
 			return errdefs.New(errdefs.ErrUnavailable, "cloud images have python3; install it in the guest", "copy with %s: %s", name, clip(msg))
 		}

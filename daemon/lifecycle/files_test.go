@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -67,5 +68,29 @@ func TestCopyInTarget(t *testing.T) {
 				t.Fatalf("got %q, %q, %v; want %q, %q", target, mkdir, err, tt.wantTarget, tt.wantDir)
 			}
 		})
+	}
+}
+
+func TestReadAck(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr bool
+		rest    string
+	}{
+		{in: "labvm-cp ok\nDATA", rest: "DATA"},
+		{in: "SSH-2.0-OpenSSH_9.2\r\n", wantErr: true},
+		{in: "labvm-cp ok", wantErr: true},
+		{in: "labvm-cp okay and more than the answer\n", wantErr: true},
+		{in: "", wantErr: true},
+	}
+	for _, tt := range tests {
+		r := strings.NewReader(tt.in)
+		err := readAck(r)
+		if (err != nil) != tt.wantErr {
+			t.Fatalf("readAck(%q) = %v", tt.in, err)
+		}
+		if rest, _ := io.ReadAll(r); !tt.wantErr && string(rest) != tt.rest {
+			t.Fatalf("readAck(%q) consumed the data behind the answer: %q left", tt.in, rest)
+		}
 	}
 }

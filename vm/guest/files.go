@@ -200,6 +200,10 @@ const (
 	StreamPack StreamMode = "tar"
 )
 
+// StreamAck is the line the guest end answers the right token with, before
+// any data.
+const StreamAck = "labvm-cp ok"
+
 // TokenEnv carries the copy's token to the guest end: the environment of
 // a root process, unlike its command line, is not readable by the
 // guest's other users.
@@ -230,6 +234,7 @@ exit 127`
 // so nothing after the token is consumed.
 const streamShell = `read -r tok || exit 3
 [ "$tok" = "$LABVM_CP_TOKEN" ] || { echo "labvm cp: a connection without the copy's token" >&2; exit 3; }
+echo "labvm-cp ok"
 case $1 in
 in) cat >"$2" ;;
 out) cat -- "$2" ;;
@@ -263,6 +268,7 @@ for _ in range(16):
 else:
     sys.exit("labvm cp: no connection with the copy's token")
 ls.close()
+c.sendall(b"labvm-cp ok\n")
 c.settimeout(600)
 def pump_in(w):
     while True:

@@ -44,6 +44,18 @@ func dialRetry(t *testing.T, port int) *net.TCPConn {
 	}
 }
 
+// hello sends the token and reads the guest end's answer.
+func hello(t *testing.T, c net.Conn, tok string) {
+	t.Helper()
+	if _, err := io.WriteString(c, tok+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, len(StreamAck)+1)
+	if _, err := io.ReadFull(c, ack); err != nil || string(ack) != StreamAck+"\n" {
+		t.Fatalf("answer to the token: %q, %v", ack, err)
+	}
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,7 +102,7 @@ func TestStreamEnds(t *testing.T) {
 			path, args, env := e.run(StreamWrite, port, dst, tok)
 			wait := runStreamEnd(t, path, args, env)
 			c := dialRetry(t, port)
-			_, _ = io.WriteString(c, tok+"\n")
+			hello(t, c, tok)
 			if _, err := c.Write(payload); err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +133,7 @@ func TestStreamEnds(t *testing.T) {
 				wait = runStreamEnd(t, path, args, env)
 			}
 			c = dialRetry(t, port)
-			_, _ = io.WriteString(c, tok+"\n")
+			hello(t, c, tok)
 			got, _ := io.ReadAll(c)
 			c.Close()
 			if msg, err := wait(); err != nil || !bytes.Equal(got, payload) {
@@ -135,7 +147,7 @@ func TestStreamEnds(t *testing.T) {
 			path, args, env = e.run(StreamPack, port, src, tok)
 			wait = runStreamEnd(t, path, args, env)
 			c = dialRetry(t, port)
-			_, _ = io.WriteString(c, tok+"\n")
+			hello(t, c, tok)
 			archive, _ := io.ReadAll(c)
 			c.Close()
 			if msg, err := wait(); err != nil {
@@ -147,7 +159,7 @@ func TestStreamEnds(t *testing.T) {
 			path, args, env = e.run(StreamUnpack, port, unpacked, tok)
 			wait = runStreamEnd(t, path, args, env)
 			c = dialRetry(t, port)
-			_, _ = io.WriteString(c, tok+"\n")
+			hello(t, c, tok)
 			_, _ = c.Write(archive)
 			_ = c.CloseWrite()
 			_, _ = io.Copy(io.Discard, c)
