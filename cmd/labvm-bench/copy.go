@@ -247,7 +247,8 @@ func (r *report) copyMarkdown(w func(format string, args ...any)) {
 	w("connection from labvmd to a listener it starts in the guest (see docs/ARCHITECTURE.md, \"Copying\n")
 	w("files\"); the comparison is ssh through `labvm ssh-config`'s ProxyCommand (`labvm tunnel`), the\n")
 	w("path `labvm ssh` uses. Whole commands, wall time. labvmd's peak RSS during the copies: %d MB.\n\n", r.copyRSS>>20)
-	w("| direction | labvm cp median | MB/s | %s median | MB/s | labvm cp ÷ %s (throughput) |\n|---|---|---|---|---|---|\n", r.copyVia, r.copyVia)
+	w("ssh here is `%s`.\n\n", r.copyVia)
+	w("| direction | labvm cp median | MB/s | ssh median | MB/s | labvm cp throughput ÷ ssh's |\n|---|---|---|---|---|---|\n")
 	for _, d := range []struct {
 		what     string
 		cp, base *sample
