@@ -143,6 +143,41 @@ func TestCopy(t *testing.T) {
 		}
 	})
 
+	d.chapter(t, "a copy cut short (the client killed midway) leaves nothing in the guest", func(t *testing.T) {
+		src := filepath.Join(dir, "cut.bin")
+		writeRandomFile(t, src, 256<<20)
+		cmd := exec.Command(bins.labvm, "cp", "-q", src, "box:/tmp/cut.bin")
+		cmd.Env = append(os.Environ(), d.cliEnv()...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			left := strings.TrimSpace(gexec("sh", "-c", "ls -a /tmp | grep -e labvm-cp -e cut.bin || true"))
+			if left == "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("90s after the client was killed, /tmp in the guest still holds %q", left)
+			}
+			time.Sleep(2 * time.Second)
+		}
+		_ = os.Remove(src)
+		// It had begun: the audit log has it failed, with bytes moved.
+		var entries []api.AuditEntry
+		d.jsonOut(&entries, "audit", "--instance", "box")
+		began := false
+		for _, e := range entries {
+			began = began || (e.Outcome == "failed" && strings.HasPrefix(e.Message, "in /tmp/cut.bin, ") && !strings.HasPrefix(e.Message, "in /tmp/cut.bin, 0 bytes"))
+		}
+		if !began {
+			t.Fatalf("no failed copy of /tmp/cut.bin with bytes moved in the audit log: %+v", entries)
+		}
+	})
+
 	d.chapter(t, "wrong paths are refused with what is wrong", func(t *testing.T) {
 		local := filepath.Join(dir, "small.txt")
 		mustWrite(t, local, "small\n", 0o644)
