@@ -14,7 +14,7 @@ import (
 
 // copyIn receives a file, or a directory as a tar stream, as the request
 // body and writes it into the instance as its user. The body goes to the
-// guest as it arrives: nothing holds more than one agent chunk of it.
+// guest as it arrives: nothing holds more than one 1 MiB buffer of it.
 func (s *Server) copyIn(w http.ResponseWriter, c call) error {
 	req, err := api.ParseCopyInQuery(c.r.URL.Query())
 	if err != nil {

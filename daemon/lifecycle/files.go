@@ -114,8 +114,9 @@ func token() string {
 
 // CopyIn writes what body carries into the instance: one file, or a
 // directory as a tar stream (req.Kind). Bytes go straight from body to the
-// guest agent in chunks, under a temporary name in the target's directory
-// that is renamed only once everything arrived; a failure removes it.
+// guest end of the copy over one connection, under a temporary name in the
+// target's directory that is renamed only once everything arrived; a
+// failure removes it.
 func (e *Engine) CopyIn(ctx context.Context, inst vm.Instance, req api.CopyInRequest, body io.Reader) (api.CopyResult, error) {
 	var res api.CopyResult
 	c, err := e.copySession(inst)
