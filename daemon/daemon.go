@@ -11,6 +11,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/httpapi"
 	"github.com/labvm/labvm/daemon/jobs"
@@ -18,6 +19,7 @@ import (
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/metrics"
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/images"
@@ -48,6 +50,8 @@ type Daemon struct {
 	vnets    *vnets.Engine
 	jobs     *jobs.Engine
 	lc       *lifecycle.Engine
+	policy   *policy.Engine
+	datasets *datasets.Engine
 	api      *httpapi.Server
 	metrics  *metrics.Metrics
 	onStatus func(string)
@@ -65,6 +69,9 @@ type Options struct {
 	// Status receives a one-line summary whenever it changes (systemd's
 	// STATUS=).
 	Status func(string)
+	// PolicyClock overrides the idle shutdown's and the schedules' clock
+	// (unit tests).
+	PolicyClock policy.Clock
 }
 
 // New opens the store and connects to libvirt. It changes nothing on the
@@ -122,14 +129,23 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.vnets = vnets.New(vnets.Config{DataDir: cfg.DataDir, Default: cfg.VNet, FirewallTable: cfg.FirewallTable,
 		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
 	d.jobs = jobs.New(st, hv, log)
+	d.datasets = datasets.New(cfg.DataDir, st, log)
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
-	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
+		Idle: lifecycle.IdleConfig{Bounds: cfg.idleBounds(), Default: cfg.IdleDefault},
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets})
 	d.vnets.OnSync(d.lc.NetworksChanged)
+	stats, _ := hv.(policy.DomainStatser)
+	d.policy = policy.New(policy.Config{Sample: cfg.idleSample(), CPUThreshold: cfg.IdleCPUThreshold, CronSeconds: cfg.TestCronSeconds},
+		policy.Deps{Log: log, Clock: opts.PolicyClock, Store: st, Lifecycle: d.lc, Jobs: d.jobs, Ops: d.ops, Stats: stats, Audit: d.audit, Observer: d.metrics})
+	if cfg.TestIdleMinimum > 0 || cfg.TestCronSeconds {
+		log.Warn("TEST-ONLY policy clock: never use in production", "idle_minimum", cfg.TestIdleMinimum, "cron_seconds", cfg.TestCronSeconds)
+	}
+	d.metrics.SessionsFrom(d.policy.Activity.Open)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
 	d.api = &httpapi.Server{
 		Log: log,
@@ -141,10 +157,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Lifecycle:         d.lc,
 		Jobs:              d.jobs,
 		VNets:             d.vnets,
+		Datasets:          d.datasets,
 		Library:           library.New(st, files, d.ops, log),
 		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
 		HostShutdownBound: cfg.HostShutdownBound,
 		Metrics:           d.metrics.Handler(),
+		Policy:            d.policy,
 		Work:              d.ops,
 	}
 	return d, nil
@@ -189,6 +207,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		grace := time.AfterFunc(d.cfg.ShutdownGrace, cancelOps)
 		d.ops.Wait()
 		grace.Stop()
+		// No operation runs: no boot is between its mounts and its
+		// domain. Running guests keep their virtiofsd's own copy.
+		d.datasets.Reconcile(nil)
 		d.audit.Flush()
 	}()
 
@@ -233,6 +254,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		return err
 	}
 	d.status("reconciling instances with libvirt")
+	// Dataset mounts left by a crash go first; boots that reconcile
+	// resumes mount theirs again.
+	d.datasets.Reconcile(nil)
 	if err := d.lc.Reconcile(ctx, ctx.Done()); err != nil {
 		ln.Close()
 		return err
@@ -241,6 +265,11 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	// Deferred after the wait for operations, so it runs first.
 	stopJobs := d.jobs.Start(ctx)
 	defer stopJobs()
+	// The policies start after reconcile, so their first look (and the
+	// schedules missed while labvmd was down) sees the instances as they
+	// are; they stop with ctx, before the wait for operations.
+	waitPolicy := d.policy.Run(ctx)
+	defer waitPolicy()
 	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
 		"accelerator", d.api.Info.Accelerator, "why", d.api.Info.AccelReason, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
 	if onReady != nil {
@@ -361,6 +390,9 @@ func (d *Daemon) Ops() *ops.Engine { return d.ops }
 // Metrics is the daemon's metrics registry (tests).
 func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
 
+// Policy is the daemon's idle shutdown and schedules (tests).
+func (d *Daemon) Policy() *policy.Engine { return d.policy }
+
 // API is the daemon's API server (tests walk its route table).
 func (d *Daemon) API() *httpapi.Server { return d.api }
 
@@ -370,4 +402,5 @@ var (
 	_ jobs.Runner             = (*vmlibvirt.Driver)(nil)
 	_ lifecycle.ConsoleOpener = (*vmlibvirt.Driver)(nil)
 	_ metrics.DomainStatser   = (*vmlibvirt.Driver)(nil)
+	_ policy.DomainStatser    = (*vmlibvirt.Driver)(nil)
 )

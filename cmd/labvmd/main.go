@@ -28,21 +28,26 @@ import (
 
 // fileConfig is /etc/labvm/labvmd.yaml. Every key is optional.
 type fileConfig struct {
-	Socket        string    `yaml:"socket"`
-	SocketGroup   *string   `yaml:"socket_group"`
-	DataDir       string    `yaml:"data_dir"`
-	LibvirtURI    string    `yaml:"libvirt_uri"`
-	Accelerator   string    `yaml:"accelerator"`
-	DiskSize      string    `yaml:"disk_size"`
-	ReadyTimeout  string    `yaml:"ready_timeout"`
-	StopTimeout   string    `yaml:"stop_timeout"`
-	PhoneHomePort *int      `yaml:"phone_home_port"`
-	FirewallTable string    `yaml:"firewall_table"`
-	MinFreeDisk   string    `yaml:"min_free_disk"`
-	MetricsListen string    `yaml:"metrics_listen"`
-	DefaultVNet   *vnetFile `yaml:"default_vnet"`
-	Sizes         []vm.Size `yaml:"sizes"`
-	Quota         *struct {
+	Socket        string  `yaml:"socket"`
+	SocketGroup   *string `yaml:"socket_group"`
+	DataDir       string  `yaml:"data_dir"`
+	LibvirtURI    string  `yaml:"libvirt_uri"`
+	Accelerator   string  `yaml:"accelerator"`
+	DiskSize      string  `yaml:"disk_size"`
+	ReadyTimeout  string  `yaml:"ready_timeout"`
+	StopTimeout   string  `yaml:"stop_timeout"`
+	PhoneHomePort *int    `yaml:"phone_home_port"`
+	FirewallTable string  `yaml:"firewall_table"`
+	MinFreeDisk   string  `yaml:"min_free_disk"`
+	MetricsListen string  `yaml:"metrics_listen"`
+	IdleShutdown  *struct {
+		Default      string   `yaml:"default"`
+		Maximum      string   `yaml:"maximum"`
+		CPUThreshold *float64 `yaml:"cpu_threshold"`
+	} `yaml:"idle_shutdown"`
+	DefaultVNet *vnetFile `yaml:"default_vnet"`
+	Sizes       []vm.Size `yaml:"sizes"`
+	Quota       *struct {
 		Total    int            `yaml:"total"`
 		Families map[string]int `yaml:"families"`
 	} `yaml:"quota"`
@@ -81,6 +86,8 @@ func run() (err error) {
 		minFree    = flag.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)")
 		metricsAt  = flag.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)")
 		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
+		testIdle   = flag.Duration("test-idle-minimum", 0, "TEST ONLY, never in production: lower the idle shutdown's 15m minimum to this (the idle policy then samples six times per minimum)")
+		testCron   = flag.Bool("test-cron-seconds", false, "TEST ONLY, never in production: schedules take a leading seconds field (six-field cron)")
 		version    = flag.Bool("version", false, "print the version and exit")
 		units      = flag.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit")
 		removeFW   = flag.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling")
@@ -147,6 +154,8 @@ func run() (err error) {
 	if *stopTO > 0 {
 		cfg.StopTimeout = *stopTO
 	}
+	cfg.TestIdleMinimum = *testIdle
+	cfg.TestCronSeconds = *testCron
 	// Test-only fault injection (see daemon/crashpoint.go); deliberately
 	// not a flag or config key, so no production config can carry it.
 	cfg.CrashAt = os.Getenv("LABVM_CRASH_AT")
@@ -282,9 +291,37 @@ func applyFile(cfg *daemon.Config, path string) error {
 			cfg.VNet.Subnet = p
 		}
 	}
+	if fc.IdleShutdown != nil {
+		if err := applyIdle(cfg, fc.IdleShutdown.Default, fc.IdleShutdown.Maximum, fc.IdleShutdown.CPUThreshold); err != nil {
+			return fmt.Errorf("config %s: idle_shutdown.%w", path, err)
+		}
+	}
 	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
 	if fc.Quota != nil {
 		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
+	}
+	return nil
+}
+
+// applyIdle reads the idle_shutdown section; the bounds are checked by
+// daemon.Config.Validate, once the test-only minimum is known too.
+func applyIdle(cfg *daemon.Config, def, maximum string, cpu *float64) error {
+	if def != "" && def != "off" {
+		d, err := vm.ParseDays(def)
+		if err != nil {
+			return fmt.Errorf("default: %w (a duration such as 2h or 1d, or off)", err)
+		}
+		cfg.IdleDefault = d
+	}
+	if maximum != "" {
+		d, err := vm.ParseDays(maximum)
+		if err != nil {
+			return fmt.Errorf("maximum: %w (a duration such as 1d or 3d)", err)
+		}
+		cfg.IdleMaximum = d
+	}
+	if cpu != nil {
+		cfg.IdleCPUThreshold = *cpu
 	}
 	return nil
 }

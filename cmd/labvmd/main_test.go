@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labvm/labvm/daemon"
 	"github.com/labvm/labvm/daemon/client"
@@ -40,5 +41,46 @@ func TestMetricsListenFromFile(t *testing.T) {
 	}
 	if cfg.MetricsListen != "127.0.0.1:9477" {
 		t.Errorf("MetricsListen = %q, want 127.0.0.1:9477", cfg.MetricsListen)
+	}
+}
+
+// TestIdleShutdownFromFile: the idle_shutdown section reaches the config,
+// and values outside the bounds are refused when the daemon checks it.
+func TestIdleShutdownFromFile(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		def     time.Duration
+		maximum time.Duration
+		cpu     float64
+		bad     string
+	}{
+		{yaml: "idle_shutdown:\n  default: 2h\n  maximum: 1d\n  cpu_threshold: 10\n", def: 2 * time.Hour, maximum: 24 * time.Hour, cpu: 10},
+		{yaml: "idle_shutdown:\n  default: off\n", def: 0},
+		{yaml: "idle_shutdown:\n  default: 10m\n", bad: "idle_shutdown.default"},
+		{yaml: "idle_shutdown:\n  maximum: 4d\n", bad: "idle_shutdown.maximum"},
+		{yaml: "idle_shutdown:\n  default: 2d\n  maximum: 1d\n", bad: "idle_shutdown.default"},
+		{yaml: "idle_shutdown:\n  cpu_threshold: 150\n", bad: "cpu_threshold"},
+		{yaml: "idle_shutdown:\n  default: soon\n", bad: "idle_shutdown.default"},
+		{yaml: "idle_shutdown:\n  idle: 1h\n", bad: "field idle not found"},
+	} {
+		path := filepath.Join(t.TempDir(), "labvmd.yaml")
+		if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := daemon.DefaultConfig()
+		err := applyFile(&cfg, path)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		switch {
+		case tc.bad != "":
+			if err == nil || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("%q: %v, want an error about %s", tc.yaml, err, tc.bad)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.yaml, err)
+		case cfg.IdleDefault != tc.def || cfg.IdleMaximum != tc.maximum || cfg.IdleCPUThreshold != tc.cpu:
+			t.Errorf("%q: default %s, maximum %s, cpu %g", tc.yaml, cfg.IdleDefault, cfg.IdleMaximum, cfg.IdleCPUThreshold)
+		}
 	}
 }

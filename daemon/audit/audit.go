@@ -40,6 +40,9 @@ const (
 	OutcomeFailed     = "failed"
 	OutcomeDenied     = "denied"
 	OutcomeSuppressed = "suppressed"
+	// OutcomeSkipped: a policy (idle shutdown, schedule) chose not to
+	// act; the message says why.
+	OutcomeSkipped = "skipped"
 )
 
 // Who is the part of a caller the log keeps.
@@ -110,6 +113,19 @@ func (l *Log) RecordDetail(who Who, action, target, opID, detail string, err err
 		return tx.AppendAudit(e, MaxEntries)
 	}); serr != nil {
 		l.log.Error("write audit entry", "action", action, "caller", who.Name, "error", serr)
+	}
+}
+
+// Skipped appends an entry for an action the daemon's own policy chose
+// not to take (the instance was busy or already there), saying why.
+func (l *Log) Skipped(who Who, action, target, why string) {
+	e := store.AuditEntry{
+		Time: l.now().UTC(), Caller: Truncate(who.Name, maxName), UID: who.UID,
+		Action: Truncate(action, maxTarget), Target: Truncate(target, maxTarget), Outcome: OutcomeSkipped,
+		Message: Truncate(why, maxMessage),
+	}
+	if err := l.store.Update(func(tx *store.Tx) error { return tx.AppendAudit(e, MaxEntries) }); err != nil {
+		l.log.Error("write audit entry", "action", action, "caller", who.Name, "error", err)
 	}
 }
 

@@ -24,12 +24,14 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/jobs"
 	"github.com/labvm/labvm/daemon/library"
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/vm"
 )
@@ -63,10 +65,14 @@ type Server struct {
 	Lifecycle *lifecycle.Engine
 	Jobs      *jobs.Engine
 	VNets     *vnets.Engine
+	Datasets  *datasets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
 	// Metrics serves GET /metrics (the Prometheus text format).
 	Metrics http.Handler
+	// Policy is the idle shutdown and the schedules; its Activity records
+	// the sessions relayed here.
+	Policy *policy.Engine
 	// HostShutdownBound bounds POST /v1/host/shutdown.
 	HostShutdownBound time.Duration
 	// Work holds upgraded sessions (tunnels, console), which the HTTP

@@ -46,6 +46,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		Host:        inst.Host,
 		CreatedAt:   inst.CreatedAt,
 		UpdatedAt:   inst.UpdatedAt,
+		Datasets:    inst.Datasets,
 	}
 	if inst.IP.IsValid() {
 		out.IP = inst.IP.String()
@@ -54,6 +55,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		out.Provisioning = &api.Provisioning{Status: api.ProvisioningStatus(p.Status.String()), Errors: p.Errors}
 	}
 	out.JobsRunning, out.JobsQueued = s.Jobs.Counts(inst.ID)
+	out.IdleShutdown = s.apiIdle(inst)
 	if holder, busy := s.Ops.Holder(inst.ID); busy {
 		out.StateReason = strings.TrimSpace(out.StateReason + " (operation " + holder + ")")
 	}
