@@ -55,6 +55,9 @@ type Daemon struct {
 	api      *httpapi.Server
 	metrics  *metrics.Metrics
 	onStatus func(string)
+	// fwOwners records this daemon as its firewall table's owner; nil
+	// over a fake network.
+	fwOwners *network.FirewallRegistry
 	// statusKick asks for the status line to be recomputed.
 	statusKick chan struct{}
 }
@@ -92,6 +95,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if opts.Hypervisor == nil && localSystemURI(cfg.LibvirtURI) {
+		if err := checkDataDirReachable(cfg.DataDir, log.Warn); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDataDir(cfg); err != nil {
 		return nil, err
 	}
@@ -111,14 +119,19 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		hv = lv
 	}
 	hn := opts.Network
+	var fwOwners *network.FirewallRegistry
 	if hn == nil {
 		hn = vnets.Kernel{}
+		fwOwners = &network.FirewallRegistry{Dir: network.DefaultFirewallOwners}
 	}
 	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
-	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status, statusKick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status, statusKick: make(chan struct{}, 1), fwOwners: fwOwners}
 	d.audit = audit.New(st, log)
 	d.metrics = metrics.New(log)
 	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.statusChanged, Observer: d.metrics})
+	// Instance states reach the event stream from the store's commits,
+	// so a change made without an operation is seen too.
+	st.OnInstanceChange(d.ops.Events.PublishInstance)
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
 	}
@@ -147,6 +160,10 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	}
 	d.metrics.SessionsFrom(d.policy.Activity.Open)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
+	dr := doctor.New(st, hv, d.lc, files, d.ops, log)
+	if fwOwners != nil {
+		dr.WatchFirewalls(fwOwners, cfg.FirewallTable)
+	}
 	d.api = &httpapi.Server{
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
@@ -159,7 +176,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		VNets:             d.vnets,
 		Datasets:          d.datasets,
 		Library:           library.New(st, files, d.ops, log),
-		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
+		Doctor:            dr,
 		HostShutdownBound: cfg.HostShutdownBound,
 		Metrics:           d.metrics.Handler(),
 		Policy:            d.policy,
@@ -249,6 +266,13 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	}
 
 	d.status("setting up VNets: bridges and firewall")
+	if d.fwOwners != nil {
+		// Recorded before the table is installed: a doctor deciding
+		// whether a table of this name is orphaned sees this process.
+		if err := d.fwOwners.Register(d.cfg.FirewallTable, d.cfg.DataDir); err != nil {
+			d.log.Warn("could not record this daemon as its firewall table's owner; `labvm doctor` on this host will not know the table is in use", "table", d.cfg.FirewallTable, "error", err)
+		}
+	}
 	if err := d.vnets.Setup(ctx); err != nil {
 		ln.Close()
 		return err
@@ -362,6 +386,13 @@ func (d *Daemon) reportStatus() {
 	}
 	d.status(fmt.Sprintf("%d instances: %d running, %d stopped, %d other; %d operations in flight",
 		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], d.ops.Running()))
+}
+
+// HostShutdown stops every running instance cleanly because the host is
+// going down (logind's PrepareForShutdown, seen by labvmd's inhibitor), as
+// POST /v1/host/shutdown does; they start again at the next start.
+func (d *Daemon) HostShutdown(ctx context.Context) {
+	d.lc.HostShutdown(ctx, d.cfg.HostShutdownBound)
 }
 
 // Healthy proves the daemon can do its job: the store answers and libvirt

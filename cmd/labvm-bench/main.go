@@ -50,6 +50,9 @@ type options struct {
 	cmdRuns       int
 	skipQEMU      bool
 	skipScale     bool
+	skipCopy      bool
+	copyMiB       int
+	copyRuns      int
 	profileDir    string
 }
 
@@ -68,6 +71,9 @@ func main() {
 	flag.IntVar(&o.cmdRuns, "cmd-runs", 20, "runs of each `labvm list`/`labvm show` timing")
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
+	flag.BoolVar(&o.skipCopy, "skip-copy", false, "skip the copy throughput figures (labvm cp against ssh)")
+	flag.IntVar(&o.copyMiB, "copy-mib", 64, "size of the file copied in and out, MiB (ssh moves ~1 MB/s under TCG)")
+	flag.IntVar(&o.copyRuns, "copy-runs", 3, "copies each way, for labvm cp and for ssh")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -187,6 +193,11 @@ func run(o options) error {
 	start := time.Now()
 	if !o.skipQEMU {
 		if err := e.qemuFigures(); err != nil {
+			return err
+		}
+	}
+	if !o.skipCopy {
+		if err := e.copyFigures(); err != nil {
 			return err
 		}
 	}

@@ -61,7 +61,7 @@ stopped.`,
 		newCreateCommand(a), newShowCommand(a), newListCommand(a),
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
 		newIdleShutdownCommand(a), newScheduleCommand(a),
-		newExecCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newStudioCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
+		newExecCommand(a), newCopyCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newStudioCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
 		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a), newDatasetCommand(a),
 		newResizeCommand(a),
@@ -69,6 +69,7 @@ stopped.`,
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
 		newDoctorCommand(a),
 	)
+	root.AddCommand(newGenManCommand(root))
 	return root
 }
 

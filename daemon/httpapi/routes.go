@@ -30,6 +30,7 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/instances/{name}/start", perm: authz.PermStart, scope: inst, audit: "computes/start/action", handle: s.startInstance},
 		{pattern: "POST /v1/instances/{name}/stop", perm: authz.PermStop, scope: inst, audit: "computes/stop/action", handle: s.stopInstance},
 		{pattern: "POST /v1/instances/{name}/restart", perm: authz.PermRestart, scope: inst, audit: "computes/restart/action", handle: s.restartInstance},
+		{pattern: "GET /v1/instances/{name}/operations", perm: authz.PermRead, scope: inst, handle: s.listInstanceOperations},
 		{pattern: "GET /v1/instances/{name}/logs", perm: authz.PermAppAccess, scope: inst, handle: s.getLogs},
 		{pattern: "POST /v1/instances/{name}/exec", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:exec", handle: s.execInstance},
 		{pattern: "POST /v1/instances/{name}/jobs", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:job-submit", handle: s.submitJob},
@@ -43,6 +44,9 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/instances/{name}/schedules", perm: authz.PermStop, scope: inst, audit: "computes/write:schedule", handle: s.addSchedule},
 		{pattern: "DELETE /v1/instances/{name}/schedules/{id}", perm: authz.PermStop, scope: inst, audit: "computes/write:schedule-remove", handle: s.removeSchedule},
 		{pattern: "GET /v1/schedules", perm: authz.PermReadOwn, scope: host, handle: s.listSchedules},
+		// Copies: the body, or the answer, is the file or a tar stream.
+		{pattern: "PUT /v1/instances/{name}/files", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:cp-in", stream: s.copyIn, upload: true},
+		{pattern: "GET /v1/instances/{name}/files", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:cp-out", stream: s.copyOut},
 		// Upgraded to raw byte streams.
 		{pattern: "GET /v1/instances/{name}/tunnel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:tunnel", stream: s.tunnel},
 		{pattern: "GET /v1/instances/{name}/console", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:console", stream: s.console},

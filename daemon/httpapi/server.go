@@ -131,8 +131,9 @@ type route struct {
 	// audit names the call in the audit log; mutating routes have one.
 	// Refused calls are audited too (rate-limited per uid).
 	audit string
-	// upload marks the one route whose body is a stream of unbounded size
-	// (an image); every other body is held to maxBodyBytes.
+	// upload marks the routes whose body is a stream of unbounded size
+	// (an image, a copy into an instance); every other body is held to
+	// maxBodyBytes.
 	upload bool
 	handle func(call) (response, error)
 	stream func(http.ResponseWriter, call) error

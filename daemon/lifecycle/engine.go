@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -138,6 +139,11 @@ type Engine struct {
 	// stopping is closed when the daemon starts stopping; long waits
 	// (readiness) give up at once and leave the rest to reconcile.
 	stopping <-chan struct{}
+	// hostShutdown serialises host shutdowns: logind's early notice and
+	// labvm-guests.service's call may overlap, and the later one must not
+	// return (letting systemd stop labvmd) while the first still stops
+	// instances.
+	hostShutdown sync.Mutex
 }
 
 // Deps are what an Engine is built from.

@@ -49,7 +49,7 @@ func (e *Engine) InstanceByName(name string) (vm.Instance, error) {
 	return inst, err
 }
 
-// guestUser is the account made in the guest for SSH: the owner's own
+// guestUser is the account made in the guest for SSH and `labvm cp`: the owner's own
 // name, so `ssh` needs no -l. root gets a neutral name since cloud images
 // disable root logins.
 func guestUser(owner string, isRoot bool) string {
@@ -167,9 +167,10 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	if inst.AssignedTo == c.Name {
 		inst.AssignedTo, inst.AssignedUID = "", nil
 	}
-	if len(keys) > 0 {
-		inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
-	}
+	// Every instance gets its user's account, keys or not: `labvm cp`
+	// creates files as that user in its home. Without a key nobody can
+	// log in to it (its password is locked), so SSH stays closed.
+	inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 
 	err = e.store.Update(func(tx *store.Tx) error {

@@ -310,7 +310,11 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
 		return e.fail(&inst, vm.StateUnknown, err)
 	}
-	op.Stage(StepRelease, addrOrNone(inst.IP))
+	// A CreateFailed instance gave its address back in the rollback: there
+	// is nothing to release, and a step saying so would only puzzle.
+	if inst.IP.IsValid() {
+		op.Stage(StepRelease, inst.IP.String())
+	}
 	e.ready.forget(inst.ID)
 	if err := e.deleteRecord(inst); err != nil {
 		return err
@@ -368,13 +372,4 @@ func (e *Engine) powerOff(ctx context.Context, op *ops.Op, inst vm.Instance) err
 		return fmt.Errorf("destroy domain of %s: %w", inst.Name, err)
 	}
 	return nil
-}
-
-// addrOrNone names an address, or says there is none (a CreateFailed
-// instance has given its address back).
-func addrOrNone(ip netip.Addr) string {
-	if !ip.IsValid() {
-		return "none held"
-	}
-	return ip.String()
 }

@@ -414,6 +414,15 @@ class Operations:
     def __init__(self, client: Client) -> None:
         self._c = client
 
+    def list(self, instance: str | None = None) -> list[Operation]:
+        """Recent operations, oldest first (needs the reader role).
+
+        With ``instance``, that instance's operations only, whoever started
+        them: its own user may list them without a role.
+        """
+        path = f"/v1/instances/{_q(instance)}/operations" if instance else "/v1/operations"
+        return [Operation.from_json(d) for d in self._c.request("GET", path)]
+
     def get(self, op: Operation | str) -> Operation:
         """An operation as it is now."""
         op_id = op.id if isinstance(op, Operation) else op

@@ -201,13 +201,20 @@ func TestMountInAnotherNamespace(t *testing.T) {
 	pid := cmd.Process.Pid
 	ns := fmt.Sprintf("/proc/%d/ns/mnt", pid)
 	own, _ := os.Readlink("/proc/self/ns/mnt")
+	// Wait until unshare has exec'd sleep: only then has it also made its
+	// mounts private. Between unshare(2) and that, the new namespace still
+	// propagates mounts back to ours (a flake once seen).
 	for {
 		other, err := os.Readlink(ns)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if other != own {
-			break // unshare has made its namespace
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other != own && strings.TrimSpace(string(comm)) == "sleep" {
+			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

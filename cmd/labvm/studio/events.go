@@ -17,9 +17,9 @@ var instanceKinds = map[api.OperationKind]bool{
 	api.OpCreate: true, api.OpStart: true, api.OpStop: true, api.OpRestart: true, api.OpDelete: true,
 }
 
-// hub follows labvmd's event stream, one connection for the whole
-// process however many pages are open, and sends each page what changed
-// as Server-Sent Events:
+// hub follows labvmd's event stream (operations and instance states),
+// one connection for the whole process however many pages are open, and
+// sends each page what changed as Server-Sent Events:
 //
 //	event: instance  data: {"name","html","gone"}  a list row, rendered
 //	event: quota     data: {"html"}                the quota, as creates and deletes change it
@@ -78,14 +78,20 @@ func (h *hub) run(ctx context.Context) {
 	lost := false
 	for ctx.Err() == nil {
 		start := time.Now()
-		err := h.s.c.FollowEvents(ctx, func() {
+		err := h.s.c.FollowChanges(ctx, func() {
 			h.mu.Lock()
 			h.open = true
 			h.mu.Unlock()
 			if lost {
 				h.broadcast(sseMessage{event: "resync", data: []byte("{}")})
 			}
-		}, func(op api.Operation) { h.event(ctx, op) })
+		}, func(ev api.Event) {
+			if ev.Operation != nil {
+				h.event(ctx, *ev.Operation)
+			} else if ev.Instance != nil {
+				h.instanceEvent(ctx, *ev.Instance)
+			}
+		})
 		h.mu.Lock()
 		h.open = false
 		// What was running may have ended unseen.
@@ -139,6 +145,27 @@ func (h *hub) event(ctx context.Context, op api.Operation) {
 		if err := tmpl.ExecuteTemplate(&b, "quota", h.s.quota(ctx)); err == nil {
 			h.broadcast(jsonMessage("quota", map[string]any{"html": b.String()}))
 		}
+	}
+}
+
+// instanceEvent renders an instance whose state changed, with or
+// without an operation (a guest that powered itself off, a domain found
+// gone): the row as it is now.
+func (h *hub) instanceEvent(ctx context.Context, ev api.InstanceEvent) {
+	h.mu.Lock()
+	n := len(h.subs)
+	h.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	if ev.Gone {
+		h.broadcast(jsonMessage("instance", map[string]any{"name": ev.Name, "gone": true}))
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if msg, ok := h.instanceMessage(ctx, ev.Name); ok {
+		h.broadcast(msg)
 	}
 }
 

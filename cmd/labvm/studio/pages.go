@@ -273,16 +273,12 @@ func (s *Server) detail(ctx context.Context, m me, name, host string) *detail {
 	d.Inst = &inst
 	d.Own = m.owns(inst)
 	d.Op = s.hub.runningOp(name)
-	ops, err := s.c.Operations(ctx)
+	ops, err := s.c.InstanceOperations(ctx, name)
 	if err != nil {
 		d.OpsErr = asAPIError(err)
 	}
-	for _, op := range ops {
-		if op.Target == name && op.CreatedAt.After(inst.CreatedAt.Add(-time.Minute)) {
-			d.Ops = append(d.Ops, op)
-		}
-	}
-	slices.SortFunc(d.Ops, func(a, b api.Operation) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	d.Ops = ops
+	slices.Reverse(d.Ops)
 	if len(d.Ops) > 10 {
 		d.Ops = d.Ops[:10]
 	}

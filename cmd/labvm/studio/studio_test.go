@@ -22,6 +22,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/daemontest"
 	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/vm"
 )
 
 // otherUser is an account every Debian host has, to own instances that
@@ -360,6 +361,21 @@ func TestDetailsAndApplications(t *testing.T) {
 			t.Fatalf("got %d:\n%s", w.Code, w.Body)
 		}
 	})
+	t.Run("operations are the instance's own, not an earlier one's of its name", func(t *testing.T) {
+		mustCreate(t, td, daemontest.TinyReq("again-dev"))
+		op, err := td.Client.Delete(t.Context(), "again-dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := td.Client.Wait(t.Context(), op.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, td, daemontest.TinyReq("again-dev"))
+		b := get(s, studioHost, "/instances/again-dev").Body.String()
+		if strings.Count(b, `<div class="op `) != 1 || !strings.Contains(b, "<strong>create</strong> succeeded") || strings.Contains(b, op.ID) {
+			t.Fatalf("details of the second again-dev list other operations (the first one's delete is %s):\n%s", op.ID, b)
+		}
+	})
 	t.Run("a missing instance", func(t *testing.T) {
 		w := get(s, studioHost, "/instances/gone-dev")
 		if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), `instance &#34;gone-dev&#34; not found`) {
@@ -433,6 +449,54 @@ func TestEventsRelayStateChanges(t *testing.T) {
 	if !seen["state Running"] || !seen["quota"] || !seen["stage"] {
 		t.Fatalf("the page saw %v, want the row reach Running and the quota", seen)
 	}
+}
+
+// TestEventsRelayStatesWithoutOperations: a state that changes with no
+// operation (reconcile finding a domain gone writes it straight to the
+// store) reaches an open page at once, not at the next event.
+func TestEventsRelayStatesWithoutOperations(t *testing.T) {
+	s, td := newStudio(t)
+	mustCreate(t, td, daemontest.TinyReq("quiet-dev"))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.Run(ctx)
+	hs := httptest.NewServer(s)
+	defer hs.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	waitFor(t, func() bool { return s.hub.following() })
+	if err := td.Store().Update(func(tx *store.Tx) error {
+		inst, err := tx.InstanceByName("quiet-dev")
+		if err != nil {
+			return err
+		}
+		inst.State, inst.StateReason = vm.StateStopped, "found not running"
+		return tx.PutInstance(inst)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.AfterFunc(10*time.Second, cancel)
+	defer deadline.Stop()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var msg struct{ Name, HTML, State string }
+		if err := json.Unmarshal([]byte(data), &msg); err != nil {
+			t.Fatalf("event data %q: %v", data, err)
+		}
+		if msg.Name == "quiet-dev" && msg.State == string(api.StateStopped) && strings.Contains(msg.HTML, "Stopped") {
+			return
+		}
+	}
+	t.Fatal("the page never saw quiet-dev become Stopped")
 }
 
 func waitFor(t *testing.T, ok func() bool) {
