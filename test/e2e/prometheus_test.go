@@ -24,7 +24,7 @@ import (
 // TestPrometheusScrapesLabvmd: an admin points Debian's Prometheus at
 // labvmd's metrics listener (metrics_listen in labvmd.yaml). After a
 // create, Prometheus's own HTTP API answers for the instance count, the
-// create's duration histogram, the new instance's CPU time and boot
+// create's duration histograms (whole and per step), the new instance's CPU time and boot
 // disk's allocation from libvirt, and the policies' series.
 func TestPrometheusScrapesLabvmd(t *testing.T) {
 	image := requireHost(t)
@@ -84,7 +84,7 @@ scrape_configs:
 	})
 
 	name := "prom-" + randHex(3)
-	d.chapter(t, "after a create, Prometheus has the instance count, the create's histogram and its CPU time", func(t *testing.T) {
+	d.chapter(t, "after a create, Prometheus has the instance count, the create's histograms (whole and per step) and its CPU time", func(t *testing.T) {
 		d.must("image", "import", "tiny", image, "--sha256", readSHA256(t, image))
 		d.must("create", name, "--image", "tiny", "--size", "Standard_B1s")
 
@@ -93,6 +93,12 @@ scrape_configs:
 			func(v float64) bool { return v == 1 }, time.Minute)
 		waitQuery(t, api, `histogram_quantile(0.5, sum by (le) (labvm_operation_duration_seconds_bucket{kind="create"}))`,
 			func(v float64) bool { return v > 0 }, time.Minute)
+		// The create's duration per stage: one observation of each step
+		// every create runs (lifecycle's step IDs).
+		for _, step := range []string{"disk", "seed", "boot", "wait-guest"} {
+			waitQuery(t, api, fmt.Sprintf(`labvm_operation_step_duration_seconds_count{kind="create",step=%q}`, step),
+				func(v float64) bool { return v == 1 }, time.Minute)
+		}
 		waitQuery(t, api, fmt.Sprintf(`libvirt_domain_info_cpu_time_seconds_total{instance=%q}`, name),
 			func(v float64) bool { return v > 0 }, time.Minute)
 	})
