@@ -20,14 +20,21 @@ type DomainStats struct {
 	NICs           []NICStats
 }
 
-// DiskStats are one block device's counters; Device is its target name in
-// the guest (vda, sda).
+// DiskStats are one block device's counters and sizes; Device is its
+// target name in the guest (vda, sda).
 type DiskStats struct {
 	Device        string
 	ReadBytes     uint64
 	WriteBytes    uint64
 	ReadRequests  uint64
 	WriteRequests uint64
+	// AllocationBytes is the offset of the highest sector written in the
+	// image (for a qcow2 overlay: how far it has grown), CapacityBytes the
+	// disk's size as the guest sees it, PhysicalBytes the size of the file
+	// on the host. Gauges, not counters.
+	AllocationBytes uint64
+	CapacityBytes   uint64
+	PhysicalBytes   uint64
 }
 
 // NICStats are one network interface's counters, as the host sees its

@@ -126,8 +126,9 @@ func servedSeries(t *testing.T) map[string]bool {
 	inst := mustCreate(t, td, "dash")
 	hv.SetStats(inst.Domain, vm.DomainStats{
 		CPUTime: time.Second, MemoryBytes: 1 << 30, MaxMemoryBytes: 1 << 30, RSSBytes: 1 << 28,
-		Disks: []vm.DiskStats{{Device: "vda", ReadBytes: 1, WriteBytes: 1, ReadRequests: 1, WriteRequests: 1}},
-		NICs:  []vm.NICStats{{Device: "lvp0", RxBytes: 1, TxBytes: 1, RxPackets: 1, TxPackets: 1}},
+		Disks: []vm.DiskStats{{Device: "vda", ReadBytes: 1, WriteBytes: 1, ReadRequests: 1, WriteRequests: 1,
+			AllocationBytes: 1, CapacityBytes: 1, PhysicalBytes: 1}},
+		NICs: []vm.NICStats{{Device: "lvp0", RxBytes: 1, TxBytes: 1, RxPackets: 1, TxPackets: 1}},
 	})
 	settle(t, td)
 	rec := httptest.NewRecorder()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -79,6 +80,13 @@ func New(log *slog.Logger) *Metrics {
 		Name: "labvm_schedule_actions_total",
 		Help: "Times a schedule came due, by action (start, stop) and outcome (started: an operation began; skipped: the instance was busy or already there).",
 	}, []string{"action", "outcome"})
+	// Every action and outcome reads 0 from the start, so a dashboard's
+	// rate() has a series before the first schedule comes due.
+	for _, a := range []string{policy.ActionStart, policy.ActionStop} {
+		for _, o := range []string{policy.OutcomeStarted, policy.OutcomeSkipped} {
+			m.schedules.WithLabelValues(a, o)
+		}
+	}
 	m.reg.MustRegister(m.operations, m.opDuration, m.stepTime, m.idleStops, m.schedules,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -129,8 +129,23 @@ labvm_operations_in_flight 0
 # HELP labvm_libvirt_up 1 when libvirt answered this scrape, 0 when it did not.
 # TYPE labvm_libvirt_up gauge
 labvm_libvirt_up 1
+# HELP labvm_sessions_open Guest sessions open through labvmd now: ssh, tunnels, forwards, open, the console.
+# TYPE labvm_sessions_open gauge
+labvm_sessions_open 0
+# HELP labvm_idle_stops_total Instances the idle shutdown stopped.
+# TYPE labvm_idle_stops_total counter
+labvm_idle_stops_total 0
+# HELP labvm_schedule_actions_total Times a schedule came due, by action (start, stop) and outcome (started: an operation began; skipped: the instance was busy or already there).
+# TYPE labvm_schedule_actions_total counter
+labvm_schedule_actions_total{action="start",outcome="skipped"} 0
+labvm_schedule_actions_total{action="start",outcome="started"} 0
+labvm_schedule_actions_total{action="stop",outcome="skipped"} 0
+labvm_schedule_actions_total{action="stop",outcome="started"} 0
 `), "labvm_quota_used_cores", "labvm_quota_limit_cores", "labvm_quota_family_limit_cores", "labvm_jobs",
-		"labvm_operations_in_flight", "labvm_libvirt_up"); err != nil {
+		"labvm_operations_in_flight", "labvm_libvirt_up",
+		// The policies' series are there, at 0, before anything happened:
+		// a dashboard's rate() needs a series to start from.
+		"labvm_sessions_open", "labvm_idle_stops_total", "labvm_schedule_actions_total"); err != nil {
 		t.Error(err)
 	}
 
@@ -218,8 +233,13 @@ func TestInstanceLibvirtCounters(t *testing.T) {
 	hv.SetStats(inst.Domain, vm.DomainStats{
 		CPUTime:     90 * time.Second,
 		MemoryBytes: 1 << 30, MaxMemoryBytes: 1 << 30, RSSBytes: 300 << 20,
-		Disks: []vm.DiskStats{{Device: "vda", ReadBytes: 4096, WriteBytes: 8192, ReadRequests: 1, WriteRequests: 2}},
-		NICs:  []vm.NICStats{{Device: "lvp0123456789ab", RxBytes: 100, TxBytes: 200, RxPackets: 3, TxPackets: 4}},
+		Disks: []vm.DiskStats{
+			{Device: "vda", ReadBytes: 4096, WriteBytes: 8192, ReadRequests: 1, WriteRequests: 2,
+				AllocationBytes: 3 << 30, CapacityBytes: 10 << 30, PhysicalBytes: 3<<30 + 1<<20},
+			// The seed: libvirt gave no allocation, so none is reported.
+			{Device: "sda", ReadBytes: 1, CapacityBytes: 1 << 20, PhysicalBytes: 1 << 20},
+		},
+		NICs: []vm.NICStats{{Device: "lvp0123456789ab", RxBytes: 100, TxBytes: 200, RxPackets: 3, TxPackets: 4}},
 	})
 	owner := inst.Owner()
 	expected := fmt.Sprintf(`
@@ -234,10 +254,23 @@ libvirt_domain_info_memory_usage_bytes{instance="busy",owner="%[1]s"} 1.07374182
 libvirt_domain_memory_stats_rss_bytes{instance="busy",owner="%[1]s"} 3.145728e+08
 # HELP libvirt_domain_block_stats_read_bytes_total Bytes read from a block device.
 # TYPE libvirt_domain_block_stats_read_bytes_total counter
+libvirt_domain_block_stats_read_bytes_total{instance="busy",owner="%[1]s",target_device="sda"} 1
 libvirt_domain_block_stats_read_bytes_total{instance="busy",owner="%[1]s",target_device="vda"} 4096
 # HELP libvirt_domain_block_stats_write_bytes_total Bytes written to a block device.
 # TYPE libvirt_domain_block_stats_write_bytes_total counter
+libvirt_domain_block_stats_write_bytes_total{instance="busy",owner="%[1]s",target_device="sda"} 0
 libvirt_domain_block_stats_write_bytes_total{instance="busy",owner="%[1]s",target_device="vda"} 8192
+# HELP libvirt_domain_block_stats_allocation Offset of the highest sector written on a block device: how far its image has grown, in bytes.
+# TYPE libvirt_domain_block_stats_allocation gauge
+libvirt_domain_block_stats_allocation{instance="busy",owner="%[1]s",target_device="vda"} 3.221225472e+09
+# HELP libvirt_domain_block_stats_capacity_bytes Size of a block device as the guest sees it.
+# TYPE libvirt_domain_block_stats_capacity_bytes gauge
+libvirt_domain_block_stats_capacity_bytes{instance="busy",owner="%[1]s",target_device="sda"} 1.048576e+06
+libvirt_domain_block_stats_capacity_bytes{instance="busy",owner="%[1]s",target_device="vda"} 1.073741824e+10
+# HELP libvirt_domain_block_stats_physicalsize_bytes Size on the host of the file behind a block device.
+# TYPE libvirt_domain_block_stats_physicalsize_bytes gauge
+libvirt_domain_block_stats_physicalsize_bytes{instance="busy",owner="%[1]s",target_device="sda"} 1.048576e+06
+libvirt_domain_block_stats_physicalsize_bytes{instance="busy",owner="%[1]s",target_device="vda"} 3.222274048e+09
 # HELP libvirt_domain_interface_stats_receive_bytes_total Bytes received by the guest on an interface (the tap's transmit).
 # TYPE libvirt_domain_interface_stats_receive_bytes_total counter
 libvirt_domain_interface_stats_receive_bytes_total{instance="busy",owner="%[1]s",target_device="lvp0123456789ab"} 100
@@ -247,7 +280,9 @@ libvirt_domain_interface_stats_transmit_bytes_total{instance="busy",owner="%[1]s
 `, owner)
 	names := []string{"libvirt_domain_info_cpu_time_seconds_total", "libvirt_domain_info_memory_usage_bytes",
 		"libvirt_domain_memory_stats_rss_bytes", "libvirt_domain_block_stats_read_bytes_total",
-		"libvirt_domain_block_stats_write_bytes_total", "libvirt_domain_interface_stats_receive_bytes_total",
+		"libvirt_domain_block_stats_write_bytes_total", "libvirt_domain_block_stats_allocation",
+		"libvirt_domain_block_stats_capacity_bytes", "libvirt_domain_block_stats_physicalsize_bytes",
+		"libvirt_domain_interface_stats_receive_bytes_total",
 		"libvirt_domain_interface_stats_transmit_bytes_total"}
 	if err := testutil.GatherAndCompare(td.Metrics().Gatherer(), strings.NewReader(expected), names...); err != nil {
 		t.Error(err)

@@ -85,7 +85,9 @@ var (
 )
 
 // Each running instance's libvirt counters, named as the community
-// libvirt exporters name them. Counters start at zero with each boot.
+// libvirt exporters name them (kumina's libvirt_exporter and its widely
+// used fork Tinkoff/libvirt-exporter; the block sizes are the fork's, whose
+// allocation has no _bytes suffix). Counters start at zero with each boot.
 var (
 	cpuTimeDesc = prometheus.NewDesc("libvirt_domain_info_cpu_time_seconds_total",
 		"CPU time used by the instance's QEMU, all vCPUs together.", instanceLabels, nil)
@@ -103,6 +105,12 @@ var (
 		"Read requests to a block device.", deviceLabels, nil)
 	writeReqsDesc = prometheus.NewDesc("libvirt_domain_block_stats_write_requests_total",
 		"Write requests to a block device.", deviceLabels, nil)
+	allocationDesc = prometheus.NewDesc("libvirt_domain_block_stats_allocation",
+		"Offset of the highest sector written on a block device: how far its image has grown, in bytes.", deviceLabels, nil)
+	capacityDesc = prometheus.NewDesc("libvirt_domain_block_stats_capacity_bytes",
+		"Size of a block device as the guest sees it.", deviceLabels, nil)
+	physicalDesc = prometheus.NewDesc("libvirt_domain_block_stats_physicalsize_bytes",
+		"Size on the host of the file behind a block device.", deviceLabels, nil)
 	rxBytesDesc = prometheus.NewDesc("libvirt_domain_interface_stats_receive_bytes_total",
 		"Bytes received by the guest on an interface (the tap's transmit).", deviceLabels, nil)
 	txBytesDesc = prometheus.NewDesc("libvirt_domain_interface_stats_transmit_bytes_total",
@@ -125,7 +133,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{instancesDesc, quotaUsedDesc, quotaLimitDesc, familyUsedDesc, familyLimitDesc,
 		jobsDesc, opsInFlightDesc, libvirtUpDesc, storeSizeDesc,
 		cpuTimeDesc, memoryDesc, maxMemoryDesc, rssDesc, readBytesDesc, writeBytesDesc, readReqsDesc, writeReqsDesc,
-		rxBytesDesc, txBytesDesc, rxPacketsDesc, txPacketsDesc} {
+		allocationDesc, capacityDesc, physicalDesc, rxBytesDesc, txBytesDesc, rxPacketsDesc, txPacketsDesc} {
 		ch <- d
 	}
 }
@@ -264,6 +272,14 @@ func collectDomain(ch chan<- prometheus.Metric, s vm.DomainStats, name, owner st
 		send(writeBytesDesc, prometheus.CounterValue, float64(d.WriteBytes), name, owner, d.Device)
 		send(readReqsDesc, prometheus.CounterValue, float64(d.ReadRequests), name, owner, d.Device)
 		send(writeReqsDesc, prometheus.CounterValue, float64(d.WriteRequests), name, owner, d.Device)
+		for _, g := range []struct {
+			d *prometheus.Desc
+			v uint64
+		}{{allocationDesc, d.AllocationBytes}, {capacityDesc, d.CapacityBytes}, {physicalDesc, d.PhysicalBytes}} {
+			if g.v > 0 {
+				send(g.d, prometheus.GaugeValue, float64(g.v), name, owner, d.Device)
+			}
+		}
 	}
 	for _, n := range s.NICs {
 		send(rxBytesDesc, prometheus.CounterValue, float64(n.RxBytes), name, owner, n.Device)

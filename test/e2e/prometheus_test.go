@@ -24,8 +24,8 @@ import (
 // TestPrometheusScrapesLabvmd: an admin points Debian's Prometheus at
 // labvmd's metrics listener (metrics_listen in labvmd.yaml). After a
 // create, Prometheus's own HTTP API answers for the instance count, the
-// create's duration histogram and the new instance's CPU time from
-// libvirt.
+// create's duration histograms (whole and per step), the new instance's CPU time and boot
+// disk's allocation from libvirt, and the policies' series.
 func TestPrometheusScrapesLabvmd(t *testing.T) {
 	image := requireHost(t)
 	promBin := hostreq.RequireTool(t, "prometheus", "prometheus")
@@ -84,7 +84,7 @@ scrape_configs:
 	})
 
 	name := "prom-" + randHex(3)
-	d.chapter(t, "after a create, Prometheus has the instance count, the create's histogram and its CPU time", func(t *testing.T) {
+	d.chapter(t, "after a create, Prometheus has the instance count, the create's histograms (whole and per step) and its CPU time", func(t *testing.T) {
 		d.must("image", "import", "tiny", image, "--sha256", readSHA256(t, image))
 		d.must("create", name, "--image", "tiny", "--size", "Standard_B1s")
 
@@ -93,8 +93,35 @@ scrape_configs:
 			func(v float64) bool { return v == 1 }, time.Minute)
 		waitQuery(t, api, `histogram_quantile(0.5, sum by (le) (labvm_operation_duration_seconds_bucket{kind="create"}))`,
 			func(v float64) bool { return v > 0 }, time.Minute)
+		// The create's duration per stage: one observation of each step
+		// every create runs (lifecycle's step IDs).
+		for _, step := range []string{"disk", "seed", "boot", "wait-guest"} {
+			waitQuery(t, api, fmt.Sprintf(`labvm_operation_step_duration_seconds_count{kind="create",step=%q}`, step),
+				func(v float64) bool { return v == 1 }, time.Minute)
+		}
 		waitQuery(t, api, fmt.Sprintf(`libvirt_domain_info_cpu_time_seconds_total{instance=%q}`, name),
 			func(v float64) bool { return v > 0 }, time.Minute)
+	})
+
+	d.chapter(t, "the instance's boot disk: allocation from libvirt, within the size the guest sees", func(t *testing.T) {
+		// A booted guest has written to its overlay, so the highest
+		// sector written is past zero and no further than the disk's end.
+		capacity := waitQuery(t, api, fmt.Sprintf(`libvirt_domain_block_stats_capacity_bytes{instance=%q,target_device="vda"}`, name),
+			func(v float64) bool { return v > 0 }, time.Minute)
+		alloc := waitQuery(t, api, fmt.Sprintf(`libvirt_domain_block_stats_allocation{instance=%q,target_device="vda"}`, name),
+			func(v float64) bool { return v > 0 }, time.Minute)
+		if alloc > capacity {
+			t.Errorf("vda allocation %v is past its capacity %v", alloc, capacity)
+		}
+		waitQuery(t, api, fmt.Sprintf(`libvirt_domain_block_stats_physicalsize_bytes{instance=%q,target_device="vda"}`, name),
+			func(v float64) bool { return v > 0 }, time.Minute)
+		t.Logf("vda: %.0f bytes allocated of %.0f", alloc, capacity)
+	})
+
+	d.chapter(t, "the policies' series are there before anything happened: no sessions, no idle stops, every schedule action at 0", func(t *testing.T) {
+		waitQuery(t, api, `labvm_sessions_open`, func(v float64) bool { return v == 0 }, time.Minute)
+		waitQuery(t, api, `labvm_idle_stops_total`, func(v float64) bool { return v == 0 }, time.Minute)
+		waitQuery(t, api, `count(labvm_schedule_actions_total == 0)`, func(v float64) bool { return v == 4 }, time.Minute)
 	})
 
 	d.chapter(t, "every query of docs/grafana-dashboard.json is PromQL that Prometheus evaluates", func(t *testing.T) {

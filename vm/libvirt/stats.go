@@ -11,7 +11,8 @@ import (
 )
 
 // statsGroups are the groups of virConnectGetAllDomainStats read for
-// metrics: CPU time, the balloon (memory), block and interface counters.
+// metrics: CPU time, the balloon (memory), block counters and sizes
+// (allocation, capacity, physical), interface counters.
 const statsGroups = virt.DOMAIN_STATS_CPU_TOTAL | virt.DOMAIN_STATS_BALLOON |
 	virt.DOMAIN_STATS_BLOCK | virt.DOMAIN_STATS_INTERFACE
 
@@ -74,8 +75,18 @@ func domainStatsOf(od vm.OwnedDomain, r virt.DomainStats) vm.DomainStats {
 		if !b.NameSet {
 			continue
 		}
-		s.Disks = append(s.Disks, vm.DiskStats{Device: b.Name, ReadBytes: b.RdBytes, WriteBytes: b.WrBytes,
-			ReadRequests: b.RdReqs, WriteRequests: b.WrReqs})
+		d := vm.DiskStats{Device: b.Name, ReadBytes: b.RdBytes, WriteBytes: b.WrBytes,
+			ReadRequests: b.RdReqs, WriteRequests: b.WrReqs}
+		if b.AllocationSet {
+			d.AllocationBytes = b.Allocation
+		}
+		if b.CapacitySet {
+			d.CapacityBytes = b.Capacity
+		}
+		if b.PhysicalSet {
+			d.PhysicalBytes = b.Physical
+		}
+		s.Disks = append(s.Disks, d)
 	}
 	for _, n := range r.Net {
 		if !n.NameSet {

@@ -68,12 +68,17 @@ func checkRealDomainStats(t *testing.T, l *Driver, spec vm.DomainSpec) {
 	if s.InstanceID != spec.InstanceID || s.CPUTime <= 0 || s.MaxMemoryBytes != uint64(spec.MemoryMiB)<<20 {
 		t.Errorf("stats = %+v; want id %s, CPU time, %d MiB maximum", *s, spec.InstanceID, spec.MemoryMiB)
 	}
-	disks := map[string]bool{}
+	disks := map[string]vm.DiskStats{}
 	for _, d := range s.Disks {
-		disks[d.Device] = true
+		disks[d.Device] = d
 	}
-	if !disks["vda"] {
+	// The boot disk's sizes come from the block group too: QEMU reports
+	// its capacity and the file's physical size whether or not the guest
+	// wrote anything.
+	if vda, ok := disks["vda"]; !ok {
 		t.Errorf("disks = %+v, want vda", s.Disks)
+	} else if vda.CapacityBytes == 0 || vda.PhysicalBytes == 0 {
+		t.Errorf("vda = %+v, want its capacity and physical size", vda)
 	}
 	if len(s.NICs) != 1 || s.NICs[0].Device != spec.PortName {
 		t.Errorf("NICs = %+v, want the tap %s", s.NICs, spec.PortName)
@@ -99,7 +104,10 @@ func TestDomainStatsOf(t *testing.T) {
 		Cpu:     &virt.DomainStatsCPU{TimeSet: true, Time: 2_500_000_000},
 		Balloon: &virt.DomainStatsBalloon{CurrentSet: true, Current: 1024, MaximumSet: true, Maximum: 2048, RssSet: true, Rss: 512},
 		Block: []virt.DomainStatsBlock{
-			{NameSet: true, Name: "vda", RdBytesSet: true, RdBytes: 10, WrBytesSet: true, WrBytes: 20, RdReqsSet: true, RdReqs: 1, WrReqsSet: true, WrReqs: 2},
+			{NameSet: true, Name: "vda", RdBytesSet: true, RdBytes: 10, WrBytesSet: true, WrBytes: 20, RdReqsSet: true, RdReqs: 1, WrReqsSet: true, WrReqs: 2,
+				AllocationSet: true, Allocation: 5 << 20, CapacitySet: true, Capacity: 10 << 30, PhysicalSet: true, Physical: 6 << 20},
+			// A size libvirt did not set stays zero (the collector leaves it out).
+			{NameSet: true, Name: "vdb", Allocation: 7, CapacitySet: true, Capacity: 1 << 20},
 			{Path: "/nowhere"},
 		},
 		Net: []virt.DomainStatsNet{{NameSet: true, Name: "lvp0123456789ab", RxBytesSet: true, RxBytes: 30, TxBytesSet: true, TxBytes: 40, RxPktsSet: true, RxPkts: 3, TxPktsSet: true, TxPkts: 4}},
@@ -109,8 +117,12 @@ func TestDomainStatsOf(t *testing.T) {
 		Name: "labvm-a-01234567", InstanceID: "0123456789abcdef",
 		CPUTime:     2500 * time.Millisecond,
 		MemoryBytes: 1 << 20, MaxMemoryBytes: 2 << 20, RSSBytes: 512 << 10,
-		Disks: []vm.DiskStats{{Device: "vda", ReadBytes: 10, WriteBytes: 20, ReadRequests: 1, WriteRequests: 2}},
-		NICs:  []vm.NICStats{{Device: "lvp0123456789ab", RxBytes: 30, TxBytes: 40, RxPackets: 3, TxPackets: 4}},
+		Disks: []vm.DiskStats{
+			{Device: "vda", ReadBytes: 10, WriteBytes: 20, ReadRequests: 1, WriteRequests: 2,
+				AllocationBytes: 5 << 20, CapacityBytes: 10 << 30, PhysicalBytes: 6 << 20},
+			{Device: "vdb", CapacityBytes: 1 << 20},
+		},
+		NICs: []vm.NICStats{{Device: "lvp0123456789ab", RxBytes: 30, TxBytes: 40, RxPackets: 3, TxPackets: 4}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("domainStatsOf =\n%+v\nwant\n%+v", got, want)
