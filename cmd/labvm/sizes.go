@@ -44,7 +44,7 @@ func newInfoCommand(a *app) *cobra.Command {
 				return printJSON(a.stdout, info)
 			}
 			fmt.Fprintf(a.stdout, "Daemon:      labvmd %s on %s\n", info.Version, info.Host)
-			fmt.Fprintf(a.stdout, "Socket:      %s\n", a.socket)
+			fmt.Fprintf(a.stdout, "Reached at:  %s\n", a.targetName())
 			fmt.Fprintf(a.stdout, "You:         %s (uid %d)\n", info.Caller, info.CallerUID)
 			fmt.Fprintf(a.stdout, "Accelerator: %s (%s)\n", info.Accelerator, info.AccelReason)
 			fmt.Fprintf(a.stdout, "Libvirt:     %s\n", info.LibvirtURI)

@@ -24,9 +24,16 @@ import (
 // DefaultSocket is where labvmd listens unless told otherwise.
 const DefaultSocket = "/run/labvm/labvm.sock"
 
-// Client talks to one labvmd.
+// Client talks to one labvmd: on this host over its socket, or on
+// another through ssh (NewSSH).
 type Client struct {
-	socket string
+	// target names the daemon in messages: its socket, or the ssh URL.
+	target string
+	// dial opens one connection to the daemon; every HTTP connection and
+	// every tunnel is one call.
+	dial func(ctx context.Context) (net.Conn, error)
+	// remote is set for a daemon reached through ssh.
+	remote *SSHTarget
 	http   *http.Client
 }
 
@@ -35,40 +42,60 @@ func New(socket string) *Client {
 	if socket == "" {
 		socket = DefaultSocket
 	}
+	return newClient(socket, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	})
+}
+
+func newClient(target string, dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
+		DialContext:  func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		MaxIdleConns: 4,
 		// Uploads ask before sending (Expect: 100-continue), so a refusal
 		// (no right, name taken) comes back before gigabytes go out.
 		ExpectContinueTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{target: target, dial: dial, http: &http.Client{Transport: tr}}
 }
 
-// Socket is the socket this client dials.
-func (c *Client) Socket() string { return c.socket }
+// Target names the daemon this client reaches: its socket path, or the
+// ssh URL (with the far socket, when one was given).
+func (c *Client) Target() string { return c.target }
+
+// Remote is the ssh target of a client made by NewSSH, nil for a local
+// socket.
+func (c *Client) Remote() *SSHTarget { return c.remote }
+
+// Close ends the client's idle connections: for a remote daemon, the ssh
+// processes that carry them.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// DialError is dialError for a connection the caller dialled itself to
+// this client's socket (labvm dial-stdio).
+func (c *Client) DialError(err error) error { return c.dialError(err) }
 
 // dialError turns a failed dial into advice: whether the daemon runs, and
 // how to get access to it.
 func (c *Client) dialError(err error) error {
+	if e := c.remoteError(err); e != nil {
+		return e
+	}
 	switch {
 	case errors.Is(err, syscall.ENOENT):
 		return &api.Error{Code: api.CodeUnavailable,
-			Message: fmt.Sprintf("labvmd is not running: no socket at %s", c.socket),
+			Message: fmt.Sprintf("labvmd is not running: no socket at %s", c.target),
 			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`); use --socket or LABVM_SOCKET for another daemon"}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &api.Error{Code: api.CodeUnavailable,
-			Message: fmt.Sprintf("labvmd is not running: %s refuses connections (stale socket)", c.socket),
+			Message: fmt.Sprintf("labvmd is not running: %s refuses connections (stale socket)", c.target),
 			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`)"}
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return &api.Error{Code: api.CodePermissionDenied,
-			Message: fmt.Sprintf("permission denied on %s", c.socket),
+			Message: fmt.Sprintf("permission denied on %s", c.target),
 			Hint:    "add yourself to the labvm group (`sudo usermod -aG labvm $USER`) and log in again"}
 	}
-	return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach labvmd at %s: %v", c.socket, err)}
+	return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach labvmd at %s: %v", c.target, err)}
 }
 
 func (c *Client) request(ctx context.Context, method, path string, in any) (*http.Response, error) {
@@ -101,7 +128,10 @@ func (c *Client) send(ctx context.Context, req *http.Request) (*http.Response, e
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
 			return nil, c.dialError(err)
 		}
-		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd at %s: %v", c.socket, err)}
+		if e := c.remoteError(err); e != nil {
+			return nil, e
+		}
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd at %s: %v", c.target, err)}
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
