@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/labvm/labvm/daemon/cluster"
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/network"
@@ -83,6 +84,9 @@ type Config struct {
 	// keep it on loopback or behind a proxy. The API socket serves
 	// /metrics to owners whether or not it is set.
 	MetricsListen string
+	// Cluster, when set, makes this host a member of a lab cluster kept
+	// in etcd (daemon/cluster). nil: a host of its own.
+	Cluster *ClusterConfig
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
 	// ops.CrashPoint. Empty in production.
@@ -97,6 +101,9 @@ const (
 
 // VNetConfig describes the default VNet.
 type VNetConfig = vnets.VNetConfig
+
+// ClusterConfig is the `cluster:` section.
+type ClusterConfig = cluster.Config
 
 // QuotaConfig are the configured core limits.
 type QuotaConfig = lifecycle.QuotaConfig
@@ -151,6 +158,11 @@ func (c Config) Validate() error {
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics listen address %q: want host:port, e.g. 127.0.0.1:9477: %w", c.MetricsListen, err)
+		}
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.Validate(); err != nil {
+			return err
 		}
 	}
 	if c.BridgePrefix == "" || len(c.BridgePrefix) > 6 {

@@ -9,8 +9,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/cluster"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/httpapi"
 	"github.com/labvm/labvm/daemon/jobs"
@@ -39,17 +41,19 @@ type HostNetwork = vnets.HostNetwork
 
 // Daemon is one labvmd.
 type Daemon struct {
-	cfg      Config
-	log      *slog.Logger
-	store    *store.Store
-	hv       Hypervisor
-	ops      *ops.Engine
-	audit    *audit.Log
-	vnets    *vnets.Engine
-	jobs     *jobs.Engine
-	lc       *lifecycle.Engine
-	api      *httpapi.Server
-	metrics  *metrics.Metrics
+	cfg     Config
+	log     *slog.Logger
+	store   *store.Store
+	hv      Hypervisor
+	ops     *ops.Engine
+	audit   *audit.Log
+	vnets   *vnets.Engine
+	jobs    *jobs.Engine
+	lc      *lifecycle.Engine
+	api     *httpapi.Server
+	metrics *metrics.Metrics
+	// cluster is this host's membership of a lab cluster, nil for none.
+	cluster  *cluster.Member
 	onStatus func(string)
 	// statusKick asks for the status line to be recomputed.
 	statusKick chan struct{}
@@ -147,7 +151,39 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Metrics:           d.metrics.Handler(),
 		Work:              d.ops,
 	}
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		cc.Version = Version
+		m, err := cluster.New(cc, d.clusterSnapshot, log)
+		if err != nil {
+			_ = d.Close()
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		d.cluster = m
+		d.api.Cluster = m
+	}
 	return d, nil
+}
+
+// clusterSnapshot is what this host publishes to its cluster: its
+// capacity and its instances, read from the store.
+func (d *Daemon) clusterSnapshot() (cluster.Snapshot, error) {
+	list, err := d.lc.Instances()
+	if err != nil {
+		return cluster.Snapshot{}, err
+	}
+	capacity, err := cluster.HostCapacity(d.cfg.DataDir)
+	if err != nil {
+		return cluster.Snapshot{}, err
+	}
+	snap := cluster.Snapshot{Instances: make([]cluster.Instance, 0, len(list))}
+	for _, inst := range list {
+		capacity.CoresUsed += inst.Size.VCPUs
+		snap.Instances = append(snap.Instances, cluster.Instance{Name: inst.Name, State: api.InstanceState(inst.State.String()),
+			Owner: inst.Owner(), Size: inst.Size.Name, Family: inst.Size.Family, VCPUs: inst.Size.VCPUs})
+	}
+	snap.Capacity = capacity
+	return snap, nil
 }
 
 // Version is labvmd's version, set at build time.
@@ -238,6 +274,16 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		return err
 	}
 	d.ops.Prune()
+	if d.cluster != nil {
+		// Joins the cluster in the background: etcd being away never
+		// holds up this host's own work. Ends (revoking the lease) when
+		// ctx ends; the wait for operations waits for it.
+		d.ops.Add()
+		go func() {
+			defer d.ops.Done()
+			d.cluster.Run(ctx)
+		}()
+	}
 	// Deferred after the wait for operations, so it runs first.
 	stopJobs := d.jobs.Start(ctx)
 	defer stopJobs()
@@ -282,6 +328,9 @@ const statusEvery = 2 * time.Second
 // statusChanged notes that the status line is stale; reportStatusEvery
 // recomputes it at most every statusEvery.
 func (d *Daemon) statusChanged() {
+	if d.cluster != nil {
+		d.cluster.Changed()
+	}
 	select {
 	case d.statusKick <- struct{}{}:
 	default:
@@ -341,6 +390,9 @@ func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }
 
 // Close releases the store and the libvirt connection.
 func (d *Daemon) Close() error {
+	if d.cluster != nil {
+		_ = d.cluster.Close() // the etcd client: nothing of ours is lost
+	}
 	if c, ok := d.hv.(interface{ Close() error }); ok {
 		// Dropping the libvirt connection loses nothing (see
 		// .errcheck-excludes); the store's Close below is the one that can.

@@ -184,13 +184,19 @@ func short(digest string) string {
 
 func newListCommand(a *app) *cobra.Command {
 	var opts client.ListOptions
+	var all bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List instances",
+		Example: `  labvm list --mine
+  labvm list --cluster          # every host of the cluster, with a HOST column`,
 		GroupID: "instances",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if all {
+				return a.listCluster(cmd, opts.Mine, opts.Owner)
+			}
 			list, err := a.client().InstancesFiltered(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -211,6 +217,7 @@ func newListCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&opts.Mine, "mine", false, "only instances you created or that are assigned to you")
 	cmd.Flags().StringVar(&opts.Owner, "owner", "", "only instances created by or assigned to this user")
+	cmd.Flags().BoolVar(&all, "cluster", false, "every instance of this daemon's cluster, with its host (as each host last published it)")
 	return cmd
 }
 

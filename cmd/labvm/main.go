@@ -96,7 +96,7 @@ stopped.`,
 		newResizeCommand(a),
 		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a), newEventsCommand(a), newHostCommand(a),
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
-		newDoctorCommand(a), newContextCommand(a), newDialStdioCommand(a),
+		newDoctorCommand(a), newContextCommand(a), newHostsCommand(a), newDialStdioCommand(a),
 	)
 	return root
 }

@@ -454,3 +454,15 @@ func (c *Client) Events(ctx context.Context, fn func(api.Operation)) error {
 	}
 	return &api.Error{Code: api.CodeUnavailable, Message: "labvmd closed the event stream", Hint: "is labvmd still running? run `labvm events` again"}
 }
+
+// ClusterHosts lists the hosts of this daemon's cluster.
+func (c *Client) ClusterHosts(ctx context.Context) ([]api.ClusterHost, error) {
+	var out []api.ClusterHost
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/hosts", nil, &out)
+}
+
+// ClusterInstances lists every instance of this daemon's cluster.
+func (c *Client) ClusterInstances(ctx context.Context) ([]api.ClusterInstance, error) {
+	var out []api.ClusterInstance
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/instances", nil, &out)
+}

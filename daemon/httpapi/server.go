@@ -65,6 +65,8 @@ type Server struct {
 	VNets     *vnets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
+	// Cluster reads the lab cluster; nil when this host is in none.
+	Cluster ClusterView
 	// Metrics serves GET /metrics (the Prometheus text format).
 	Metrics http.Handler
 	// HostShutdownBound bounds POST /v1/host/shutdown.

@@ -60,6 +60,18 @@ var rules = []rule{
 		forbidden: ourPackageOtherThan(module + "/daemon/api"),
 	},
 	{
+		// The cluster (etcd) belongs to the daemon's wiring, which runs it
+		// under its context and hands the API a view of it through an
+		// interface httpapi owns; engines never see etcd.
+		name: "only the daemon's wiring imports daemon/cluster",
+		roots: []string{"daemon/api", "daemon/audit", "daemon/authz", "daemon/client", "daemon/doctor", "daemon/errdefs",
+			"daemon/httpapi", "daemon/jobs", "daemon/library", "daemon/lifecycle", "daemon/metrics", "daemon/ops",
+			"daemon/store", "daemon/vnets", "cmd/labvm", "vm/...", "network/...", "storage/...", "images/..."},
+		// Their tests may run a whole daemon (daemontest), wiring and all.
+		tests:     false,
+		forbidden: under(module + "/daemon/cluster"),
+	},
+	{
 		name:      "cmd/labvm builds with CGO_ENABLED=0",
 		roots:     []string{"cmd/labvm"},
 		forbidden: needsCgo,
