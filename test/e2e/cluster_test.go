@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/test/etcdtest"
+)
+
+// clusterHost is one labvmd of a test cluster: the libvirt test driver
+// (simulated domains, no guest), its own socket, bridge and firewall, and
+// a labvmd.yaml joining it to the test's etcd with its own certificate.
+type clusterHost struct {
+	*labvmd
+	name string
+}
+
+func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name string, extra ...string) *clusterHost {
+	t.Helper()
+	cert, key := e.PKI.Issue(t, name)
+	cfg := fmt.Sprintf("cluster:\n  name: %s\n  host: %s\n  ttl: 2s\n  ca: %s\n  cert: %s\n  key: %s\n  etcd: [%s]\n",
+		cluster, name, e.PKI.CAFile, cert, key, strings.Join(e.Endpoints(), ", "))
+	path := filepath.Join(t.TempDir(), "labvmd.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"--config", path, "--libvirt-uri", "test:///default", "--ready-probe", "none"}, extra...)
+	d := newDaemon(t, args...)
+	d.start()
+	return &clusterHost{labvmd: d, name: name}
+}
+
+// hosts is `labvm hosts -o json` through h.
+func (h *clusterHost) hosts() map[string]api.ClusterHost {
+	var list []api.ClusterHost
+	h.jsonOut(&list, "hosts", "-o", "json")
+	out := map[string]api.ClusterHost{}
+	for _, x := range list {
+		out[x.Name] = x
+	}
+	return out
+}
+
+// clusterList is `labvm list --cluster -o json` through h, as NAME@HOST(host state) → state.
+func (h *clusterHost) clusterList() map[string]string {
+	var list []api.ClusterInstance
+	h.jsonOut(&list, "list", "--cluster", "-o", "json")
+	out := map[string]string{}
+	for _, i := range list {
+		out[i.Name+"@"+i.Host+"("+string(i.HostState)+")"] = string(i.State)
+	}
+	return out
+}
+
+// within retries check for up to d, failing t with its last error.
+func within(t *testing.T, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterRegistry is the story of two hosts sharing a cluster
+// through a real etcd with mutual TLS: each publishes itself and its
+// instances; any host lists them all with their host; a host that dies
+// is shown lost with its instances kept, and comes back; with etcd down
+// every host keeps serving its own instances and the cluster reads fail
+// clearly, until etcd returns and everything is published again.
+func TestClusterRegistry(t *testing.T) {
+	image := requireHost(t)
+	e := etcdtest.Start(t, 1)
+	cl := "e2e" + randHex(3)
+	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2))
+	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2))
+	for _, h := range []*clusterHost{n1, n2} {
+		h.must("image", "import", "tiny", image)
+	}
+	n1.must("create", "alpha", "--image", "tiny", "--size", "Standard_B1s")
+	n2.must("create", "beta", "--image", "tiny", "--size", "Standard_B2s")
+
+	n1.chapter(t, "every host lists both hosts up and every instance with its host", func(t *testing.T) {
+		within(t, 10*time.Second, func() error {
+			hs := n1.hosts()
+			if hs[n1.name].State != api.HostUp || hs[n2.name].State != api.HostUp || hs[n1.name].Instances != 1 || hs[n2.name].Instances != 1 {
+				return fmt.Errorf("hosts %+v", hs)
+			}
+			if h := hs[n2.name]; h.Cores == 0 || h.CoresUsed != 2 || h.MemoryTotal == 0 || h.DiskFree == 0 {
+				return fmt.Errorf("%s's capacity %+v", n2.name, h)
+			}
+			return nil
+		})
+		want := fmt.Sprintf("map[alpha@%s(up):Running beta@%s(up):Running]", n1.name, n2.name)
+		within(t, 5*time.Second, func() error {
+			if got := fmt.Sprint(n2.clusterList()); got != want {
+				return fmt.Errorf("list --cluster on %s = %s, want %s", n2.name, got, want)
+			}
+			return nil
+		})
+		table := n2.must("list", "--cluster")
+		if !strings.HasPrefix(table, "NAME") || !strings.Contains(strings.SplitN(table, "\n", 2)[0], "HOST") || !strings.Contains(table, n1.name) {
+			t.Fatalf("list --cluster table:\n%s", table)
+		}
+		if out := n2.must("hosts"); !strings.Contains(out, "FREE CORES") || !strings.Contains(out, n1.name) {
+			t.Fatalf("labvm hosts table:\n%s", out)
+		}
+	})
+
+	n1.chapter(t, "a stop is published", func(t *testing.T) {
+		n1.must("stop", "alpha")
+		within(t, 10*time.Second, func() error {
+			if got := n2.clusterList()["alpha@"+n1.name+"(up)"]; got != string(api.StateStopped) {
+				return fmt.Errorf("alpha seen as %q from %s", got, n2.name)
+			}
+			return nil
+		})
+	})
+
+	n1.chapter(t, "a host killed is lost, its instances kept; it comes back", func(t *testing.T) {
+		n1.kill()
+		within(t, 15*time.Second, func() error {
+			if s := n2.hosts()[n1.name].State; s != api.HostLost {
+				return fmt.Errorf("%s is %q after a kill", n1.name, s)
+			}
+			if _, ok := n2.clusterList()["alpha@"+n1.name+"(lost)"]; !ok {
+				return fmt.Errorf("alpha not listed on lost %s: %v", n1.name, n2.clusterList())
+			}
+			return nil
+		})
+		if out := n2.must("list", "--cluster"); !strings.Contains(out, n1.name+" (lost)") {
+			t.Fatalf("the table does not say the host is lost:\n%s", out)
+		}
+		n1.start()
+		within(t, 15*time.Second, func() error {
+			if s := n2.hosts()[n1.name].State; s != api.HostUp {
+				return fmt.Errorf("%s is %q after its restart", n1.name, s)
+			}
+			return nil
+		})
+	})
+
+	n1.chapter(t, "etcd down: local work goes on, cluster reads fail clearly; all republished after", func(t *testing.T) {
+		e.Members[0].Kill()
+		r := n2.mustFail("cluster registry", "hosts")
+		if !strings.Contains(r.stderr, "Hint:") || !strings.Contains(r.stderr, "without --cluster") {
+			t.Fatalf("no hint:\n%s", r.stderr)
+		}
+		n2.mustFail("unreachable", "list", "--cluster")
+		if out := n2.must("list"); !strings.Contains(out, "beta") {
+			t.Fatalf("local list with etcd down:\n%s", out)
+		}
+		n2.must("stop", "beta")
+		e.Members[0].Restart(t)
+		e.WaitHealthy(t, 30*time.Second)
+		within(t, 30*time.Second, func() error {
+			if got := n1.clusterList()["beta@"+n2.name+"(up)"]; got != string(api.StateStopped) {
+				return fmt.Errorf("beta seen as %q after etcd returned", got)
+			}
+			return nil
+		})
+	})
+
+	n1.chapter(t, "a labvmd outside any cluster says so", func(t *testing.T) {
+		solo := startDaemon(t, "--libvirt-uri", "test:///default", "--ready-probe", "none")
+		r := solo.mustFail("not part of a cluster", "hosts")
+		if !strings.Contains(r.stderr, "cluster:") {
+			t.Fatalf("no hint how to join:\n%s", r.stderr)
+		}
+	})
+}
+
