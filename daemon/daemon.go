@@ -126,13 +126,27 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.vnets = vnets.New(vnets.Config{DataDir: cfg.DataDir, Default: cfg.VNet, FirewallTable: cfg.FirewallTable,
 		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
 	d.jobs = jobs.New(st, hv, log)
+	var names lifecycle.Names
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		cc.Version = Version
+		// d.clusterSnapshot reads d.lc, made below; it is first called
+		// when Run starts the member.
+		m, err := cluster.New(cc, d.clusterSnapshot, log)
+		if err != nil {
+			_ = d.Close()
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		d.cluster = m
+		names = clusterNames{m}
+	}
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
-	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Names: names})
 	d.vnets.OnSync(d.lc.NetworksChanged)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
 	d.api = &httpapi.Server{
@@ -151,19 +165,20 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Metrics:           d.metrics.Handler(),
 		Work:              d.ops,
 	}
-	if cfg.Cluster != nil {
-		cc := *cfg.Cluster
-		cc.Version = Version
-		m, err := cluster.New(cc, d.clusterSnapshot, log)
-		if err != nil {
-			_ = d.Close()
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		d.cluster = m
-		d.api.Cluster = m
+	if d.cluster != nil {
+		d.api.Cluster = d.cluster
 	}
 	return d, nil
 }
+
+// clusterNames adapts the cluster member to the lifecycle's Names.
+type clusterNames struct{ m *cluster.Member }
+
+func (n clusterNames) Reserve(ctx context.Context, r lifecycle.NameReservation) error {
+	return n.m.Reserve(ctx, cluster.Reservation(r))
+}
+
+func (n clusterNames) Release(ctx context.Context, name string) { n.m.Release(ctx, name) }
 
 // clusterSnapshot is what this host publishes to its cluster: its
 // capacity and its instances, read from the store.

@@ -466,3 +466,16 @@ func (c *Client) ClusterInstances(ctx context.Context) ([]api.ClusterInstance, e
 	var out []api.ClusterInstance
 	return out, c.do(ctx, http.MethodGet, "/v1/cluster/instances", nil, &out)
 }
+
+// ClusterQuota is the quota of this daemon's cluster.
+func (c *Client) ClusterQuota(ctx context.Context) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/quota", nil, &out)
+}
+
+// SetClusterQuota sets a core limit of this daemon's cluster (family ""
+// for the total; 0 removes it).
+func (c *Client) SetClusterQuota(ctx context.Context, family string, limit int) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodPut, "/v1/cluster/quota", api.SetQuotaRequest{Family: family, Limit: limit}, &out)
+}

@@ -92,6 +92,9 @@ type Member struct {
 	mu        sync.Mutex
 	connected bool
 	lastErr   error
+	// reserving counts the names being created or released here, which
+	// reconcileNames must leave alone.
+	reserving map[string]int
 }
 
 // New makes the etcd client (it does not wait for etcd: a host starts
@@ -118,7 +121,7 @@ func New(cfg Config, src Source, log *slog.Logger) (*Member, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Member{cfg: cfg, src: src, log: log, cli: cli, keys: newKeys(cfg.Name), changed: make(chan struct{}, 1)}, nil
+	return &Member{cfg: cfg, src: src, log: log, cli: cli, keys: newKeys(cfg.Name), changed: make(chan struct{}, 1), reserving: map[string]int{}}, nil
 }
 
 // Close ends the etcd client.
@@ -188,6 +191,15 @@ func (m *Member) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
+	// Leaving the cluster (ctx ended) revokes the lease, so the host shows
+	// as lost at once rather than after the TTL.
+	defer func() {
+		if ctx.Err() != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_, _ = m.cli.Revoke(rctx, lease.ID) // best effort: the lease expires anyway
+			cancel()
+		}
+	}()
 	kctx, stopKeep := context.WithCancel(ctx)
 	defer stopKeep()
 	keep, err := m.cli.KeepAlive(kctx, lease.ID)
@@ -200,6 +212,13 @@ func (m *Member) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	snap, err := m.src()
+	if err != nil {
+		return fmt.Errorf("read this host's state: %w", err)
+	}
+	if err := m.reconcileNames(ctx, snap); err != nil {
+		return err
+	}
 	if err := m.publish(ctx, lease.ID, published); err != nil {
 		return err
 	}
@@ -210,9 +229,6 @@ func (m *Member) session(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_, _ = m.cli.Revoke(rctx, lease.ID) // best effort: the lease expires anyway
-			cancel()
 			return ctx.Err()
 		case _, ok := <-keep:
 			if !ok {
@@ -327,4 +343,3 @@ func (m *Member) commit(ctx context.Context, ops ...clientv3.Op) error {
 	_, err := m.cli.Txn(cctx).Then(ops...).Commit()
 	return err
 }
-

@@ -13,6 +13,9 @@ import (
 type ClusterView interface {
 	Hosts(ctx context.Context) ([]api.ClusterHost, error)
 	Instances(ctx context.Context) ([]api.ClusterInstance, error)
+	Quota(ctx context.Context) (api.Quota, error)
+	// SetQuota takes the size families this host knows, to refuse others.
+	SetQuota(ctx context.Context, req api.SetQuotaRequest, families []string) (api.Quota, error)
 }
 
 func (s *Server) noCluster() error {
@@ -33,5 +36,29 @@ func (s *Server) listClusterInstances(c call) (response, error) {
 		return response{}, s.noCluster()
 	}
 	out, err := s.Cluster.Instances(c.r.Context())
+	return ok(out), err
+}
+
+func (s *Server) getClusterQuota(c call) (response, error) {
+	if s.Cluster == nil {
+		return response{}, s.noCluster()
+	}
+	out, err := s.Cluster.Quota(c.r.Context())
+	return ok(out), err
+}
+
+func (s *Server) setClusterQuota(c call) (response, error) {
+	if s.Cluster == nil {
+		return response{}, s.noCluster()
+	}
+	var req api.SetQuotaRequest
+	if err := decode(c.r, &req); err != nil {
+		return response{}, err
+	}
+	var families []string
+	for _, sz := range s.Lifecycle.Sizes().List() {
+		families = append(families, sz.Family)
+	}
+	out, err := s.Cluster.SetQuota(c.r.Context(), req, families)
 	return ok(out), err
 }

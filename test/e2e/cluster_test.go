@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name string, ext
 // hosts is `labvm hosts -o json` through h.
 func (h *clusterHost) hosts() map[string]api.ClusterHost {
 	var list []api.ClusterHost
-	h.jsonOut(&list, "hosts", "-o", "json")
+	h.jsonOut(&list, "hosts")
 	out := map[string]api.ClusterHost{}
 	for _, x := range list {
 		out[x.Name] = x
@@ -46,15 +47,32 @@ func (h *clusterHost) hosts() map[string]api.ClusterHost {
 	return out
 }
 
-// clusterList is `labvm list --cluster -o json` through h, as NAME@HOST(host state) → state.
+// clusterList is `labvm list --cluster -o json` through h, as
+// NAME@HOST(host state) → state; a failed call fails t.
 func (h *clusterHost) clusterList() map[string]string {
+	h.t.Helper()
+	out, err := h.tryClusterList()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// tryClusterList is clusterList returning its error (for retries).
+func (h *clusterHost) tryClusterList() (map[string]string, error) {
+	r := h.labvm("list", "--cluster", "-o", "json")
+	if r.code != 0 {
+		return nil, fmt.Errorf("labvm list --cluster on %s: exit %d: %s", h.name, r.code, r.stderr)
+	}
 	var list []api.ClusterInstance
-	h.jsonOut(&list, "list", "--cluster", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		return nil, err
+	}
 	out := map[string]string{}
 	for _, i := range list {
 		out[i.Name+"@"+i.Host+"("+string(i.HostState)+")"] = string(i.State)
 	}
-	return out
+	return out, nil
 }
 
 // within retries check for up to d, failing t with its last error.
@@ -128,6 +146,36 @@ func TestClusterRegistry(t *testing.T) {
 		})
 	})
 
+	n1.chapter(t, "a name is unique across the cluster", func(t *testing.T) {
+		r := n2.mustFail("already exists in cluster "+cl+" (on host "+n1.name, "create", "alpha", "--image", "tiny", "--size", "Standard_B1s")
+		if !strings.Contains(r.stderr, "Hint:") {
+			t.Fatalf("no hint:\n%s", r.stderr)
+		}
+		if out := n2.must("list"); strings.Contains(out, "alpha") {
+			t.Fatalf("a refused create left a record on %s:\n%s", n2.name, out)
+		}
+	})
+
+	n1.chapter(t, "the quota counts every host; a delete gives cores back", func(t *testing.T) {
+		n1.must("quota", "set", "--cluster", "--family", "standardBSFamily", "4")
+		// alpha (1 core, n1) + beta (2, n2) = 3 of 4.
+		r := n2.mustFail("quota of family standardBSFamily exceeded: 3 of 4 cores used across its hosts", "create", "gamma", "--image", "tiny", "--size", "Standard_B2s")
+		if !strings.Contains(r.stderr, "list --cluster") {
+			t.Fatalf("the hint does not point at the cluster:\n%s", r.stderr)
+		}
+		n1.must("create", "gamma", "--image", "tiny", "--size", "Standard_B1s")
+		var q api.Quota
+		n2.jsonOut(&q, "quota", "--cluster", "-o", "json")
+		if q.Total.Used != 4 {
+			t.Fatalf("quota --cluster = %+v; want 4 cores used", q)
+		}
+		n2.mustFail("quota", "create", "delta", "--image", "tiny", "--size", "Standard_B1s")
+		n1.must("delete", "gamma", "--yes")
+		n2.must("create", "delta", "--image", "tiny", "--size", "Standard_B1s")
+		n2.must("delete", "delta", "--yes")
+		n1.must("quota", "set", "--cluster", "--family", "standardBSFamily", "0")
+	})
+
 	n1.chapter(t, "a host killed is lost, its instances kept; it comes back", func(t *testing.T) {
 		n1.kill()
 		within(t, 15*time.Second, func() error {
@@ -151,7 +199,8 @@ func TestClusterRegistry(t *testing.T) {
 		})
 	})
 
-	n1.chapter(t, "etcd down: local work goes on, cluster reads fail clearly; all republished after", func(t *testing.T) {
+	n1.chapter(t, "etcd down: local work goes on, creates and cluster reads are refused clearly; all republished after", func(t *testing.T) {
+		n2.must("create", "zeta", "--image", "tiny", "--size", "Standard_B1s")
 		e.Members[0].Kill()
 		r := n2.mustFail("cluster registry", "hosts")
 		if !strings.Contains(r.stderr, "Hint:") || !strings.Contains(r.stderr, "without --cluster") {
@@ -162,11 +211,33 @@ func TestClusterRegistry(t *testing.T) {
 			t.Fatalf("local list with etcd down:\n%s", out)
 		}
 		n2.must("stop", "beta")
+		n2.must("start", "beta")
+		n2.must("stop", "beta")
+		r = n2.mustFail("cluster-wide create refused", "create", "epsilon", "--image", "tiny", "--size", "Standard_B1s")
+		if !strings.Contains(r.stderr, "keep working") {
+			t.Fatalf("no hint:\n%s", r.stderr)
+		}
+		if out := n2.must("list"); strings.Contains(out, "epsilon") {
+			t.Fatalf("a refused create left a record:\n%s", out)
+		}
+		// A delete with etcd away is local; the name is released when the
+		// host meets etcd again.
+		n2.must("delete", "zeta", "--yes")
 		e.Members[0].Restart(t)
 		e.WaitHealthy(t, 30*time.Second)
 		within(t, 30*time.Second, func() error {
-			if got := n1.clusterList()["beta@"+n2.name+"(up)"]; got != string(api.StateStopped) {
+			list, err := n1.tryClusterList()
+			if err != nil {
+				return err
+			}
+			if got := list["beta@"+n2.name+"(up)"]; got != string(api.StateStopped) {
 				return fmt.Errorf("beta seen as %q after etcd returned", got)
+			}
+			return nil
+		})
+		within(t, 30*time.Second, func() error {
+			if r := n1.labvm("create", "zeta", "--image", "tiny", "--size", "Standard_B1s"); r.code != 0 {
+				return fmt.Errorf("zeta not free yet: %s", r.stderr)
 			}
 			return nil
 		})
@@ -180,4 +251,3 @@ func TestClusterRegistry(t *testing.T) {
 		}
 	})
 }
-
