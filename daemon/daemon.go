@@ -137,6 +137,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 			_ = d.Close()
 			return nil, fmt.Errorf("config: %w", err)
 		}
+		m.CacheRolesIn(roleCache{st})
 		d.cluster = m
 		names = clusterNames{m}
 	}
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
 			DataDir: cfg.DataDir, LibvirtURI: cfg.LibvirtURI, DefaultVNet: cfg.VNet.Name},
-		Authz:             &authz.Authorizer{Store: st},
+		Authz:             &authz.Authorizer{Store: st, Shared: sharedRoles(d.cluster)},
 		Audit:             d.audit,
 		Ops:               d.ops,
 		Lifecycle:         d.lc,
@@ -169,6 +170,31 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		d.api.Cluster = d.cluster
 	}
 	return d, nil
+}
+
+// sharedRoles is the cluster's roles for authz, nil outside a cluster
+// (a nil *cluster.Member must not become a non-nil interface).
+func sharedRoles(m *cluster.Member) authz.SharedRoles {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// roleCache keeps the cluster's roles in the store, where authz reads
+// them.
+type roleCache struct{ st *store.Store }
+
+func (c roleCache) Roles() (list []store.RoleAssignment, err error) {
+	err = c.st.View(func(tx *store.Tx) error {
+		list, err = tx.Roles()
+		return err
+	})
+	return list, err
+}
+
+func (c roleCache) ReplaceRoles(list []store.RoleAssignment) error {
+	return c.st.Update(func(tx *store.Tx) error { return tx.ReplaceRoles(list) })
 }
 
 // clusterNames adapts the cluster member to the lifecycle's Names.

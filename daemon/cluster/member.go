@@ -92,6 +92,8 @@ type Member struct {
 	mu        sync.Mutex
 	connected bool
 	lastErr   error
+	// roles is where the cluster's roles are cached; nil: not kept.
+	roles RoleCache
 	// reserving counts the names being created or released here, which
 	// reconcileNames must leave alone.
 	reserving map[string]int
@@ -219,6 +221,14 @@ func (m *Member) session(ctx context.Context) error {
 	if err := m.reconcileNames(ctx, snap); err != nil {
 		return err
 	}
+	var roleChanges clientv3.WatchChan
+	if m.roles != nil {
+		rev, err := m.syncRoles(ctx)
+		if err != nil {
+			return err
+		}
+		roleChanges = m.cli.Watch(clientv3.WithRequireLeader(kctx), m.keys.roles(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	}
 	if err := m.publish(ctx, lease.ID, published); err != nil {
 		return err
 	}
@@ -241,6 +251,16 @@ func (m *Member) session(ctx context.Context) error {
 				continue
 			}
 			if err := m.publish(ctx, lease.ID, published); err != nil {
+				return err
+			}
+		case wr, ok := <-roleChanges:
+			if !ok || wr.Err() != nil {
+				return fmt.Errorf("watch the cluster's roles: %v", wr.Err())
+			}
+			lctx, cancel := context.WithTimeout(ctx, opTimeout)
+			_, err := m.loadRoles(lctx)
+			cancel()
+			if err != nil {
 				return err
 			}
 		case <-tick.C:

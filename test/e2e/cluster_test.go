@@ -99,10 +99,14 @@ func within(t *testing.T, d time.Duration, check func() error) {
 // clearly, until etcd returns and everything is published again.
 func TestClusterRegistry(t *testing.T) {
 	image := requireHost(t)
+	binariesReadableByAll(t)
 	e := etcdtest.Start(t, 1)
 	cl := "e2e" + randHex(3)
-	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2))
-	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2))
+	group := "lvc" + randHex(3)
+	testGroup(t, group)
+	ann := testUser(t, group+"-ann", group)
+	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2), "--socket-group", group)
+	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2), "--socket-group", group)
 	for _, h := range []*clusterHost{n1, n2} {
 		h.must("image", "import", "tiny", image)
 	}
@@ -176,6 +180,32 @@ func TestClusterRegistry(t *testing.T) {
 		n1.must("quota", "set", "--cluster", "--family", "standardBSFamily", "0")
 	})
 
+	roleOn := func(h *clusterHost, u unixUser) (string, error) {
+		r := h.as(u, "whoami", "-o", "json")
+		var w api.WhoAmI
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &w) != nil {
+			return "", fmt.Errorf("whoami as %s on %s: exit %d: %s", u.name, h.name, r.code, r.stderr)
+		}
+		return w.Role, nil
+	}
+
+	n1.chapter(t, "a role given on one host holds on every host", func(t *testing.T) {
+		if role, err := roleOn(n2, ann); err != nil || role != "none" {
+			t.Fatalf("%s's role on %s before = %q, %v", ann.name, n2.name, role, err)
+		}
+		n1.must("role", "assign", ann.name, "contributor")
+		within(t, 10*time.Second, func() error {
+			role, err := roleOn(n2, ann)
+			if err == nil && role != "contributor" {
+				err = fmt.Errorf("%s is %q on %s", ann.name, role, n2.name)
+			}
+			return err
+		})
+		if out := n2.must("role", "list"); !strings.Contains(out, ann.name) {
+			t.Fatalf("role list on %s:\n%s", n2.name, out)
+		}
+	})
+
 	n1.chapter(t, "a host killed is lost, its instances kept; it comes back", func(t *testing.T) {
 		n1.kill()
 		within(t, 15*time.Second, func() error {
@@ -219,6 +249,11 @@ func TestClusterRegistry(t *testing.T) {
 		}
 		if out := n2.must("list"); strings.Contains(out, "epsilon") {
 			t.Fatalf("a refused create left a record:\n%s", out)
+		}
+		// Roles: changes are refused, the cached ones hold.
+		n1.mustFail("role changes are refused", "role", "remove", ann.name, "contributor")
+		if role, err := roleOn(n2, ann); err != nil || role != "contributor" {
+			t.Fatalf("%s's cached role on %s with etcd down = %q, %v", ann.name, n2.name, role, err)
 		}
 		// A delete with etcd away is local; the name is released when the
 		// host meets etcd again.
