@@ -130,6 +130,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if cfg.Cluster != nil {
 		cc := *cfg.Cluster
 		cc.Version = Version
+		cc.Socket = cfg.SocketPath
 		// d.clusterSnapshot reads d.lc, made below; it is first called
 		// when Run starts the member.
 		m, err := cluster.New(cc, d.clusterSnapshot, log)
@@ -224,7 +225,14 @@ func (d *Daemon) clusterSnapshot() (cluster.Snapshot, error) {
 			Owner: inst.Owner(), Size: inst.Size.Name, Family: inst.Size.Family, VCPUs: inst.Size.VCPUs})
 	}
 	snap.Capacity = capacity
-	return snap, nil
+	err = d.store.View(func(tx *store.Tx) error {
+		imgs, err := tx.Images()
+		for _, img := range imgs {
+			snap.Images = append(snap.Images, img.Name)
+		}
+		return err
+	})
+	return snap, err
 }
 
 // Version is labvmd's version, set at build time.

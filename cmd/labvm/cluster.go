@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/daemon/client"
 	"github.com/spf13/cobra"
 )
 
@@ -80,4 +83,32 @@ func (a *app) listCluster(cmd *cobra.Command, mine bool, owner string) error {
 		rows = append(rows, []string{i.Name, host, string(i.State), i.Size, i.Owner})
 	}
 	return table(a.stdout, []string{"name", "host", "state", "size", "owner"}, rows)
+}
+
+// place asks the cluster, if the daemon is in one, where req goes; a
+// host other than the daemon's becomes the daemon this command talks
+// to, through ssh.
+func (a *app) place(ctx context.Context, req api.CreateInstanceRequest) error {
+	p, err := a.client().Placement(ctx, req.Size, req.Image)
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae) && (ae.Code == api.CodeInsufficientResources || ae.Code == api.CodeInvalidArgument):
+		return err // no host fits, or bad input
+	case err != nil:
+		// In no cluster (NotFound), no right to read it, or etcd away:
+		// the daemon's own create judges and says why.
+		return nil
+	case p.Local:
+		fmt.Fprintf(a.stderr, "Placed on %s, this host (%s)\n", p.Host, p.Why)
+		return nil
+	}
+	t, err := client.ParseSSHURL(p.SSH)
+	if err != nil {
+		return fmt.Errorf("the cluster placed %s on %s, whose published address is unusable: %w", req.Name, p.Host, err)
+	}
+	t.Socket = p.Socket
+	fmt.Fprintf(a.stderr, "Placed on %s (%s); creating it there through %s\n", p.Host, p.Why, t.URL())
+	a.close()
+	a.cli, a.remote = nil, &t
+	return nil
 }

@@ -19,6 +19,7 @@ func newCreateCommand(a *app) *cobra.Command {
 		setup, startup string
 		scriptTimeout  time.Duration
 		wf             waitFlags
+		here           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE --image IMAGE",
@@ -28,9 +29,16 @@ otherwise) on the image, a cloud-init seed, a private address, then boot it
 and wait until the guest says it is ready.
 
 NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
-The size can never change afterwards. SSH is off unless --ssh-key is given.`,
+The size can never change afterwards. SSH is off unless --ssh-key is given.
+
+When the daemon is in a cluster, the instance is placed on a host with
+room: up, with the image and the size's memory available, with the most
+free cores; labvm then creates it there through ssh (the host's published
+ssh:// address). --host ssh://HOST pins the host; --here pins the daemon
+labvm talks to.`,
 		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
-  labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub`,
+  labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub
+  labvm --host ssh://node3 create alice-dev --size Standard_B1s --image debian-12   # on node3`,
 		GroupID: "instances",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,6 +64,11 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 				*sc.dst = string(b)
 			}
 			req.ScriptTimeoutSeconds = int(scriptTimeout.Seconds())
+			if !here && a.remote == nil && req.Size != "" && req.Image != "" {
+				if err := a.place(cmd.Context(), req); err != nil {
+					return err
+				}
+			}
 			op, err := a.client().CreateInstance(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -74,6 +87,7 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
 	cmd.Flags().BoolVar(&req.NoAutostart, "no-autostart", false, "stay stopped after a host restart (by default an instance that was running starts again)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
+	cmd.Flags().BoolVar(&here, "here", false, "in a cluster, create on the daemon labvm talks to rather than placing the instance")
 	wf.register(cmd)
 	return cmd
 }

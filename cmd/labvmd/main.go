@@ -60,6 +60,9 @@ type clusterFile struct {
 	Key  string   `yaml:"key"`
 	// TTL is the liveness lease, e.g. "10s".
 	TTL string `yaml:"ttl"`
+	// SSH is how users reach this host (ssh://[user@]host[:port]),
+	// published for creates placed here; ssh://HOST by default.
+	SSH string `yaml:"ssh"`
 }
 
 type vnetFile struct {
@@ -301,7 +304,7 @@ func applyFile(cfg *daemon.Config, path string) error {
 		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
 	}
 	if c := fc.Cluster; c != nil {
-		cc := &daemon.ClusterConfig{Name: c.Name, Host: c.Host, Endpoints: c.Etcd, CA: c.CA, Cert: c.Cert, Key: c.Key}
+		cc := &daemon.ClusterConfig{Name: c.Name, Host: c.Host, Endpoints: c.Etcd, CA: c.CA, Cert: c.Cert, Key: c.Key, SSH: c.SSH}
 		if cc.Host == "" {
 			cc.Host = cfg.Host
 		}

@@ -19,14 +19,18 @@ type ClusterHost struct {
 	State HostState `json:"state"`
 	// Cores is the host's CPU count; CoresUsed the cores its instances
 	// hold (every instance counts, whatever its state).
-	Cores           int       `json:"cores"`
-	CoresUsed       int       `json:"cores_used"`
-	MemoryTotal     int64     `json:"memory_total"`
-	MemoryAvailable int64     `json:"memory_available"`
-	DiskFree        int64     `json:"disk_free"`
-	Instances       int       `json:"instances"`
-	Version         string    `json:"version"`
-	PublishedAt     time.Time `json:"published_at"`
+	Cores           int      `json:"cores"`
+	CoresUsed       int      `json:"cores_used"`
+	MemoryTotal     int64    `json:"memory_total"`
+	MemoryAvailable int64    `json:"memory_available"`
+	DiskFree        int64    `json:"disk_free"`
+	Instances       int      `json:"instances"`
+	Images          []string `json:"images"`
+	// SSH and Socket reach the host's labvmd (labvm --host SSH --socket Socket).
+	SSH         string    `json:"ssh"`
+	Socket      string    `json:"socket"`
+	Version     string    `json:"version"`
+	PublishedAt time.Time `json:"published_at"`
 }
 
 // ClusterInstance is an instance as its host published it to the cluster.
@@ -39,4 +43,15 @@ type ClusterInstance struct {
 	Size      string        `json:"size"`
 	Family    string        `json:"family"`
 	VCPUs     int           `json:"vcpus"`
+}
+
+// Placement is the host a create goes to when no host is pinned.
+type Placement struct {
+	Host string `json:"host"`
+	// SSH and Socket reach the host's labvmd (labvm --host SSH --socket Socket).
+	SSH    string `json:"ssh"`
+	Socket string `json:"socket"`
+	// Local is set when it is the host that answered.
+	Local bool   `json:"local"`
+	Why   string `json:"why"`
 }

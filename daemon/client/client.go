@@ -479,3 +479,11 @@ func (c *Client) SetClusterQuota(ctx context.Context, family string, limit int) 
 	var out api.Quota
 	return out, c.do(ctx, http.MethodPut, "/v1/cluster/quota", api.SetQuotaRequest{Family: family, Limit: limit}, &out)
 }
+
+// Placement asks this daemon's cluster which host a create of size from
+// image goes to. A daemon in no cluster answers NotFound.
+func (c *Client) Placement(ctx context.Context, size, image string) (api.Placement, error) {
+	var out api.Placement
+	q := url.Values{"size": {size}, "image": {image}}
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/placement?"+q.Encode(), nil, &out)
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/test/etcdtest"
+	"github.com/labvm/labvm/vm"
 )
 
 // fakeHost is a Source whose instances the test changes.
@@ -280,5 +281,66 @@ func TestParseMeminfo(t *testing.T) {
 	}
 	if _, _, err := parseMeminfo([]byte("MemTotal: 1 kB\n")); err == nil {
 		t.Fatal("meminfo without MemAvailable accepted")
+	}
+}
+
+func TestPlacement(t *testing.T) {
+	e := etcdtest.Start(t, 1)
+	cl := fmt.Sprintf("place%d", time.Now().UnixNano()%100000)
+	type host struct {
+		name   string
+		used   int
+		memGiB int64
+		images []string
+	}
+	hosts := []host{
+		{"busy", 6, 16, []string{"debian"}},
+		{"idle", 0, 16, []string{"debian"}},
+		{"small", 0, 1, []string{"debian", "ubuntu"}},
+		{"other", 0, 16, []string{"rocky"}},
+	}
+	var members []*Member
+	for _, h := range hosts {
+		h := h
+		src := func() (Snapshot, error) {
+			return Snapshot{Capacity: Capacity{Cores: 8, CoresUsed: h.used, MemoryTotal: 32 << 30, MemoryAvailable: h.memGiB << 30, DiskFree: 1 << 40}, Images: h.images}, nil
+		}
+		m, _ := runMember(t, testConfig(t, e, cl, h.name), src)
+		members = append(members, m)
+	}
+	ctx := context.Background()
+	eventually(t, 10*time.Second, func() error {
+		hs, err := members[0].Hosts(ctx)
+		if err != nil || len(hs) != 4 {
+			return fmt.Errorf("hosts %v, %v", hs, err)
+		}
+		return nil
+	})
+	small := vm.Size{Name: "S", Family: "f", VCPUs: 1, MemoryMiB: 512}
+	big := vm.Size{Name: "B", Family: "f", VCPUs: 4, MemoryMiB: 4096}
+	tests := []struct {
+		image string
+		size  vm.Size
+		want  string // host, or error text
+	}{
+		{"debian", small, "host idle"},        // idle and small tie on free cores; idle has more memory
+		{"debian", big, "host idle"},          // small lacks the memory
+		{"ubuntu", small, "host small"},       // the only one with the image
+		{"ubuntu", big, "4096 MiB"},           // the only one with the image lacks memory
+		{"arch", small, "has image \"arch\""}, // nobody has it
+	}
+	for _, tt := range tests {
+		p, err := members[0].Place(ctx, tt.image, tt.size)
+		got := "host " + p.Host
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tt.want) {
+			t.Errorf("Place(%s, %s) = %q, want %q", tt.image, tt.size.Name, got, tt.want)
+		}
+	}
+	p, err := members[1].Place(ctx, "debian", small)
+	if err != nil || !p.Local || p.SSH != "ssh://idle" {
+		t.Fatalf("Place from idle itself = %+v, %v; want local, ssh://idle", p, err)
 	}
 }

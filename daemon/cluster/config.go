@@ -26,8 +26,20 @@ type Config struct {
 	// TTL is the liveness lease: a host not heard from for this long is
 	// lost. 10 s by default.
 	TTL time.Duration
+	// SSH is how users reach this host for `labvm --host`, published so
+	// a create placed here can be sent here: ssh://HOST by default.
+	SSH string
+	// Socket is this labvmd's API socket on this host, published with SSH.
+	Socket string
 	// Version is labvmd's, published with the host.
 	Version string
+}
+
+func (c Config) sshURL() string {
+	if c.SSH != "" {
+		return c.SSH
+	}
+	return "ssh://" + c.Host
 }
 
 // DefaultTTL is the liveness lease's time to live.
@@ -48,6 +60,11 @@ func (c Config) Validate() error {
 		return errors.New("cluster: ca, cert and key are required: labvmd talks to etcd only with mutual TLS")
 	case c.TTL < 0 || (c.TTL > 0 && c.TTL < 2*time.Second):
 		return fmt.Errorf("cluster lease TTL %v: at least 2s", c.TTL)
+	}
+	if c.SSH != "" {
+		if u, err := url.Parse(c.SSH); err != nil || u.Scheme != "ssh" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("cluster ssh %q: want ssh://[USER@]HOST[:PORT], how users reach this host", c.SSH)
+		}
 	}
 	for _, e := range c.Endpoints {
 		u, err := url.Parse(e)

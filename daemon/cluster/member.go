@@ -37,6 +37,8 @@ type Instance struct {
 type Snapshot struct {
 	Capacity  Capacity
 	Instances []Instance
+	// Images are the names of the images this host has.
+	Images []string
 }
 
 // Source reads this host's snapshot; the daemon's wiring builds it from
@@ -52,8 +54,12 @@ type hostRecord struct {
 	MemoryAvailable int64     `json:"memory_available"`
 	DiskFree        int64     `json:"disk_free"`
 	Instances       int       `json:"instances"`
-	Version         string    `json:"version"`
-	PublishedAt     time.Time `json:"published_at"`
+	Images          []string  `json:"images,omitempty"`
+	// SSH and Socket are how users reach this host's labvmd.
+	SSH         string    `json:"ssh,omitempty"`
+	Socket      string    `json:"socket,omitempty"`
+	Version     string    `json:"version"`
+	PublishedAt time.Time `json:"published_at"`
 }
 
 // instanceRecord is instances/<host>/<name>.
@@ -343,7 +349,8 @@ func (m *Member) publish(ctx context.Context, lease clientv3.LeaseID, published 
 	}
 	rec := hostRecord{Name: m.cfg.Host, Cores: snap.Capacity.Cores, CoresUsed: snap.Capacity.CoresUsed,
 		MemoryTotal: snap.Capacity.MemoryTotal, MemoryAvailable: snap.Capacity.MemoryAvailable, DiskFree: snap.Capacity.DiskFree,
-		Instances: len(snap.Instances), Version: m.cfg.Version, PublishedAt: time.Now().UTC()}
+		Instances: len(snap.Instances), Images: snap.Images, SSH: m.cfg.sshURL(), Socket: m.cfg.Socket,
+		Version: m.cfg.Version, PublishedAt: time.Now().UTC()}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err

@@ -88,7 +88,7 @@ func (m *Member) Hosts(ctx context.Context) ([]api.ClusterHost, error) {
 	for name, h := range v.hosts {
 		out = append(out, api.ClusterHost{Name: name, State: v.state(name), Cores: h.Cores, CoresUsed: h.CoresUsed,
 			MemoryTotal: h.MemoryTotal, MemoryAvailable: h.MemoryAvailable, DiskFree: h.DiskFree,
-			Instances: v.counts[name], Version: h.Version, PublishedAt: h.PublishedAt})
+			Instances: v.counts[name], Images: orEmpty(h.Images), SSH: h.SSH, Socket: h.Socket, Version: h.Version, PublishedAt: h.PublishedAt})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -105,4 +105,11 @@ func (m *Member) Instances(ctx context.Context) ([]api.ClusterInstance, error) {
 		v.instances = []api.ClusterInstance{}
 	}
 	return v.instances, nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

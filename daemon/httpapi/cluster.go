@@ -5,6 +5,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/errdefs"
+	"github.com/labvm/labvm/vm"
 )
 
 // ClusterView is the cluster as the API reads it (daemon/cluster's
@@ -14,6 +15,8 @@ type ClusterView interface {
 	Hosts(ctx context.Context) ([]api.ClusterHost, error)
 	Instances(ctx context.Context) ([]api.ClusterInstance, error)
 	Quota(ctx context.Context) (api.Quota, error)
+	// Place chooses the host for a create of size from image.
+	Place(ctx context.Context, image string, size vm.Size) (api.Placement, error)
 	// SetQuota takes the size families this host knows, to refuse others.
 	SetQuota(ctx context.Context, req api.SetQuotaRequest, families []string) (api.Quota, error)
 }
@@ -60,5 +63,21 @@ func (s *Server) setClusterQuota(c call) (response, error) {
 		families = append(families, sz.Family)
 	}
 	out, err := s.Cluster.SetQuota(c.r.Context(), req, families)
+	return ok(out), err
+}
+
+func (s *Server) placeInCluster(c call) (response, error) {
+	if s.Cluster == nil {
+		return response{}, s.noCluster()
+	}
+	q := c.r.URL.Query()
+	if q.Get("size") == "" || q.Get("image") == "" {
+		return response{}, errdefs.Invalidf("placement needs size and image")
+	}
+	size, err := s.Lifecycle.Sizes().Lookup(q.Get("size"))
+	if err != nil {
+		return response{}, err
+	}
+	out, err := s.Cluster.Place(c.r.Context(), q.Get("image"), size)
 	return ok(out), err
 }

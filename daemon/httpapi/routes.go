@@ -44,6 +44,7 @@ func (s *Server) routes() []route {
 
 		{pattern: "GET /v1/cluster/hosts", perm: authz.PermRead, scope: host, handle: s.listClusterHosts},
 		{pattern: "GET /v1/cluster/instances", perm: authz.PermRead, scope: host, handle: s.listClusterInstances},
+		{pattern: "GET /v1/cluster/placement", perm: authz.PermRead, scope: host, handle: s.placeInCluster},
 		{pattern: "GET /v1/cluster/quota", perm: authz.PermRead, scope: host, handle: s.getClusterQuota},
 		{pattern: "PUT /v1/cluster/quota", perm: authz.PermManageQuota, scope: host, audit: "quotas/write", handle: s.setClusterQuota},
 
