@@ -47,14 +47,14 @@ type Source func() (Snapshot, error)
 
 // hostRecord is hosts/<host>.
 type hostRecord struct {
-	Name            string    `json:"name"`
-	Cores           int       `json:"cores"`
-	CoresUsed       int       `json:"cores_used"`
-	MemoryTotal     int64     `json:"memory_total"`
-	MemoryAvailable int64     `json:"memory_available"`
-	DiskFree        int64     `json:"disk_free"`
-	Instances       int       `json:"instances"`
-	Images          []string  `json:"images,omitempty"`
+	Name            string   `json:"name"`
+	Cores           int      `json:"cores"`
+	CoresUsed       int      `json:"cores_used"`
+	MemoryTotal     int64    `json:"memory_total"`
+	MemoryAvailable int64    `json:"memory_available"`
+	DiskFree        int64    `json:"disk_free"`
+	Instances       int      `json:"instances"`
+	Images          []string `json:"images,omitempty"`
 	// SSH and Socket are how users reach this host's labvmd.
 	SSH         string    `json:"ssh,omitempty"`
 	Socket      string    `json:"socket,omitempty"`
