@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,11 +22,16 @@ type clusterHost struct {
 	name string
 }
 
-func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name string, extra ...string) *clusterHost {
+// newClusterHost starts a clustered labvmd; sshURL, when set, is the
+// address it publishes for creates placed on it.
+func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name, sshURL string, extra ...string) *clusterHost {
 	t.Helper()
 	cert, key := e.PKI.Issue(t, name)
 	cfg := fmt.Sprintf("cluster:\n  name: %s\n  host: %s\n  ttl: 2s\n  ca: %s\n  cert: %s\n  key: %s\n  etcd: [%s]\n",
 		cluster, name, e.PKI.CAFile, cert, key, strings.Join(e.Endpoints(), ", "))
+	if sshURL != "" {
+		cfg += "  ssh: " + sshURL + "\n"
+	}
 	path := filepath.Join(t.TempDir(), "labvmd.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -105,8 +111,8 @@ func TestClusterRegistry(t *testing.T) {
 	group := "lvc" + randHex(3)
 	testGroup(t, group)
 	ann := testUser(t, group+"-ann", group)
-	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2), "--socket-group", group)
-	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2), "--socket-group", group)
+	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2), "", "--socket-group", group)
+	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2), "", "--socket-group", group)
 	for _, h := range []*clusterHost{n1, n2} {
 		h.must("image", "import", "tiny", image)
 	}
@@ -283,6 +289,87 @@ func TestClusterRegistry(t *testing.T) {
 		r := solo.mustFail("not part of a cluster", "hosts")
 		if !strings.Contains(r.stderr, "cluster:") {
 			t.Fatalf("no hint how to join:\n%s", r.stderr)
+		}
+	})
+}
+
+// TestClusterPlacement is the story of a create that names no host: the
+// cluster places it on the host that has the image and the most free
+// cores, and labvm creates it there through the user's ssh, as the far
+// user, whose role came from the cluster.
+func TestClusterPlacement(t *testing.T) {
+	image := requireHost(t)
+	binariesReadableByAll(t)
+	p := "lvp" + randHex(3)
+	sock := p + "sock"
+	testGroup(t, sock)
+	pat := remoteUser(t, p+"-pat", sock)
+	h := startSSHD(t, pat)
+	e := etcdtest.Start(t, 1)
+	cl := "pl" + randHex(3)
+	n1 := newClusterHost(t, e, cl, "n1-"+randHex(2), h.url(pat), "--socket-group", sock)
+	n2 := newClusterHost(t, e, cl, "n2-"+randHex(2), h.url(pat), "--socket-group", sock)
+	n1.must("role", "assign", pat.name, "contributor")
+	n2.must("image", "import", "tiny", image)
+	hasImage := func(host string) func() error {
+		return func() error {
+			if imgs := n1.hosts()[host].Images; !slices.Contains(imgs, "tiny") {
+				return fmt.Errorf("%s publishes images %v", host, imgs)
+			}
+			return nil
+		}
+	}
+	within(t, 10*time.Second, hasImage(n2.name))
+	// The near side talks to n1 (its socket); only n2 has the image.
+	fromN1 := func(args ...string) []string { return append([]string{"--socket", n1.socket}, args...) }
+
+	n1.chapter(t, "placed on the only host with the image, created there through ssh as the far user", func(t *testing.T) {
+		r := h.near(t, fromN1("create", "placed1", "--size", "Standard_B1s", "--image", "tiny")...)
+		if r.code != 0 || !strings.Contains(r.stderr, "Placed on "+n2.name) {
+			t.Fatalf("create without a host: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		var inst api.Instance
+		n2.jsonOut(&inst, "show", "placed1")
+		if inst.Owner != pat.name || inst.State != api.StateRunning {
+			t.Fatalf("placed1 on %s = owner %s, %s; want %s's, Running", n2.name, inst.Owner, inst.State, pat.name)
+		}
+		if out := n1.must("list"); strings.Contains(out, "placed1") {
+			t.Fatalf("placed1 is on %s too:\n%s", n1.name, out)
+		}
+		if left := h.sshLeft(); left != "" {
+			t.Fatalf("ssh processes left:\n%s", left)
+		}
+	})
+
+	n1.chapter(t, "with the image on both, the host with more free cores wins; --here pins", func(t *testing.T) {
+		n1.must("image", "import", "tiny", image)
+		within(t, 10*time.Second, hasImage(n1.name))
+		within(t, 20*time.Second, func() error { // n2's cores held by placed1 are published
+			if hs := n1.hosts(); hs[n2.name].CoresUsed != 1 {
+				return fmt.Errorf("%s holds %d cores", n2.name, hs[n2.name].CoresUsed)
+			}
+			return nil
+		})
+		r := h.near(t, fromN1("create", "placed2", "--size", "Standard_B1s", "--image", "tiny")...)
+		if r.code != 0 || !strings.Contains(r.stderr, "Placed on "+n1.name+", this host") {
+			t.Fatalf("create: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		n1.must("show", "placed2")
+		// n1 now holds 1 core like n2; a tie on cores goes to the most
+		// memory, which may be either: --here keeps it on n1 whatever.
+		n1.must("create", "placed3", "--size", "Standard_B1s", "--image", "tiny", "--here")
+		n1.must("show", "placed3")
+	})
+
+	n1.chapter(t, "no host with the image: the create says so, nothing is made", func(t *testing.T) {
+		r := h.near(t, fromN1("create", "placed4", "--size", "Standard_B1s", "--image", "nope")...)
+		if r.code == 0 || !strings.Contains(r.stderr, `has image "nope"`) || !strings.Contains(r.stderr, "Hint:") {
+			t.Fatalf("create with an image nobody has: exit %d\n%s", r.code, r.stderr)
+		}
+		for _, n := range []*clusterHost{n1, n2} {
+			if out := n.must("list"); strings.Contains(out, "placed4") {
+				t.Fatalf("placed4 exists on %s", n.name)
+			}
 		}
 	})
 }
