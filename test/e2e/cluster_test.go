@@ -106,7 +106,7 @@ func within(t *testing.T, d time.Duration, check func() error) {
 func TestClusterRegistry(t *testing.T) {
 	image := requireHost(t)
 	binariesReadableByAll(t)
-	e := etcdtest.Start(t, 1)
+	e := etcdtest.Start(t, 3)
 	cl := "e2e" + randHex(3)
 	group := "lvc" + randHex(3)
 	testGroup(t, group)
@@ -116,8 +116,8 @@ func TestClusterRegistry(t *testing.T) {
 	for _, h := range []*clusterHost{n1, n2} {
 		h.must("image", "import", "tiny", image)
 	}
-	n1.must("create", "alpha", "--image", "tiny", "--size", "Standard_B1s")
-	n2.must("create", "beta", "--image", "tiny", "--size", "Standard_B2s")
+	n1.must("create", "alpha", "--image", "tiny", "--size", "Standard_B1s", "--here")
+	n2.must("create", "beta", "--image", "tiny", "--size", "Standard_B2s", "--here")
 
 	n1.chapter(t, "every host lists both hosts up and every instance with its host", func(t *testing.T) {
 		within(t, 10*time.Second, func() error {
@@ -157,7 +157,7 @@ func TestClusterRegistry(t *testing.T) {
 	})
 
 	n1.chapter(t, "a name is unique across the cluster", func(t *testing.T) {
-		r := n2.mustFail("already exists in cluster "+cl+" (on host "+n1.name, "create", "alpha", "--image", "tiny", "--size", "Standard_B1s")
+		r := n2.mustFail("already exists in cluster "+cl+" (on host "+n1.name, "create", "alpha", "--image", "tiny", "--size", "Standard_B1s", "--here")
 		if !strings.Contains(r.stderr, "Hint:") {
 			t.Fatalf("no hint:\n%s", r.stderr)
 		}
@@ -169,19 +169,19 @@ func TestClusterRegistry(t *testing.T) {
 	n1.chapter(t, "the quota counts every host; a delete gives cores back", func(t *testing.T) {
 		n1.must("quota", "set", "--cluster", "--family", "standardBSFamily", "4")
 		// alpha (1 core, n1) + beta (2, n2) = 3 of 4.
-		r := n2.mustFail("quota of family standardBSFamily exceeded: 3 of 4 cores used across its hosts", "create", "gamma", "--image", "tiny", "--size", "Standard_B2s")
+		r := n2.mustFail("quota of family standardBSFamily exceeded: 3 of 4 cores used across its hosts", "create", "gamma", "--image", "tiny", "--size", "Standard_B2s", "--here")
 		if !strings.Contains(r.stderr, "list --cluster") {
 			t.Fatalf("the hint does not point at the cluster:\n%s", r.stderr)
 		}
-		n1.must("create", "gamma", "--image", "tiny", "--size", "Standard_B1s")
+		n1.must("create", "gamma", "--image", "tiny", "--size", "Standard_B1s", "--here")
 		var q api.Quota
 		n2.jsonOut(&q, "quota", "--cluster", "-o", "json")
 		if q.Total.Used != 4 {
 			t.Fatalf("quota --cluster = %+v; want 4 cores used", q)
 		}
-		n2.mustFail("quota", "create", "delta", "--image", "tiny", "--size", "Standard_B1s")
+		n2.mustFail("quota", "create", "delta", "--image", "tiny", "--size", "Standard_B1s", "--here")
 		n1.must("delete", "gamma", "--yes")
-		n2.must("create", "delta", "--image", "tiny", "--size", "Standard_B1s")
+		n2.must("create", "delta", "--image", "tiny", "--size", "Standard_B1s", "--here")
 		n2.must("delete", "delta", "--yes")
 		n1.must("quota", "set", "--cluster", "--family", "standardBSFamily", "0")
 	})
@@ -235,9 +235,31 @@ func TestClusterRegistry(t *testing.T) {
 		})
 	})
 
-	n1.chapter(t, "etcd down: local work goes on, creates and cluster reads are refused clearly; all republished after", func(t *testing.T) {
-		n2.must("create", "zeta", "--image", "tiny", "--size", "Standard_B1s")
+	n1.chapter(t, "one etcd member of three killed: everything works", func(t *testing.T) {
 		e.Members[0].Kill()
+		within(t, 20*time.Second, func() error {
+			if r := n1.labvm("create", "eta", "--image", "tiny", "--size", "Standard_B1s", "--here"); r.code != 0 {
+				return fmt.Errorf("create with a member down: %s", r.stderr)
+			}
+			return nil
+		})
+		within(t, 10*time.Second, func() error {
+			list, err := n2.tryClusterList()
+			if err == nil && list["eta@"+n1.name+"(up)"] == "" {
+				err = fmt.Errorf("eta not listed from %s: %v", n2.name, list)
+			}
+			return err
+		})
+		n1.must("delete", "eta", "--yes")
+		e.Members[0].Restart(t)
+		e.WaitHealthy(t, 30*time.Second)
+	})
+
+	n1.chapter(t, "etcd down: local work goes on, creates and cluster reads are refused clearly; all republished after", func(t *testing.T) {
+		n2.must("create", "zeta", "--image", "tiny", "--size", "Standard_B1s", "--here")
+		for _, m := range e.Members {
+			m.Kill()
+		}
 		r := n2.mustFail("cluster registry", "hosts")
 		if !strings.Contains(r.stderr, "Hint:") || !strings.Contains(r.stderr, "without --cluster") {
 			t.Fatalf("no hint:\n%s", r.stderr)
@@ -249,7 +271,7 @@ func TestClusterRegistry(t *testing.T) {
 		n2.must("stop", "beta")
 		n2.must("start", "beta")
 		n2.must("stop", "beta")
-		r = n2.mustFail("cluster-wide create refused", "create", "epsilon", "--image", "tiny", "--size", "Standard_B1s")
+		r = n2.mustFail("cluster-wide create refused", "create", "epsilon", "--image", "tiny", "--size", "Standard_B1s", "--here")
 		if !strings.Contains(r.stderr, "keep working") {
 			t.Fatalf("no hint:\n%s", r.stderr)
 		}
@@ -264,7 +286,9 @@ func TestClusterRegistry(t *testing.T) {
 		// A delete with etcd away is local; the name is released when the
 		// host meets etcd again.
 		n2.must("delete", "zeta", "--yes")
-		e.Members[0].Restart(t)
+		for _, m := range e.Members {
+			m.Restart(t)
+		}
 		e.WaitHealthy(t, 30*time.Second)
 		within(t, 30*time.Second, func() error {
 			list, err := n1.tryClusterList()
@@ -277,7 +301,7 @@ func TestClusterRegistry(t *testing.T) {
 			return nil
 		})
 		within(t, 30*time.Second, func() error {
-			if r := n1.labvm("create", "zeta", "--image", "tiny", "--size", "Standard_B1s"); r.code != 0 {
+			if r := n1.labvm("create", "zeta", "--image", "tiny", "--size", "Standard_B1s", "--here"); r.code != 0 {
 				return fmt.Errorf("zeta not free yet: %s", r.stderr)
 			}
 			return nil
