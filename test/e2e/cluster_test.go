@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/test/etcdtest"
+	"github.com/labvm/labvm/test/hostreq"
 )
 
 // clusterHost is one labvmd of a test cluster: the libvirt test driver
@@ -26,6 +29,14 @@ type clusterHost struct {
 // address it publishes for creates placed on it.
 func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name, sshURL string, extra ...string) *clusterHost {
 	t.Helper()
+	return newClusterHostIn(t, "", e, cluster, name, sshURL, extra...)
+}
+
+// newClusterHostIn is newClusterHost with labvmd in the network
+// namespace netns ("" for the host's): its bridges, firewall and etcd
+// connections are there; its socket is a path, reached from anywhere.
+func newClusterHostIn(t *testing.T, netns string, e *etcdtest.Cluster, cluster, name, sshURL string, extra ...string) *clusterHost {
+	t.Helper()
 	cert, key := e.PKI.Issue(t, name)
 	cfg := fmt.Sprintf("cluster:\n  name: %s\n  host: %s\n  ttl: 2s\n  ca: %s\n  cert: %s\n  key: %s\n  etcd: [%s]\n",
 		cluster, name, e.PKI.CAFile, cert, key, strings.Join(e.Endpoints(), ", "))
@@ -38,6 +49,9 @@ func newClusterHost(t *testing.T, e *etcdtest.Cluster, cluster, name, sshURL str
 	}
 	args := append([]string{"--config", path, "--libvirt-uri", "test:///default", "--ready-probe", "none"}, extra...)
 	d := newDaemon(t, args...)
+	if netns != "" {
+		d.wrap = []string{"ip", "netns", "exec", netns}
+	}
 	d.start()
 	return &clusterHost{labvmd: d, name: name}
 }
@@ -395,5 +409,93 @@ func TestClusterPlacement(t *testing.T) {
 				t.Fatalf("placed4 exists on %s", n.name)
 			}
 		}
+	})
+}
+
+// TestClusterHostCutOff is the story of a host whose network is cut from
+// etcd and comes back: a labvmd in its own network namespace, joined to
+// the host (where etcd listens) by a veth pair. Cut off, it is lost to
+// the others with its instances kept, serves its own instances and
+// refuses creates; rejoined, it is up again and sees what happened
+// meanwhile.
+func TestClusterHostCutOff(t *testing.T) {
+	image := requireHost(t)
+	hostreq.RequireTool(t, "ip", "iproute2")
+	id := randHex(3)
+	ns, hostIf, nsIf := "lvn"+id, "lvh"+id, "lvi"+id
+	sub := freeSubnet(t)
+	hostIP := sub.Addr().Next()
+	nsIP := hostIP.Next()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	run("ip", "link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
+	run("ip", "addr", "add", hostIP.String()+"/24", "dev", hostIf)
+	run("ip", "link", "set", hostIf, "up")
+	run("ip", "netns", "exec", ns, "ip", "addr", "add", nsIP.String()+"/24", "dev", nsIf)
+	run("ip", "netns", "exec", ns, "ip", "link", "set", nsIf, "up")
+	run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+
+	e := etcdtest.StartOn(t, 1, net.IP(hostIP.AsSlice()))
+	cl := "cut" + id
+	n1 := newClusterHost(t, e, cl, "n1-"+id, "")
+	far := newClusterHostIn(t, ns, e, cl, "ns-"+id, "")
+	for _, h := range []*clusterHost{n1, far} {
+		h.must("image", "import", "tiny", image)
+	}
+	far.must("create", "islander", "--image", "tiny", "--size", "Standard_B1s", "--here")
+	within(t, 10*time.Second, func() error {
+		list, err := n1.tryClusterList()
+		if err == nil && list["islander@"+far.name+"(up)"] == "" {
+			err = fmt.Errorf("islander not seen from %s: %v", n1.name, list)
+		}
+		return err
+	})
+
+	n1.chapter(t, "cut off: lost to the others, its instances kept; it serves its own and refuses creates", func(t *testing.T) {
+		run("ip", "link", "set", hostIf, "down")
+		within(t, 20*time.Second, func() error {
+			if s := n1.hosts()[far.name].State; s != api.HostLost {
+				return fmt.Errorf("%s is %q while cut off", far.name, s)
+			}
+			return nil
+		})
+		if _, ok := n1.clusterList()["islander@"+far.name+"(lost)"]; !ok {
+			t.Fatalf("islander not listed on a lost host: %v", n1.clusterList())
+		}
+		far.must("stop", "islander")
+		if out := far.must("list"); !strings.Contains(out, "islander") {
+			t.Fatalf("local list while cut off:\n%s", out)
+		}
+		far.mustFail("cluster-wide create refused", "create", "castaway", "--image", "tiny", "--size", "Standard_B1s", "--here")
+		n1.must("create", "mainland", "--image", "tiny", "--size", "Standard_B1s", "--here")
+	})
+
+	n1.chapter(t, "rejoined: up again, republished, and it sees what happened meanwhile", func(t *testing.T) {
+		run("ip", "link", "set", hostIf, "up")
+		within(t, 40*time.Second, func() error {
+			if s := n1.hosts()[far.name].State; s != api.HostUp {
+				return fmt.Errorf("%s is %q after rejoining", far.name, s)
+			}
+			list, err := n1.tryClusterList()
+			if err == nil && list["islander@"+far.name+"(up)"] != string(api.StateStopped) {
+				err = fmt.Errorf("islander seen as %v", list)
+			}
+			return err
+		})
+		within(t, 10*time.Second, func() error {
+			list, err := far.tryClusterList()
+			if err == nil && list["mainland@"+n1.name+"(up)"] == "" {
+				err = fmt.Errorf("mainland not seen from %s: %v", far.name, list)
+			}
+			return err
+		})
+		far.must("create", "castaway", "--image", "tiny", "--size", "Standard_B1s", "--here")
 	})
 }

@@ -66,9 +66,9 @@ func NewPKI(t testing.TB, dir string) *PKI {
 
 // Issue writes NAME.crt and NAME.key: a certificate for both server and
 // client use, valid for 127.0.0.1 and localhost. It returns their paths.
-func (p *PKI) Issue(t testing.TB, name string) (certFile, keyFile string) {
+func (p *PKI) Issue(t testing.TB, name string, extraIPs ...net.IP) (certFile, keyFile string) {
 	t.Helper()
-	return p.issueBy(t, name, p.ca, p.caKey)
+	return p.issueBy(t, name, p.ca, p.caKey, extraIPs...)
 }
 
 // IssueForeign writes a certificate of another, unknown CA: etcd must
@@ -79,7 +79,7 @@ func (p *PKI) IssueForeign(t testing.TB, name string) (certFile, keyFile string)
 	return p.issueBy(t, name, other.ca, other.caKey)
 }
 
-func (p *PKI) issueBy(t testing.TB, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (string, string) {
+func (p *PKI) issueBy(t testing.TB, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, extraIPs ...net.IP) (string, string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func (p *PKI) issueBy(t testing.TB, name string, ca *x509.Certificate, caKey *ec
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1)}, extraIPs...),
 		DNSNames:     []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
@@ -148,15 +148,22 @@ type Member struct {
 // both with mutual TLS, and waits until it has a leader.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartOn(t, n, net.IPv4(127, 0, 0, 1))
+}
+
+// StartOn is Start with the members listening on ip (an address of this
+// host other hosts or network namespaces reach).
+func StartOn(t testing.TB, n int, ip net.IP) *Cluster {
+	t.Helper()
 	etcd := hostreq.RequireTool(t, "etcd", "etcd-server")
 	dir := t.TempDir()
 	c := &Cluster{t: t, PKI: NewPKI(t, dir)}
-	cert, key := c.PKI.Issue(t, "etcd")
+	cert, key := c.PKI.Issue(t, "etcd", ip)
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &Member{Name: fmt.Sprintf("m%d", i), dir: filepath.Join(dir, fmt.Sprintf("m%d", i)), logs: &lockedBuffer{}}
-		m.ClientURL = "https://127.0.0.1:" + strconv.Itoa(freePort(t))
-		m.peerURL = "https://127.0.0.1:" + strconv.Itoa(freePort(t))
+		m.ClientURL = "https://" + net.JoinHostPort(ip.String(), strconv.Itoa(freePort(t, ip)))
+		m.peerURL = "https://" + net.JoinHostPort(ip.String(), strconv.Itoa(freePort(t, ip)))
 		initial = append(initial, m.Name+"="+m.peerURL)
 		c.Members = append(c.Members, m)
 	}
@@ -268,9 +275,9 @@ func (m *Member) Restart(t testing.TB) {
 	m.start(t)
 }
 
-func freePort(t testing.TB) int {
+func freePort(t testing.TB, ip net.IP) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
