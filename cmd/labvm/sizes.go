@@ -50,6 +50,16 @@ func newInfoCommand(a *app) *cobra.Command {
 			fmt.Fprintf(a.stdout, "Libvirt:     %s\n", info.LibvirtURI)
 			fmt.Fprintf(a.stdout, "Data dir:    %s\n", info.DataDir)
 			fmt.Fprintf(a.stdout, "Instances:   %d\n", info.Instances)
+			if c := info.Cluster; c != nil {
+				state := "connected"
+				if !c.Connected {
+					state = "not connected to etcd"
+					if c.Error != "" {
+						state += ": " + c.Error
+					}
+				}
+				fmt.Fprintf(a.stdout, "Cluster:     %s, as host %s (%s)\n", c.Name, c.Host, safeText(state))
+			}
 			return nil
 		},
 	}

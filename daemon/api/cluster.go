@@ -55,3 +55,13 @@ type Placement struct {
 	Local bool   `json:"local"`
 	Why   string `json:"why"`
 }
+
+// ClusterMembership is this daemon's place in its cluster.
+type ClusterMembership struct {
+	Name string `json:"name"`
+	Host string `json:"host"`
+	// Connected is set while the host holds its lease in etcd; Error says
+	// why not, when it does not.
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}

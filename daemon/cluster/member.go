@@ -147,6 +147,16 @@ func (m *Member) Changed() {
 	}
 }
 
+// Membership is this host's place in the cluster, now.
+func (m *Member) Membership() api.ClusterMembership {
+	ok, err := m.Connected()
+	out := api.ClusterMembership{Name: m.cfg.Name, Host: m.cfg.Host, Connected: ok}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	return out
+}
+
 // Connected reports whether this host holds its lease now, and the last
 // error when it does not.
 func (m *Member) Connected() (bool, error) {

@@ -12,6 +12,7 @@ import (
 // member, handed over by the daemon's wiring; nil when this host is in
 // no cluster).
 type ClusterView interface {
+	Membership() api.ClusterMembership
 	Hosts(ctx context.Context) ([]api.ClusterHost, error)
 	Instances(ctx context.Context) ([]api.ClusterInstance, error)
 	Quota(ctx context.Context) (api.Quota, error)

@@ -135,6 +135,12 @@ func TestClusterRegistry(t *testing.T) {
 
 	n1.chapter(t, "every host lists both hosts up and every instance with its host", func(t *testing.T) {
 		within(t, 10*time.Second, func() error {
+			if out := n1.must("info"); !strings.Contains(out, "Cluster:     "+cl+", as host "+n1.name+" (connected)") {
+				return fmt.Errorf("info does not show the membership:\n%s", out)
+			}
+			return nil
+		})
+		within(t, 10*time.Second, func() error {
 			hs := n1.hosts()
 			if hs[n1.name].State != api.HostUp || hs[n2.name].State != api.HostUp || hs[n1.name].Instances != 1 || hs[n2.name].Instances != 1 {
 				return fmt.Errorf("hosts %+v", hs)
@@ -274,6 +280,12 @@ func TestClusterRegistry(t *testing.T) {
 		for _, m := range e.Members {
 			m.Kill()
 		}
+		within(t, 15*time.Second, func() error {
+			if out := n2.must("info"); !strings.Contains(out, "not connected to etcd") {
+				return fmt.Errorf("info with etcd down:\n%s", out)
+			}
+			return nil
+		})
 		r := n2.mustFail("cluster registry", "hosts")
 		if !strings.Contains(r.stderr, "Hint:") || !strings.Contains(r.stderr, "without --cluster") {
 			t.Fatalf("no hint:\n%s", r.stderr)
