@@ -374,7 +374,9 @@ func TestClusterPlacement(t *testing.T) {
 	fromN1 := func(args ...string) []string { return append([]string{"--socket", n1.socket}, args...) }
 
 	n1.chapter(t, "placed on the only host with the image, created there through ssh as the far user", func(t *testing.T) {
+		start := time.Now()
 		r := h.near(t, fromN1("create", "placed1", "--size", "Standard_B1s", "--image", "tiny")...)
+		t.Logf("create placed on another host, through ssh: %v", time.Since(start).Round(time.Millisecond))
 		if r.code != 0 || !strings.Contains(r.stderr, "Placed on "+n2.name) {
 			t.Fatalf("create without a host: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
@@ -400,14 +402,18 @@ func TestClusterPlacement(t *testing.T) {
 			}
 			return nil
 		})
+		start := time.Now()
 		r := h.near(t, fromN1("create", "placed2", "--size", "Standard_B1s", "--image", "tiny")...)
+		t.Logf("create placed on this host: %v", time.Since(start).Round(time.Millisecond))
 		if r.code != 0 || !strings.Contains(r.stderr, "Placed on "+n1.name+", this host") {
 			t.Fatalf("create: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		n1.must("show", "placed2")
 		// n1 now holds 1 core like n2; a tie on cores goes to the most
 		// memory, which may be either: --here keeps it on n1 whatever.
+		start = time.Now()
 		n1.must("create", "placed3", "--size", "Standard_B1s", "--image", "tiny", "--here")
+		t.Logf("create pinned here (no placement): %v", time.Since(start).Round(time.Millisecond))
 		n1.must("show", "placed3")
 	})
 
