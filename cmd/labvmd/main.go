@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -306,7 +307,8 @@ func applyFile(cfg *daemon.Config, path string) error {
 	if c := fc.Cluster; c != nil {
 		cc := &daemon.ClusterConfig{Name: c.Name, Host: c.Host, Endpoints: c.Etcd, CA: c.CA, Cert: c.Cert, Key: c.Key, SSH: c.SSH}
 		if cc.Host == "" {
-			cc.Host = cfg.Host
+			// Host names are case-insensitive; cluster names are lower case.
+			cc.Host = strings.ToLower(cfg.Host)
 		}
 		if c.TTL != "" {
 			d, err := time.ParseDuration(c.TTL)

@@ -262,6 +262,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad name", func(c *Config) { c.Name = "Lab/1" }, "cluster name"},
 		{"bad host", func(c *Config) { c.Host = "" }, "cluster host"},
 		{"short TTL", func(c *Config) { c.TTL = time.Second }, "TTL"},
+		{"ssh not ssh://", func(c *Config) { c.SSH = "http://node3" }, "cluster ssh"},
+		{"ssh with a path", func(c *Config) { c.SSH = "ssh://node3/x" }, "cluster ssh"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
