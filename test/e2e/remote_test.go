@@ -290,7 +290,7 @@ func TestRemoteHost(t *testing.T) {
 		}
 	})
 
-	d.chapter(t, "forward and ssh tunnel through the far daemon", func(t *testing.T) {
+	d.chapter(t, "forward, open and ssh tunnel through the far daemon", func(t *testing.T) {
 		h.must(t, append(far, "exec", "alice-far", "--", "sh", "-c", "mkdir -p /tmp/www && echo far > /tmp/www/index.html && busybox httpd -p 8888 -h /tmp/www")...)
 		local := freeLocalPort(t)
 		cmd := exec.Command(bins.labvm, append(far, "forward", "alice-far", strconv.Itoa(local)+":8888")...)
@@ -302,6 +302,16 @@ func TestRemoteHost(t *testing.T) {
 			}
 		}
 		stop()
+
+		h.must(t, append(far, "exec", "alice-far", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")...)
+		appPort := freeLocalPort(t)
+		openCmd := exec.Command(bins.labvm, append(far, "open", "alice-far", "jupyter", "--port", strconv.Itoa(appPort))...)
+		openCmd.Env = h.env()
+		stopOpen, _ := runUntilInterrupted(t, openCmd, "jupyter of alice-far is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", []string{"open"})
+		if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
+			t.Fatalf("GET through labvm open over ssh = %q", body)
+		}
+		stopOpen()
 		waitForPortRemote(t, h, far, "alice-far")
 
 		// A tunnel is one ssh process for as long as it is open; end of
