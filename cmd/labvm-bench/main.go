@@ -50,6 +50,8 @@ type options struct {
 	cmdRuns       int
 	skipQEMU      bool
 	skipScale     bool
+	skipCluster   bool
+	cluster       int
 	profileDir    string
 }
 
@@ -68,6 +70,8 @@ func main() {
 	flag.IntVar(&o.cmdRuns, "cmd-runs", 20, "runs of each `labvm list`/`labvm show` timing")
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
+	flag.IntVar(&o.cluster, "cluster", 1000, "instances per host of the three-host cluster figures (test driver, a real etcd)")
+	flag.BoolVar(&o.skipCluster, "skip-cluster", false, "skip the cluster figures (they need etcd: apt-get install etcd-server)")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -192,6 +196,11 @@ func run(o options) error {
 	}
 	if !o.skipScale {
 		if err := e.scaleFigures(); err != nil {
+			return err
+		}
+	}
+	if !o.skipCluster {
+		if err := e.clusterFigures(); err != nil {
 			return err
 		}
 	}

@@ -30,6 +30,18 @@ import (
 	"github.com/labvm/labvm/test/hostreq"
 )
 
+// TB is what etcdtest needs of its caller: a test (testing.TB has it) or
+// a tool such as the benchmark, with an adapter.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+	Failed() bool
+}
+
 // PKI is a test certificate authority and the files it wrote.
 type PKI struct {
 	Dir    string
@@ -39,7 +51,7 @@ type PKI struct {
 }
 
 // NewPKI makes a CA in dir.
-func NewPKI(t testing.TB, dir string) *PKI {
+func NewPKI(t TB, dir string) *PKI {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -66,20 +78,20 @@ func NewPKI(t testing.TB, dir string) *PKI {
 
 // Issue writes NAME.crt and NAME.key: a certificate for both server and
 // client use, valid for 127.0.0.1 and localhost. It returns their paths.
-func (p *PKI) Issue(t testing.TB, name string, extraIPs ...net.IP) (certFile, keyFile string) {
+func (p *PKI) Issue(t TB, name string, extraIPs ...net.IP) (certFile, keyFile string) {
 	t.Helper()
 	return p.issueBy(t, name, p.ca, p.caKey, extraIPs...)
 }
 
 // IssueForeign writes a certificate of another, unknown CA: etcd must
 // refuse it.
-func (p *PKI) IssueForeign(t testing.TB, name string) (certFile, keyFile string) {
+func (p *PKI) IssueForeign(t TB, name string) (certFile, keyFile string) {
 	t.Helper()
 	other := NewPKI(t, t.TempDir())
 	return p.issueBy(t, name, other.ca, other.caKey)
 }
 
-func (p *PKI) issueBy(t testing.TB, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, extraIPs ...net.IP) (string, string) {
+func (p *PKI) issueBy(t TB, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, extraIPs ...net.IP) (string, string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +120,7 @@ func (p *PKI) issueBy(t testing.TB, name string, ca *x509.Certificate, caKey *ec
 	return certFile, keyFile
 }
 
-func serial(t testing.TB) *big.Int {
+func serial(t TB) *big.Int {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +128,7 @@ func serial(t testing.TB) *big.Int {
 	return n
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte) {
+func writePEM(t TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -125,7 +137,7 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 
 // Cluster is a running etcd cluster of one or more members.
 type Cluster struct {
-	t       testing.TB
+	t       TB
 	PKI     *PKI
 	Members []*Member
 	client  *http.Client
@@ -146,16 +158,23 @@ type Member struct {
 
 // Start runs an etcd cluster of n members on loopback, clients and peers
 // both with mutual TLS, and waits until it has a leader.
-func Start(t testing.TB, n int) *Cluster {
+func Start(t TB, n int) *Cluster {
 	t.Helper()
 	return StartOn(t, n, net.IPv4(127, 0, 0, 1))
 }
 
 // StartOn is Start with the members listening on ip (an address of this
 // host other hosts or network namespaces reach).
-func StartOn(t testing.TB, n int, ip net.IP) *Cluster {
+func StartOn(t TB, n int, ip net.IP) *Cluster {
 	t.Helper()
-	etcd := hostreq.RequireTool(t, "etcd", "etcd-server")
+	var etcd string
+	if tb, ok := t.(testing.TB); ok {
+		etcd = hostreq.RequireTool(tb, "etcd", "etcd-server")
+	} else if p, err := exec.LookPath("etcd"); err == nil {
+		etcd = p
+	} else {
+		t.Fatalf("etcd not in PATH (apt-get install etcd-server)")
+	}
 	dir := t.TempDir()
 	c := &Cluster{t: t, PKI: NewPKI(t, dir)}
 	cert, key := c.PKI.Issue(t, "etcd", ip)
@@ -194,7 +213,7 @@ func StartOn(t testing.TB, n int, ip net.IP) *Cluster {
 }
 
 // httpClient reaches the members' /health with a client certificate.
-func (c *Cluster) httpClient(t testing.TB) *http.Client {
+func (c *Cluster) httpClient(t TB) *http.Client {
 	cert, key := c.PKI.Issue(t, "health")
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
@@ -209,7 +228,7 @@ func (c *Cluster) httpClient(t testing.TB) *http.Client {
 
 // WaitHealthy waits until a running member reports the cluster healthy
 // (it has a leader and a quorum).
-func (c *Cluster) WaitHealthy(t testing.TB, within time.Duration) {
+func (c *Cluster) WaitHealthy(t TB, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -243,7 +262,7 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
-func (m *Member) start(t testing.TB) {
+func (m *Member) start(t TB) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cmd := exec.Command(m.args[0], m.args[1:]...)
@@ -270,12 +289,12 @@ func (m *Member) Kill() {
 }
 
 // Restart starts a killed member again on its data dir.
-func (m *Member) Restart(t testing.TB) {
+func (m *Member) Restart(t TB) {
 	t.Helper()
 	m.start(t)
 }
 
-func freePort(t testing.TB, ip net.IP) int {
+func freePort(t TB, ip net.IP) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	if err != nil {
