@@ -23,7 +23,7 @@ func (m *Member) Place(ctx context.Context, image string, size vm.Size) (api.Pla
 		Image     string
 		MemoryMiB int
 	}{image, size.MemoryMiB}
-	v, err := m.read(ctx, false)
+	v, err := m.read(ctx, hostsOnly)
 	if err != nil {
 		return api.Placement{}, err
 	}

@@ -20,18 +20,30 @@ type view struct {
 	counts    map[string]int
 }
 
-func (m *Member) read(ctx context.Context, withInstances bool) (view, error) {
+// readDepth says how much of the instances a read takes.
+type readDepth int
+
+const (
+	hostsOnly      readDepth = iota // placement: no instance key at all
+	instanceCounts                  // labvm hosts: the keys, counted
+	allInstances                    // labvm list --cluster: the records
+)
+
+func (m *Member) read(ctx context.Context, depth readDepth) (view, error) {
 	ctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	instOpts := []clientv3.OpOption{clientv3.WithPrefix()}
-	if !withInstances {
-		instOpts = append(instOpts, clientv3.WithKeysOnly())
-	}
-	resp, err := m.cli.Txn(ctx).Then(
+	withInstances := depth == allInstances
+	ops := []clientv3.Op{
 		clientv3.OpGet(m.keys.hosts(), clientv3.WithPrefix()),
 		clientv3.OpGet(m.keys.alives(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-		clientv3.OpGet(m.keys.instances(), instOpts...),
-	).Commit()
+	}
+	switch depth {
+	case instanceCounts:
+		ops = append(ops, clientv3.OpGet(m.keys.instances(), clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+	case allInstances:
+		ops = append(ops, clientv3.OpGet(m.keys.instances(), clientv3.WithPrefix()))
+	}
+	resp, err := m.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return view{}, m.unreachable(err)
 	}
@@ -44,6 +56,9 @@ func (m *Member) read(ctx context.Context, withInstances bool) (view, error) {
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		v.alive[strings.TrimPrefix(string(kv.Key), m.keys.alives())] = true
+	}
+	if depth == hostsOnly {
+		return v, nil
 	}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		host, name, ok := m.keys.instanceKey(string(kv.Key))
@@ -80,7 +95,7 @@ func (m *Member) unreachable(err error) error {
 // Hosts lists the cluster's hosts, up or lost, as each last published
 // itself, by name.
 func (m *Member) Hosts(ctx context.Context) ([]api.ClusterHost, error) {
-	v, err := m.read(ctx, false)
+	v, err := m.read(ctx, instanceCounts)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +112,7 @@ func (m *Member) Hosts(ctx context.Context) ([]api.ClusterHost, error) {
 // Instances lists every instance of the cluster with its host, by host
 // then name. A lost host's instances are listed with HostState lost.
 func (m *Member) Instances(ctx context.Context) ([]api.ClusterInstance, error) {
-	v, err := m.read(ctx, true)
+	v, err := m.read(ctx, allInstances)
 	if err != nil {
 		return nil, err
 	}
