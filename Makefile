@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/labvm/labvm/daemon.Version=$(VERSION)
 PREFIX ?= /usr/local
 
-.PHONY: all build test unit e2e demo image install lint fmt host bench clean fuzz fuzz-short
+.PHONY: all build test unit e2e demo image install deb lint fmt host bench clean fuzz fuzz-short
 
 all: build
 
@@ -69,9 +69,19 @@ install: build
 	install -D -m 0755 $(BIN)/labvm $(DESTDIR)$(PREFIX)/bin/labvm
 	install -d $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/labvm
 	$(BIN)/labvmd --write-units $(DESTDIR)/etc/systemd/system
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+	$(BIN)/labvmd --write-man $(DESTDIR)$(PREFIX)/share/man/man8
+	$(BIN)/labvm __gen-man $(DESTDIR)$(PREFIX)/share/man/man1
 	test -e $(DESTDIR)/etc/labvm/labvmd.yaml.example || install -m 0644 docs/labvmd.yaml.example $(DESTDIR)/etc/labvm/labvmd.yaml.example
 	getent group labvm >/dev/null || groupadd --system labvm
 	@echo "Now: sudo systemctl daemon-reload && sudo systemctl enable --now labvmd.socket labvmd.service labvm-guests.service"
+
+## deb: the Debian package labvm_<version>_amd64.deb in out/ (dpkg-deb, no
+## debhelper), checked with lintian; install with `sudo apt install ./out/labvm_*.deb`
+DEB_OUT ?= out
+deb: host
+	GO=$(GO) bash systemd/deb/build.sh $(VERSION) $(DEB_OUT)
+	lintian --fail-on error,warning $(DEB_OUT)/labvm_*_amd64.deb
 
 # staticcheck and errcheck findings in daemon/ fail `make lint` like any
 # other. `make lint LINT_DAEMON_FATAL=0` prints those in daemon/ (except
@@ -89,4 +99,4 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf $(BIN) $(IMAGE_DIR)
+	rm -rf $(BIN) $(IMAGE_DIR) $(DEB_OUT)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/cluster"
 	"github.com/labvm/labvm/daemon/lifecycle"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/storage"
@@ -87,6 +88,20 @@ type Config struct {
 	// Cluster, when set, makes this host a member of a lab cluster kept
 	// in etcd (daemon/cluster). nil: a host of its own.
 	Cluster *ClusterConfig
+	// IdleDefault is the idle shutdown of instances created without one
+	// (0: off); IdleMaximum the longest one accepted (at most 3 days).
+	IdleDefault time.Duration
+	IdleMaximum time.Duration
+	// IdleCPUThreshold is the guest CPU use, in percent of its vCPUs,
+	// that counts as use (0: policy.DefaultCPUThreshold).
+	IdleCPUThreshold float64
+	// TestIdleMinimum is TEST-ONLY (labvmd --test-idle-minimum): it lowers
+	// the idle shutdown's 15-minute minimum, and the idle policy samples
+	// six times per minimum. Zero in production.
+	TestIdleMinimum time.Duration
+	// TestCronSeconds is TEST-ONLY (labvmd --test-cron-seconds): schedules
+	// take a leading seconds field. Off in production.
+	TestCronSeconds bool
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
 	// ops.CrashPoint. Empty in production.
@@ -155,6 +170,9 @@ func (c Config) Validate() error {
 	case c.ReadyProbe != "" && c.ReadyProbe != ReadyProbeAgent && c.ReadyProbe != ReadyProbeNone:
 		return fmt.Errorf("ready probe %q: use %q or %q", c.ReadyProbe, ReadyProbeAgent, ReadyProbeNone)
 	}
+	if err := c.validateIdle(); err != nil {
+		return err
+	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics listen address %q: want host:port, e.g. 127.0.0.1:9477: %w", c.MetricsListen, err)
@@ -175,6 +193,42 @@ func (c Config) Validate() error {
 		return fmt.Errorf("default vnet: %w", err)
 	}
 	return nil
+}
+
+// idleBounds are the idle shutdown values this host accepts.
+func (c Config) idleBounds() vm.IdleBounds {
+	b := vm.DefaultIdleBounds()
+	if c.TestIdleMinimum > 0 {
+		b.Min = c.TestIdleMinimum
+	}
+	if c.IdleMaximum > 0 {
+		b.Max = c.IdleMaximum
+	}
+	return b
+}
+
+func (c Config) validateIdle() error {
+	b := c.idleBounds()
+	switch {
+	case c.IdleMaximum != 0 && (c.IdleMaximum < b.Min || c.IdleMaximum > vm.MaxIdleShutdown):
+		return fmt.Errorf("idle_shutdown.maximum %s: want %s to %s", vm.FormatDuration(c.IdleMaximum), vm.FormatDuration(b.Min), vm.FormatDuration(vm.MaxIdleShutdown))
+	case c.IdleDefault != 0 && (c.IdleDefault < b.Min || c.IdleDefault > b.Max):
+		return fmt.Errorf("idle_shutdown.default %s: want off or %s to %s", vm.FormatDuration(c.IdleDefault), vm.FormatDuration(b.Min), vm.FormatDuration(b.Max))
+	case c.IdleCPUThreshold < 0 || c.IdleCPUThreshold > 100:
+		return fmt.Errorf("idle_shutdown.cpu_threshold %g: want a percentage from 0 to 100", c.IdleCPUThreshold)
+	case c.TestIdleMinimum < 0 || c.TestIdleMinimum > vm.MinIdleShutdown:
+		return fmt.Errorf("--test-idle-minimum %s: want up to %s", c.TestIdleMinimum, vm.MinIdleShutdown)
+	}
+	return nil
+}
+
+// idleSample is how often the idle policy looks: every minute, or six
+// times per the test-only minimum.
+func (c Config) idleSample() time.Duration {
+	if c.TestIdleMinimum > 0 {
+		return max(min(time.Minute, c.TestIdleMinimum/6), time.Second)
+	}
+	return policy.DefaultSample
 }
 
 func (c Config) dbPath() string       { return filepath.Join(c.DataDir, "labvm.db") }

@@ -13,6 +13,7 @@ import (
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
 	"github.com/labvm/labvm/daemon/cluster"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/httpapi"
 	"github.com/labvm/labvm/daemon/jobs"
@@ -20,6 +21,7 @@ import (
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/metrics"
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/store"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/images"
@@ -41,20 +43,25 @@ type HostNetwork = vnets.HostNetwork
 
 // Daemon is one labvmd.
 type Daemon struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *store.Store
-	hv      Hypervisor
-	ops     *ops.Engine
-	audit   *audit.Log
-	vnets   *vnets.Engine
-	jobs    *jobs.Engine
-	lc      *lifecycle.Engine
-	api     *httpapi.Server
-	metrics *metrics.Metrics
+	cfg      Config
+	log      *slog.Logger
+	store    *store.Store
+	hv       Hypervisor
+	ops      *ops.Engine
+	audit    *audit.Log
+	vnets    *vnets.Engine
+	jobs     *jobs.Engine
+	lc       *lifecycle.Engine
+	policy   *policy.Engine
+	datasets *datasets.Engine
+	api      *httpapi.Server
+	metrics  *metrics.Metrics
 	// cluster is this host's membership of a lab cluster, nil for none.
 	cluster  *cluster.Member
 	onStatus func(string)
+	// fwOwners records this daemon as its firewall table's owner; nil
+	// over a fake network.
+	fwOwners *network.FirewallRegistry
 	// statusKick asks for the status line to be recomputed.
 	statusKick chan struct{}
 }
@@ -69,6 +76,9 @@ type Options struct {
 	// Status receives a one-line summary whenever it changes (systemd's
 	// STATUS=).
 	Status func(string)
+	// PolicyClock overrides the idle shutdown's and the schedules' clock
+	// (unit tests).
+	PolicyClock policy.Clock
 }
 
 // New opens the store and connects to libvirt. It changes nothing on the
@@ -89,6 +99,11 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if opts.Hypervisor == nil && localSystemURI(cfg.LibvirtURI) {
+		if err := checkDataDirReachable(cfg.DataDir, log.Warn); err != nil {
+			return nil, err
+		}
+	}
 	if err := prepareDataDir(cfg); err != nil {
 		return nil, err
 	}
@@ -108,14 +123,19 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		hv = lv
 	}
 	hn := opts.Network
+	var fwOwners *network.FirewallRegistry
 	if hn == nil {
 		hn = vnets.Kernel{}
+		fwOwners = &network.FirewallRegistry{Dir: network.DefaultFirewallOwners}
 	}
 	accel, why := vm.ChooseAccel(cfg.Accel, vm.ReadHostFacts())
-	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status, statusKick: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, log: log, store: st, hv: hv, onStatus: opts.Status, statusKick: make(chan struct{}, 1), fwOwners: fwOwners}
 	d.audit = audit.New(st, log)
 	d.metrics = metrics.New(log)
 	d.ops = ops.New(ops.Options{Store: st, Log: log, Crash: crash, Audit: auditor{d.audit}, OnFinish: d.statusChanged, Observer: d.metrics})
+	// Instance states reach the event stream from the store's commits,
+	// so a change made without an operation is seen too.
+	st.OnInstanceChange(d.ops.Events.PublishInstance)
 	if crash != nil {
 		log.Warn("TEST-ONLY crash point armed: labvmd will SIGKILL itself there", "crash_at", crash.String())
 	}
@@ -142,15 +162,28 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		d.cluster = m
 		names = clusterNames{m}
 	}
+	d.datasets = datasets.New(cfg.DataDir, st, log)
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
-	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Names: names})
+		Idle: lifecycle.IdleConfig{Bounds: cfg.idleBounds(), Default: cfg.IdleDefault},
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets, Names: names})
 	d.vnets.OnSync(d.lc.NetworksChanged)
+	stats, _ := hv.(policy.DomainStatser)
+	d.policy = policy.New(policy.Config{Sample: cfg.idleSample(), CPUThreshold: cfg.IdleCPUThreshold, CronSeconds: cfg.TestCronSeconds},
+		policy.Deps{Log: log, Clock: opts.PolicyClock, Store: st, Lifecycle: d.lc, Jobs: d.jobs, Ops: d.ops, Stats: stats, Audit: d.audit, Observer: d.metrics})
+	if cfg.TestIdleMinimum > 0 || cfg.TestCronSeconds {
+		log.Warn("TEST-ONLY policy clock: never use in production", "idle_minimum", cfg.TestIdleMinimum, "cron_seconds", cfg.TestCronSeconds)
+	}
+	d.metrics.SessionsFrom(d.policy.Activity.Open)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
+	dr := doctor.New(st, hv, d.lc, files, d.ops, log)
+	if fwOwners != nil {
+		dr.WatchFirewalls(fwOwners, cfg.FirewallTable)
+	}
 	d.api = &httpapi.Server{
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
@@ -161,10 +194,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Lifecycle:         d.lc,
 		Jobs:              d.jobs,
 		VNets:             d.vnets,
+		Datasets:          d.datasets,
 		Library:           library.New(st, files, d.ops, log),
-		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
+		Doctor:            dr,
 		HostShutdownBound: cfg.HostShutdownBound,
 		Metrics:           d.metrics.Handler(),
+		Policy:            d.policy,
 		Work:              d.ops,
 	}
 	if d.cluster != nil {
@@ -274,6 +309,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		grace := time.AfterFunc(d.cfg.ShutdownGrace, cancelOps)
 		d.ops.Wait()
 		grace.Stop()
+		// No operation runs: no boot is between its mounts and its
+		// domain. Running guests keep their virtiofsd's own copy.
+		d.datasets.Reconcile(nil)
 		d.audit.Flush()
 	}()
 
@@ -313,11 +351,21 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	}
 
 	d.status("setting up VNets: bridges and firewall")
+	if d.fwOwners != nil {
+		// Recorded before the table is installed: a doctor deciding
+		// whether a table of this name is orphaned sees this process.
+		if err := d.fwOwners.Register(d.cfg.FirewallTable, d.cfg.DataDir); err != nil {
+			d.log.Warn("could not record this daemon as its firewall table's owner; `labvm doctor` on this host will not know the table is in use", "table", d.cfg.FirewallTable, "error", err)
+		}
+	}
 	if err := d.vnets.Setup(ctx); err != nil {
 		ln.Close()
 		return err
 	}
 	d.status("reconciling instances with libvirt")
+	// Dataset mounts left by a crash go first; boots that reconcile
+	// resumes mount theirs again.
+	d.datasets.Reconcile(nil)
 	if err := d.lc.Reconcile(ctx, ctx.Done()); err != nil {
 		ln.Close()
 		return err
@@ -336,6 +384,11 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	// Deferred after the wait for operations, so it runs first.
 	stopJobs := d.jobs.Start(ctx)
 	defer stopJobs()
+	// The policies start after reconcile, so their first look (and the
+	// schedules missed while labvmd was down) sees the instances as they
+	// are; they stop with ctx, before the wait for operations.
+	waitPolicy := d.policy.Run(ctx)
+	defer waitPolicy()
 	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
 		"accelerator", d.api.Info.Accelerator, "why", d.api.Info.AccelReason, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
 	if onReady != nil {
@@ -433,6 +486,13 @@ func (d *Daemon) reportStatus() {
 		len(list), counts[vm.StateRunning], counts[vm.StateStopped], len(list)-counts[vm.StateRunning]-counts[vm.StateStopped], d.ops.Running()))
 }
 
+// HostShutdown stops every running instance cleanly because the host is
+// going down (logind's PrepareForShutdown, seen by labvmd's inhibitor), as
+// POST /v1/host/shutdown does; they start again at the next start.
+func (d *Daemon) HostShutdown(ctx context.Context) {
+	d.lc.HostShutdown(ctx, d.cfg.HostShutdownBound)
+}
+
 // Healthy proves the daemon can do its job: the store answers and libvirt
 // is reachable. systemd's watchdog is fed only while it holds.
 func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }
@@ -462,6 +522,9 @@ func (d *Daemon) Ops() *ops.Engine { return d.ops }
 // Metrics is the daemon's metrics registry (tests).
 func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
 
+// Policy is the daemon's idle shutdown and schedules (tests).
+func (d *Daemon) Policy() *policy.Engine { return d.policy }
+
 // API is the daemon's API server (tests walk its route table).
 func (d *Daemon) API() *httpapi.Server { return d.api }
 
@@ -471,4 +534,5 @@ var (
 	_ jobs.Runner             = (*vmlibvirt.Driver)(nil)
 	_ lifecycle.ConsoleOpener = (*vmlibvirt.Driver)(nil)
 	_ metrics.DomainStatser   = (*vmlibvirt.Driver)(nil)
+	_ policy.DomainStatser    = (*vmlibvirt.Driver)(nil)
 )

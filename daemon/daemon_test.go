@@ -189,10 +189,22 @@ func TestCreateFailureRollsBack(t *testing.T) {
 	assertNoIPs(t, td)
 	op, err := td.Client.Delete(context.Background(), "doomed")
 	if err == nil {
-		_, err = td.Client.Wait(context.Background(), op.ID, nil)
+		op, err = td.Client.Wait(context.Background(), op.ID, nil)
 	}
 	if err != nil {
 		t.Fatalf("delete of CreateFailed: %v", err)
+	}
+	// The rollback gave the address back: the delete has none to release
+	// and must not show a step for it (it once read "invalid IP").
+	var steps []string
+	for _, st := range op.Stages {
+		steps = append(steps, st.Step+" ("+st.Detail+")")
+		if st.Step == lifecycle.StepRelease.ID || strings.Contains(st.Detail, "invalid") {
+			t.Errorf("delete of a CreateFailed instance shows %s %q (%s)", st.Step, st.Name, st.Detail)
+		}
+	}
+	if len(steps) == 0 {
+		t.Errorf("delete recorded no steps at all")
 	}
 }
 
@@ -466,5 +478,68 @@ func TestExecTimeoutIsBounded(t *testing.T) {
 		if !api.IsCode(err, api.CodeInvalidArgument) || !strings.Contains(err.Error(), "--timeout") {
 			t.Errorf("exec with a %ds timeout: %v, want InvalidArgument naming --timeout", secs, err)
 		}
+	}
+}
+
+// slowShutdown holds each guest shutdown until the test releases it.
+type slowShutdown struct {
+	*daemontest.FakeHypervisor
+	entered chan string
+	release chan struct{}
+}
+
+func (s *slowShutdown) Shutdown(ctx context.Context, name string) error {
+	s.entered <- name
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.FakeHypervisor.Shutdown(ctx, name)
+}
+
+// TestHostShutdownsAreSerialised: logind's early notice and
+// labvm-guests.service's call may both ask for a host shutdown; the later
+// one returns only once the first has stopped the instances, so systemd
+// does not stop labvmd in the middle.
+func TestHostShutdownsAreSerialised(t *testing.T) {
+	hv := &slowShutdown{FakeHypervisor: daemontest.NewFakeHypervisor(), entered: make(chan string, 4), release: make(chan struct{})}
+	td := daemontest.New(t, hv, nil)
+	if _, err := td.Create(t, daemontest.TinyReq("guest")); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first, second := make(chan struct{}), make(chan struct{})
+	go func() { td.HostShutdown(ctx); close(first) }()
+	select {
+	case <-hv.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first host shutdown never asked the guest to stop")
+	}
+	go func() { td.HostShutdown(ctx); close(second) }()
+	select {
+	case <-second:
+		t.Fatal("the second host shutdown returned while the first was still stopping the guest")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(hv.release)
+	for _, done := range []chan struct{}{first, second} {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a host shutdown did not return")
+		}
+	}
+	inst, err := td.Client.Instance(ctx, "guest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inst.State != api.StateStopped {
+		t.Errorf("after the host shutdowns: %s, want Stopped", inst.State)
+	}
+	select {
+	case name := <-hv.entered:
+		t.Errorf("the second host shutdown stopped %s again", name)
+	default:
 	}
 }

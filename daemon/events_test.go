@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +57,67 @@ func TestEventsFollowOperations(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Events after cancel: %v", err)
+	}
+}
+
+// TestEventsFollowInstanceStates: FollowChanges sees an instance's
+// states as its create moves it, and its deletion, each naming the state
+// it left; Events (operations only) gets no instance lines.
+func TestEventsFollowInstanceStates(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := make(chan api.Event, 256)
+	opened := make(chan struct{}, 2)
+	go func() {
+		_ = td.Client.FollowChanges(ctx, func() { opened <- struct{}{} }, func(ev api.Event) { changes <- ev })
+	}()
+	onlyOps := make(chan api.Operation, 256)
+	go func() {
+		_ = td.Client.FollowEvents(ctx, func() { opened <- struct{}{} }, func(op api.Operation) { onlyOps <- op })
+	}()
+	<-opened
+	<-opened
+	for deadline := time.Now().Add(5 * time.Second); td.Ops().Events.Subscribers() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("event streams never subscribed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := td.Create(t, daemontest.TinyReq("st-dev")); err != nil {
+		t.Fatal(err)
+	}
+	op, err := td.Client.Delete(ctx, "st-dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.Client.Wait(ctx, op.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for done := false; !done; {
+		select {
+		case ev := <-changes:
+			if in := ev.Instance; in != nil && in.Name == "st-dev" {
+				got = append(got, string(in.Previous)+">"+string(in.State))
+				done = in.Gone
+			}
+		case <-timeout:
+			t.Fatalf("instance changes seen: %v; want through the deletion", got)
+		}
+	}
+	want := []string{">Creating", "Creating>SettingUp", "SettingUp>Running", "Running>Deleting", "Deleting>"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("instance changes %v, want %v", got, want)
+	}
+	// The operations-only follower saw the same operations, nothing else.
+	if len(onlyOps) == 0 {
+		t.Fatal("the operations-only stream saw nothing")
+	}
+	for len(onlyOps) > 0 {
+		if op := <-onlyOps; op.ID == "" {
+			t.Fatalf("a line that is not an operation reached Events: %+v", op)
+		}
 	}
 }

@@ -6,30 +6,46 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 )
 
-// listenFDsStart is the first passed descriptor (SD_LISTEN_FDS_START):
-// systemd passes them contiguously right after stdin, stdout and stderr.
-const listenFDsStart = 3
+// APISocketName is the name labvmd.socket gives its socket
+// (FileDescriptorName=): with several passed sockets, the one to serve.
+const APISocketName = "labvmd.socket"
 
 // Activation holds the sockets systemd passed to this process
-// (sd_listen_fds(3)). The zero value has none. Its descriptors are taken
-// over at most once: the first call to Listeners or UnixListener wraps
-// them, later calls return the same listeners.
+// (sd_listen_fds(3)), as go-systemd's activation.Files took them. The zero
+// value has none. The descriptors are taken over at most once: the first
+// call to Listeners or APIListener wraps them, later calls return the same
+// listeners.
 type Activation struct {
-	count int      // LISTEN_FDS, when LISTEN_PID is us
-	names []string // LISTEN_FDNAMES, one per descriptor
+	files []*os.File // in order, each named from LISTEN_FDNAMES
 
 	once      sync.Once
 	listeners []net.Listener
 	err       error
 }
 
+// Names returns the passed sockets' names in order (LISTEN_FDNAMES;
+// "LISTEN_FD_<n>" where systemd gave none).
+func (a *Activation) Names() []string {
+	if a == nil {
+		return nil
+	}
+	names := make([]string, len(a.files))
+	for i, f := range a.files {
+		names[i] = f.Name()
+	}
+	return names
+}
+
 // Listeners wraps the passed descriptors, in order, as listeners. It
 // returns none (and no error) when systemd passed nothing to this process.
 // A descriptor that is not a listening socket is an error: the unit file
 // and the daemon disagree, and guessing would serve on the wrong socket.
+//
+// go-systemd's activation.Listeners would drop such a descriptor silently
+// (ListenersWithNames also loses the order), so the files it hands over
+// are wrapped here instead.
 func (a *Activation) Listeners() ([]net.Listener, error) {
 	if a == nil {
 		return nil, nil
@@ -39,51 +55,74 @@ func (a *Activation) Listeners() ([]net.Listener, error) {
 }
 
 func (a *Activation) take() ([]net.Listener, error) {
-	lns := make([]net.Listener, 0, a.count)
-	for i := range a.count {
-		fd := listenFDsStart + i
-		// systemd passes the descriptors without close-on-exec. Set it
-		// before anything else so a child started concurrently (qemu-img)
-		// cannot inherit the API socket and keep it alive after we exit.
-		syscall.CloseOnExec(fd)
-		f := os.NewFile(uintptr(fd), a.names[i])
+	lns := make([]net.Listener, 0, len(a.files))
+	var failed error
+	for i, f := range a.files {
 		// FileListener duplicates the descriptor (close-on-exec, non-
 		// blocking); the original is closed so no second copy lingers.
 		ln, err := net.FileListener(f)
 		f.Close()
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return nil, fmt.Errorf("socket activation: fd %d (%s): %w", fd, a.names[i], err)
+		if err != nil && failed == nil {
+			failed = fmt.Errorf("socket activation: passed descriptor %d (%s) is not a listening socket: %w", 3+i, f.Name(), err)
 		}
-		lns = append(lns, ln)
+		if ln != nil {
+			lns = append(lns, ln)
+		}
+	}
+	if failed != nil {
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil, failed
 	}
 	return lns, nil
 }
 
-// UnixListener returns the passed unix-domain listener named name in
-// LISTEN_FDNAMES (FileDescriptorName=, by default the socket unit's name,
-// e.g. "labvmd.socket"), or the first unix listener when name is empty.
+// APIListener returns the socket to serve the API on: the only passed
+// socket, whatever its name (socket units name it after themselves, and a
+// renamed or hand-written unit is still meant for us), or, when there are
+// several, the one named want. Several without one named want is an error
+// that lists them, once. The API socket must be a unix socket: callers are
+// identified by SO_PEERCRED.
 //
 // It returns (nil, nil) when systemd passed nothing: the caller then
 // listens itself. The result is a net.Listener rather than a
 // *net.UnixListener on purpose: a nil *net.UnixListener stored in a
 // net.Listener is a non-nil interface, and a "nil means bind it yourself"
-// check downstream would miss it.
-func (a *Activation) UnixListener(name string) (net.Listener, error) {
+// check downstream would miss it. Listeners not chosen are closed.
+func (a *Activation) APIListener(want string) (net.Listener, error) {
 	lns, err := a.Listeners()
 	if err != nil || len(lns) == 0 {
 		return nil, err
 	}
-	for i, ln := range lns {
-		if _, ok := ln.(*net.UnixListener); ok && (name == "" || a.names[i] == name) {
-			return ln, nil
+	names := a.Names()
+	pick := -1
+	if len(lns) == 1 {
+		pick = 0
+	} else {
+		for i, n := range names {
+			if n == want {
+				pick = i
+				break
+			}
 		}
 	}
-	want := "a unix socket"
-	if name != "" {
-		want = fmt.Sprintf("a unix socket named %q", name)
+	if pick < 0 {
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil, fmt.Errorf("systemd passed %d sockets (%s) and none is named %s: pass only the API socket, or set FileDescriptorName=%s in its socket unit",
+			len(lns), strings.Join(names, ", "), want, want)
 	}
-	return nil, fmt.Errorf("socket activation: systemd passed %s but not %s", strings.Join(a.names, ", "), want)
+	for i, l := range lns {
+		if i != pick {
+			l.Close()
+		}
+	}
+	if _, ok := lns[pick].(*net.UnixListener); !ok {
+		lns[pick].Close()
+		return nil, fmt.Errorf("systemd passed %s, a %s socket; the API needs a unix socket (ListenStream=/run/labvm/labvm.sock)",
+			names[pick], lns[pick].Addr().Network())
+	}
+	return lns[pick], nil
 }

@@ -41,7 +41,7 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Printf("helper: error %v\n", err)
 		os.Exit(1)
 	}
-	ln, err := act.UnixListener(name)
+	ln, err := act.APIListener(name)
 	if err != nil {
 		fmt.Printf("helper: error %v\n", err)
 		os.Exit(1)
@@ -81,7 +81,7 @@ func helperReport(ln net.Listener, act *Activation) string {
 	if _, err := unix.FcntlInt(3, unix.F_GETFD, 0); errors.Is(err, unix.EBADF) {
 		fd3 = "closed"
 	}
-	r := fmt.Sprintf("listeners=%d names=%s env=%q fd3=%s", len(lns), strings.Join(act.names, ":"), strings.TrimSpace(left), fd3)
+	r := fmt.Sprintf("listeners=%d names=%s env=%q fd3=%s", len(lns), strings.Join(act.Names(), ":"), strings.TrimSpace(left), fd3)
 	if ln == nil {
 		return r
 	}
@@ -144,35 +144,42 @@ func helperLine(out string) string {
 	return ""
 }
 
-// TestActivationFDPassing hands a real listening socket to a child as fd 3,
-// the way systemd does. LISTEN_PID must be the child's own pid, which the
-// parent cannot know before the fork, so a shell sets LISTEN_PID=$$ and then
-// execs the test binary, keeping its pid.
+// TestActivationFDPassing hands real listening sockets to a child as fd 3
+// onwards, the way systemd does. LISTEN_PID must be the child's own pid,
+// which the parent cannot know before the fork, so a shell sets
+// LISTEN_PID=$$ and then execs the test binary, keeping its pid.
 func TestActivationFDPassing(t *testing.T) {
 	tests := []struct {
 		name      string
 		listenPID string // "self": the child's own pid
-		fdNames   string
-		lookup    string // name passed to UnixListener
-		serves    bool
+		fdNames   string // one socket per name
+		lookup    string // name passed to APIListener
+		serves    int    // index of the socket that must answer; -1 none
 		want      string
 	}{
 		{
-			name: "for us, first unix listener", listenPID: "self", fdNames: "labvmd.socket", serves: true,
+			name: "one socket, by name", listenPID: "self", fdNames: "labvmd.socket", lookup: "labvmd.socket", serves: 0,
 			want: `listeners=1 names=labvmd.socket env="" fd3=closed cloexec=true`,
 		},
 		{
-			name: "for us, by name", listenPID: "self", fdNames: "labvmd.socket", lookup: "labvmd.socket", serves: true,
-			want: `listeners=1 names=labvmd.socket env="" fd3=closed cloexec=true`,
+			// A single socket is ours whatever systemd calls it.
+			name: "one socket, another name", listenPID: "self", fdNames: "api.socket", lookup: "labvmd.socket", serves: 0,
+			want: `listeners=1 names=api.socket env="" fd3=closed cloexec=true`,
 		},
 		{
-			name: "for us, no such name", listenPID: "self", fdNames: "other.socket", lookup: "labvmd.socket",
-			want: `error socket activation: systemd passed other.socket but not a unix socket named "labvmd.socket"`,
+			// fd 3 is open again here: closing the first passed descriptor
+			// freed the number, and the duplicate of the second took it.
+			name: "several, one named labvmd.socket", listenPID: "self", fdNames: "metrics.socket:labvmd.socket", lookup: "labvmd.socket", serves: 1,
+			want: `listeners=2 names=metrics.socket:labvmd.socket env="" fd3=open cloexec=true`,
+		},
+		{
+			name: "several, none named labvmd.socket", listenPID: "self", fdNames: "a.socket:b.socket", lookup: "labvmd.socket", serves: -1,
+			want: `error systemd passed 2 sockets (a.socket, b.socket) and none is named labvmd.socket: pass only the API socket, or set FileDescriptorName=labvmd.socket in its socket unit`,
 		},
 		{
 			// The descriptor belongs to another process: not touched, not
 			// closed, but the variables are still cleared for children.
-			name: "for another process", listenPID: "1", fdNames: "labvmd.socket",
+			name: "for another process", listenPID: "1", fdNames: "labvmd.socket", serves: -1,
 			want: `listeners=0 names= env="" fd3=open`,
 		},
 	}
@@ -180,23 +187,29 @@ func TestActivationFDPassing(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			path := testSocketPath(t)
-			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-			if err != nil {
-				t.Fatal(err)
+			names := strings.Split(tt.fdNames, ":")
+			var paths []string
+			var files []*os.File
+			for range names {
+				path := testSocketPath(t)
+				ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The child owns the socket from here; closing our copy
+				// must not unlink the path it serves on.
+				ln.SetUnlinkOnClose(false)
+				f, err := ln.File()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ln.Close()
+				paths, files = append(paths, path), append(files, f)
 			}
-			// The child owns the socket from here; closing our copy must
-			// not unlink the path it serves on.
-			ln.SetUnlinkOnClose(false)
-			lnFile, err := ln.File()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln.Close()
 
 			args := []string{testBinary(t), "-test.run=^TestHelperProcess$"}
 			env := append(os.Environ(), helperEnv+"=1", helperNameEnv+"="+tt.lookup,
-				"LISTEN_FDS=1", "LISTEN_FDNAMES="+tt.fdNames)
+				fmt.Sprintf("LISTEN_FDS=%d", len(names)), "LISTEN_FDNAMES="+tt.fdNames)
 			if tt.listenPID == "self" {
 				args = append([]string{"/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`}, args...)
 			} else {
@@ -204,16 +217,18 @@ func TestActivationFDPassing(t *testing.T) {
 			}
 			cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 			cmd.Env = env
-			cmd.ExtraFiles = []*os.File{lnFile} // becomes fd 3
+			cmd.ExtraFiles = files // fd 3, 4, ...
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatalf("start helper: %v", err)
 			}
-			lnFile.Close()
+			for _, f := range files {
+				f.Close()
+			}
 
-			if tt.serves {
-				got, err := askHelper(ctx, path)
+			if tt.serves >= 0 {
+				got, err := askHelper(ctx, paths[tt.serves])
 				if err != nil {
 					t.Fatalf("%v; helper output:\n%s", err, out.String())
 				}
@@ -276,9 +291,9 @@ func TestActivationNone(t *testing.T) {
 			if err != nil || len(lns) != 0 {
 				t.Errorf("Listeners() = %v, %v; want none", lns, err)
 			}
-			ln, err := a.UnixListener("")
+			ln, err := a.APIListener(APISocketName)
 			if err != nil || ln != nil {
-				t.Errorf("UnixListener() = %v, %v; want nil, nil", ln, err)
+				t.Errorf("APIListener() = %v, %v; want nil, nil", ln, err)
 			}
 		})
 	}

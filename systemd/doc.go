@@ -1,26 +1,22 @@
-// Package systemd owns labvmd's side of running under systemd: the
-// sd_notify(3) client (READY, STATUS, STOPPING, WATCHDOG), the intake of
-// socket-activated listeners (sd_listen_fds(3)), and the unit files
-// labvmd.service and labvmd.socket, embedded so an installer can write them.
+// Package systemd owns labvmd's side of running under systemd, through
+// github.com/coreos/go-systemd/v22: sd_notify(3) (READY, STATUS, STOPPING,
+// WATCHDOG) and the watchdog period (package daemon), socket-activated
+// listeners (package activation), a logind "delay" inhibitor that turns a
+// host shutdown into a clean stop of the instances (package login1),
+// structured journal fields for labvmd's log (package journal), and the
+// unit files labvmd.service, labvmd.socket and labvm-guests.service,
+// embedded so an installer can write them.
 //
 // Everything here is a no-op off systemd: without NOTIFY_SOCKET the
-// notifier sends nothing and returns nil, and without LISTEN_FDS meant for
-// this process there are no listeners, so the daemon binds its own socket.
-// The daemon therefore calls the same code whether it runs from a unit, a
-// shell or a test.
+// notifier sends nothing and returns nil, without LISTEN_FDS meant for
+// this process there are no listeners (the daemon binds its own socket),
+// without logind there is no inhibitor (logged once), and off the journal
+// the log stays text on stderr. The daemon therefore calls the same code
+// whether it runs from a unit, a shell or a test.
 //
-// The process environment is read in exactly one place, FromEnvironment,
-// which the daemon's main calls once at start. It also unsets the variables,
-// so a child (qemu-img) cannot mistake itself for the activated service or
-// talk to systemd on the daemon's behalf; the passed descriptors themselves
-// are made close-on-exec when they are taken.
-//
-// The protocol code is written here rather than taken from
-// github.com/coreos/go-systemd/v22: its daemon.SdNotify, SdWatchdogEnabled
-// and activation.Files each read (and some unset) the environment on every
-// call and compare against os.Getpid() internally, which would scatter
-// os.Getenv through the daemon and make the pid checks testable only by
-// mutating the test process's environment. Both protocols are a few dozen
-// lines; owning them also lets STATUS lines be sanitised and the send be
-// bounded by a deadline.
+// The process environment is read in one place, FromEnvironment, which
+// the daemon's main calls once at start and whose results it hands down;
+// go-systemd's readers are called there and nowhere else, with
+// unsetEnvironment so children inherit neither the watchdog nor the
+// passed sockets (see FromEnvironment for NOTIFY_SOCKET).
 package systemd

@@ -19,7 +19,7 @@ func Example() {
 	if err != nil {
 		slog.Warn("systemd environment", "error", err) // the rest still works
 	}
-	ln, err := activation.UnixListener("labvmd.socket")
+	ln, err := activation.APIListener(systemd.APISocketName)
 	if err != nil {
 		slog.Error("socket activation", "error", err)
 		return

@@ -3,36 +3,25 @@ package systemd
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 )
 
-// sendTimeout bounds one notification. Datagrams to systemd normally
-// never block, but a wedged manager with a full receive queue must not be
-// able to hang the daemon's shutdown or its watchdog loop.
-const sendTimeout = 2 * time.Second
-
-// Notifier tells the service manager about the daemon's state over
-// NOTIFY_SOCKET (sd_notify(3)). The zero value and a nil *Notifier are
-// valid and send nothing, so callers never need to check whether they run
-// under systemd. A Notifier is immutable and safe for concurrent use.
+// Notifier tells the service manager about the daemon's state
+// (sd_notify(3)) through go-systemd. The zero value and a nil *Notifier
+// are valid and send nothing, so callers never need to check whether they
+// run under systemd. A Notifier is immutable and safe for concurrent use.
+// FromEnvironment makes the one the daemon uses.
 type Notifier struct {
-	socket   string        // NOTIFY_SOCKET: a path, or "@name" for an abstract socket; "" = off systemd
+	enabled  bool          // NOTIFY_SOCKET was set at start
 	watchdog time.Duration // WATCHDOG_USEC meant for this process; 0 = no watchdog
-}
-
-// NewNotifier returns a Notifier that sends to socketPath, a filesystem
-// path or an abstract socket name with a leading '@' (as systemd spells
-// them in NOTIFY_SOCKET). An empty socketPath gives a Notifier that sends
-// nothing. It has no watchdog; FromEnvironment sets that up.
-func NewNotifier(socketPath string) *Notifier {
-	return &Notifier{socket: socketPath}
 }
 
 // Ready reports that start-up is finished and the API accepts calls
 // (READY=1). With Type=notify, systemd orders dependents after this.
-func (n *Notifier) Ready() error { return n.send("READY=1") }
+func (n *Notifier) Ready() error { return n.send(sddaemon.SdNotifyReady) }
 
 // Status sets the free-form line `systemctl status` shows (STATUS=...).
 // Newlines are replaced by spaces: the protocol is newline-separated
@@ -46,11 +35,11 @@ func (n *Notifier) Status(line string) error {
 // Stopping reports that shutdown has begun (STOPPING=1), so systemd shows
 // "deactivating" instead of treating the wait for in-flight operations as
 // a hang of a running service.
-func (n *Notifier) Stopping() error { return n.send("STOPPING=1") }
+func (n *Notifier) Stopping() error { return n.send(sddaemon.SdNotifyStopping) }
 
 // Watchdog sends one keep-alive ping (WATCHDOG=1). Most callers want
 // RunWatchdog instead.
-func (n *Notifier) Watchdog() error { return n.send("WATCHDOG=1") }
+func (n *Notifier) Watchdog() error { return n.send(sddaemon.SdNotifyWatchdog) }
 
 // WatchdogInterval is how often to ping: half the WatchdogSec= timeout
 // systemd gave this process, as sd_watchdog_enabled(3) recommends, so one
@@ -58,7 +47,7 @@ func (n *Notifier) Watchdog() error { return n.send("WATCHDOG=1") }
 // watchdog for this process (none configured, WATCHDOG_PID names another
 // process, or no NOTIFY_SOCKET to ping).
 func (n *Notifier) WatchdogInterval() (period time.Duration, ok bool) {
-	if n == nil || n.socket == "" || n.watchdog <= 0 {
+	if n == nil || !n.enabled || n.watchdog <= 0 {
 		return 0, false
 	}
 	return n.watchdog / 2, true
@@ -111,27 +100,15 @@ func (n *Notifier) RunWatchdog(ctx context.Context, healthy func(context.Context
 	}
 }
 
-// send writes one datagram to NOTIFY_SOCKET. Go's net package maps a
-// leading '@' to the abstract namespace, which is how systemd writes
-// abstract notify sockets, so both forms work unchanged.
+// send hands one state to go-systemd's SdNotify, which writes it to
+// NOTIFY_SOCKET (a path, or an abstract socket spelt with a leading '@').
 func (n *Notifier) send(state string) error {
-	if n == nil || n.socket == "" {
+	if n == nil || !n.enabled {
 		return nil
 	}
-	key, _, _ := strings.Cut(state, "=")
-	if !strings.HasPrefix(n.socket, "/") && !strings.HasPrefix(n.socket, "@") {
-		return fmt.Errorf("sd_notify %s: unsupported NOTIFY_SOCKET %q (want a path or @abstract name)", key, n.socket)
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.socket, Net: "unixgram"})
-	if err != nil {
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		key, _, _ := strings.Cut(state, "=")
 		return fmt.Errorf("sd_notify %s: %w", key, err)
-	}
-	defer conn.Close()
-	if err := conn.SetWriteDeadline(time.Now().Add(sendTimeout)); err != nil {
-		return fmt.Errorf("sd_notify %s: set deadline: %w", key, err)
-	}
-	if _, err := conn.Write([]byte(state)); err != nil {
-		return fmt.Errorf("sd_notify %s to %s: %w", key, n.socket, err)
 	}
 	return nil
 }

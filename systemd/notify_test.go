@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,7 +88,8 @@ func TestNotifierSendsExactDatagrams(t *testing.T) {
 	}
 	for kind, addr := range sockets {
 		sock := listenNotify(t, addr)
-		n := NewNotifier(addr)
+		t.Setenv("NOTIFY_SOCKET", addr)
+		n := &Notifier{enabled: true}
 		for _, c := range calls {
 			t.Run(kind+"/"+c.name, func(t *testing.T) {
 				if err := c.call(n); err != nil {
@@ -102,9 +105,8 @@ func TestNotifierSendsExactDatagrams(t *testing.T) {
 
 func TestNotifierOffSystemdIsNoop(t *testing.T) {
 	for name, n := range map[string]*Notifier{
-		"empty socket": NewNotifier(""),
-		"zero value":   {},
-		"nil":          nil,
+		"zero value": {},
+		"nil":        nil,
 		// A watchdog timeout without a socket to ping is no watchdog.
 		"watchdog but no socket": {watchdog: time.Second},
 	} {
@@ -132,103 +134,71 @@ func TestNotifierOffSystemdIsNoop(t *testing.T) {
 }
 
 func TestNotifierErrors(t *testing.T) {
-	tests := []struct {
-		name   string
-		socket string
-		want   string
-	}{
-		{"nobody listening", filepath.Join(t.TempDir(), "absent"), "sd_notify READY"},
-		{"relative path", "notify.sock", "unsupported NOTIFY_SOCKET"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := NewNotifier(tt.socket).Ready()
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("Ready() = %v, want an error containing %q", err, tt.want)
-			}
-		})
+	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "absent"))
+	err := (&Notifier{enabled: true}).Ready()
+	if err == nil || !strings.Contains(err.Error(), "sd_notify READY") {
+		t.Fatalf("Ready() = %v, want an error naming sd_notify READY", err)
 	}
 }
 
-func TestFromEnv(t *testing.T) {
-	const self = 4242
+// TestFromEnvironment reads a table of environments the way labvmd's
+// main does, through go-systemd, and checks what reaches the daemon and
+// what is left for children.
+func TestFromEnvironment(t *testing.T) {
+	self := strconv.Itoa(os.Getpid())
 	tests := []struct {
 		name       string
 		env        map[string]string
+		wantNotify bool
 		wantPeriod time.Duration // 0: no watchdog
-		wantFDs    int
-		wantNames  []string
 		wantErr    string
 	}{
 		{name: "off systemd", env: map[string]string{}},
 		{
 			name:       "watchdog for us",
-			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4242"},
-			wantPeriod: 15 * time.Second,
+			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": self},
+			wantNotify: true, wantPeriod: 15 * time.Second,
 		},
 		{
 			name:       "watchdog without WATCHDOG_PID is ours",
 			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "1000000"},
-			wantPeriod: 500 * time.Millisecond,
+			wantNotify: true, wantPeriod: 500 * time.Millisecond,
 		},
 		{
-			name: "watchdog for another process",
-			env:  map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"},
+			name:       "watchdog for another process",
+			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"},
+			wantNotify: true,
 		},
 		{
 			name: "watchdog but no notify socket",
-			env:  map[string]string{"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "4242"},
+			env:  map[string]string{"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": self},
 		},
 		{
-			name:    "watchdog usec garbage",
-			env:     map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "soon"},
-			wantErr: "WATCHDOG_USEC",
+			name:       "watchdog usec garbage",
+			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "soon"},
+			wantNotify: true, wantErr: "WATCHDOG_USEC",
 		},
 		{
-			name:    "watchdog usec zero",
-			env:     map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "0"},
-			wantErr: "out of range",
+			name:       "watchdog usec zero",
+			env:        map[string]string{"NOTIFY_SOCKET": "/run/systemd/notify", "WATCHDOG_USEC": "0"},
+			wantNotify: true, wantErr: "positive",
 		},
 		{
-			name:      "listen fds for us",
-			env:       map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "labvmd.socket:other"},
-			wantFDs:   2,
-			wantNames: []string{"labvmd.socket", "other"},
-		},
-		{
-			name:      "listen fds without names",
-			env:       map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "1"},
-			wantFDs:   1,
-			wantNames: []string{"unknown"},
-		},
-		{
-			name: "listen fds for another process",
-			env:  map[string]string{"LISTEN_PID": "1", "LISTEN_FDS": "1"},
-		},
-		{
-			name: "listen fds without LISTEN_PID",
-			env:  map[string]string{"LISTEN_FDS": "1"},
-		},
-		{
-			name:    "listen fds garbage",
-			env:     map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "-1"},
-			wantErr: "LISTEN_FDS",
-		},
-		{
-			name:    "listen fd names do not match count",
-			env:     map[string]string{"LISTEN_PID": "4242", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "one"},
-			wantErr: "LISTEN_FDNAMES",
-		},
-		{
-			name:       "one bad part leaves the other working",
-			env:        map[string]string{"NOTIFY_SOCKET": "@sd", "WATCHDOG_USEC": "2000000", "LISTEN_PID": "pid", "LISTEN_FDS": "1"},
-			wantPeriod: time.Second,
-			wantErr:    "LISTEN_PID",
+			// Descriptors meant for another process are not ours to take.
+			name:       "listen fds for another process",
+			env:        map[string]string{"NOTIFY_SOCKET": "@sd", "LISTEN_PID": "1", "LISTEN_FDS": "1"},
+			wantNotify: true,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			n, a, err := fromEnv(func(k string) string { return tt.env[k] }, self)
+			for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+				t.Setenv(k, tt.env[k]) // restored after the subtest
+				if _, ok := tt.env[k]; !ok {
+					_ = os.Unsetenv(k)
+				}
+			}
+			n, a, err := FromEnvironment()
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("error: %v", err)
@@ -238,12 +208,20 @@ func TestFromEnv(t *testing.T) {
 			if n == nil || a == nil {
 				t.Fatalf("got nil results (%v, %v); both must always be usable", n, a)
 			}
+			if n.enabled != tt.wantNotify {
+				t.Errorf("notify enabled = %v, want %v", n.enabled, tt.wantNotify)
+			}
 			period, ok := n.WatchdogInterval()
 			if ok != (tt.wantPeriod > 0) || period != tt.wantPeriod {
 				t.Errorf("WatchdogInterval = %v, %v; want %v", period, ok, tt.wantPeriod)
 			}
-			if a.count != tt.wantFDs || strings.Join(a.names, ":") != strings.Join(tt.wantNames, ":") {
-				t.Errorf("activation = %d fds %q, want %d %q", a.count, a.names, tt.wantFDs, tt.wantNames)
+			if lns, err := a.Listeners(); len(lns) != 0 || err != nil {
+				t.Errorf("listeners = %v, %v; want none", lns, err)
+			}
+			for _, k := range []string{"WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+				if v, set := os.LookupEnv(k); set {
+					t.Errorf("%s=%s left for children", k, v)
+				}
 			}
 		})
 	}
@@ -273,7 +251,8 @@ func TestRunWatchdog(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := filepath.Join(t.TempDir(), "notify")
 			sock := listenNotify(t, addr)
-			n := &Notifier{socket: addr, watchdog: 2 * period}
+			t.Setenv("NOTIFY_SOCKET", addr)
+			n := &Notifier{enabled: true, watchdog: 2 * period}
 			var checks atomic.Int32
 			healthy := func(ctx context.Context) error {
 				if _, ok := ctx.Deadline(); !ok {

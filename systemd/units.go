@@ -1,9 +1,11 @@
 package systemd
 
 import (
+	"bytes"
 	"embed"
 	"fmt"
 	"io/fs"
+	"path"
 )
 
 // unitFiles holds units/*. go:embed needs a package-level variable; it is
@@ -32,4 +34,25 @@ func Units() map[string][]byte {
 		out[e.Name()] = b
 	}
 	return out
+}
+
+// DefaultPrefix is where `make install` puts the binaries, and what the
+// embedded units name.
+const DefaultPrefix = "/usr/local"
+
+// UnitsFor returns the units for binaries installed under prefix
+// (labvmd in prefix/sbin, labvm in prefix/bin): "/usr" for the Debian
+// package, DefaultPrefix for `make install`.
+func UnitsFor(prefix string) map[string][]byte {
+	units := Units()
+	prefix = path.Clean(prefix)
+	if prefix == DefaultPrefix {
+		return units
+	}
+	for name, body := range units {
+		body = bytes.ReplaceAll(body, []byte("ExecStart="+DefaultPrefix+"/sbin/labvmd"), []byte("ExecStart="+prefix+"/sbin/labvmd"))
+		body = bytes.ReplaceAll(body, []byte("ExecStop="+DefaultPrefix+"/bin/labvm "), []byte("ExecStop="+prefix+"/bin/labvm "))
+		units[name] = body
+	}
+	return units
 }

@@ -142,3 +142,27 @@ func TestUnitSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestUnitsFor: the package's units name /usr's binaries and no
+// /usr/local path at all; the default prefix gives the embedded units.
+func TestUnitsFor(t *testing.T) {
+	for name, body := range UnitsFor("/usr") {
+		if bytes.Contains(body, []byte("/usr/local")) {
+			t.Errorf("%s for /usr still names /usr/local:\n%s", name, body)
+		}
+	}
+	pkg := UnitsFor("/usr/")
+	for unit, want := range map[string]string{
+		"labvmd.service":       "\nExecStart=/usr/sbin/labvmd\n",
+		"labvm-guests.service": "\nExecStop=/usr/bin/labvm host shutdown\n",
+	} {
+		if !bytes.Contains(pkg[unit], []byte(want)) {
+			t.Errorf("%s lacks %q", unit, want)
+		}
+	}
+	for name, body := range UnitsFor(DefaultPrefix) {
+		if !bytes.Equal(body, Units()[name]) {
+			t.Errorf("%s under the default prefix differs from the embedded unit", name)
+		}
+	}
+}

@@ -36,6 +36,10 @@ type Instance struct {
 
 	Scripts InstanceScripts `json:"scripts"`
 
+	// Datasets are the host directories (by dataset name) shared with the
+	// guest read-only at DatasetMountPoint; fixed at create, like the size.
+	Datasets []string `json:"datasets,omitempty"`
+
 	// NoAutostart keeps the instance stopped after a host restart; by
 	// default an instance that was running starts again.
 	NoAutostart bool `json:"no_autostart,omitempty"`
@@ -67,6 +71,9 @@ type Instance struct {
 	// Provisioning is cloud-init's outcome on the latest boot; nil for an
 	// image without cloud-init (its agent's first answer is its ready).
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// Policy is the idle shutdown; only store.Tx.SetPolicy changes it.
+	Policy Policy `json:"policy,omitempty"`
 }
 
 // InstanceScripts records which scripts the instance was given (their

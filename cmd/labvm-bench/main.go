@@ -52,6 +52,9 @@ type options struct {
 	skipScale     bool
 	skipCluster   bool
 	cluster       int
+	skipCopy      bool
+	copyMiB       int
+	copyRuns      int
 	profileDir    string
 }
 
@@ -72,6 +75,9 @@ func main() {
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
 	flag.IntVar(&o.cluster, "cluster", 1000, "instances per host of the three-host cluster figures (test driver, a real etcd)")
 	flag.BoolVar(&o.skipCluster, "skip-cluster", false, "skip the cluster figures (they need etcd: apt-get install etcd-server)")
+	flag.BoolVar(&o.skipCopy, "skip-copy", false, "skip the copy throughput figures (labvm cp against ssh)")
+	flag.IntVar(&o.copyMiB, "copy-mib", 64, "size of the file copied in and out, MiB (ssh moves ~1 MB/s under TCG)")
+	flag.IntVar(&o.copyRuns, "copy-runs", 3, "copies each way, for labvm cp and for ssh")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -191,6 +197,11 @@ func run(o options) error {
 	start := time.Now()
 	if !o.skipQEMU {
 		if err := e.qemuFigures(); err != nil {
+			return err
+		}
+	}
+	if !o.skipCopy {
+		if err := e.copyFigures(); err != nil {
 			return err
 		}
 	}

@@ -35,6 +35,11 @@ type report struct {
 	lcCreate, lcStop, lcStart, lcDelete     sample
 	freshDisk, bootedDisk                   []int64
 
+	copyMiB                    int
+	copyVia                    string
+	cpIn, cpOut, sshIn, sshOut sample
+	copyRSS                    int64
+
 	scale                              bool
 	scaleN                             int
 	scaleCreate                        sample
@@ -309,6 +314,8 @@ func (r *report) markdown() string {
 		w("%s", row(&r.lcStart, "start → Running"))
 		w("%s", row(&r.lcDelete, "delete"))
 	}
+
+	r.copyMarkdown(w)
 
 	if r.scale {
 		w("\n## Scale: libvirt's test driver standing in for QEMU\n\n")

@@ -16,12 +16,16 @@ func newDoctorCommand(a *app) *cobra.Command {
 		Long: `doctor compares labvmd's records with libvirt's domains and the files in its
 data dir, and reports what disagrees: labvm domains no record owns, orphan
 files and directories in instances/ and images/, records whose disk or domain
-is missing, address allocations no instance holds, and interrupted writes
-or downloads. It changes nothing unless asked:
+is missing, address allocations no instance holds, interrupted writes
+or downloads, and nftables tables no running labvmd owns (a dead daemon's
+table; a bridge-family one can cut every bridge's guests off), each with
+the nft command that deletes it. It changes nothing unless asked:
 
   --repair   fixes what is safe: destroys unknown domains of this data dir,
              removes orphan directories and partial files, releases orphan
-             addresses. It never removes what --rebuild could recover.
+             addresses, deletes a firewall table whose owner is gone and
+             whose guests no longer run. It never removes what --rebuild
+             could recover.
   --rebuild  recovers instance and image records from the manifests kept
              next to each disk, after the database was lost or corrupt
              (move a corrupt labvm.db aside and start labvmd first). It

@@ -29,7 +29,9 @@ otherwise) on the image, a cloud-init seed, a private address, then boot it
 and wait until the guest says it is ready.
 
 NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
-The size can never change afterwards. SSH is off unless --ssh-key is given.
+The size can never change afterwards, nor can the datasets: each --dataset
+(see ` + "`labvm dataset list`" + `) is read-only at /datasets/NAME in the guest.
+SSH is off unless --ssh-key is given.
 
 When the daemon is in a cluster, the instance is placed on a host with
 room: up, with the image and the size's memory available, with the most
@@ -37,7 +39,9 @@ free cores; labvm then creates it there through ssh (the host's published
 ssh:// address). --host ssh://HOST pins the host; --here pins the daemon
 labvm talks to.`,
 		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
+  labvm create alice-dev --size Standard_B1s --image debian-12 --idle-shutdown 30m
   labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub
+  labvm create bob-dev --size Standard_D2s_v3 --image debian-12 --dataset imagenet --dataset coco
   labvm --host ssh://node3 create alice-dev --size Standard_B1s --image debian-12   # on node3`,
 		GroupID: "instances",
 		Args:    exactArgs(1, "NAME"),
@@ -86,10 +90,24 @@ labvm talks to.`,
 	cmd.Flags().StringVar(&startup, "startup-script", "", "script run as root at every start")
 	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
 	cmd.Flags().BoolVar(&req.NoAutostart, "no-autostart", false, "stay stopped after a host restart (by default an instance that was running starts again)")
+	cmd.Flags().StringVar(&req.IdleShutdown, "idle-shutdown", "", "stop it after this long unused, e.g. 30m, 2h, 1d (15m to 3d), or off (default: the host's)")
+	cmd.Flags().StringArrayVar(&req.Datasets, "dataset", nil, "dataset the guest sees read-only at /datasets/NAME (repeatable; fixed at create; see `labvm dataset list`)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	cmd.Flags().BoolVar(&here, "here", false, "in a cluster, create on the daemon labvm talks to rather than placing the instance")
 	wf.register(cmd)
 	return cmd
+}
+
+// datasetsLine names each dataset with where the guest sees it.
+func datasetsLine(inst api.Instance) string {
+	if len(inst.Datasets) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(inst.Datasets))
+	for _, d := range inst.Datasets {
+		parts = append(parts, d+" (read-only at /datasets/"+d+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 func expandHome(p string) string {
@@ -139,11 +157,16 @@ func newShowCommand(a *app) *cobra.Command {
 				{"SSH", ssh},
 				{"Provisioning", provisioningLine(inst)},
 				{"Scripts", scriptsLine(inst)},
+				{"Idle", idleLine(inst)},
+				{"Datasets", datasetsLine(inst)},
 				{"Owner", owner},
 				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
 				{"Host", inst.Host},
 				{"Domain", inst.Domain + " (" + inst.Accel + ")"},
 				{"ID", inst.ID},
+			}
+			for _, line := range scheduleLines(inst) {
+				rows = append(rows, [2]string{"Schedule", line})
 			}
 			w := bufio.NewWriter(a.stdout)
 			for _, r := range rows {

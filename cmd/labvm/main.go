@@ -90,14 +90,16 @@ stopped.`,
 	root.AddCommand(
 		newCreateCommand(a), newShowCommand(a), newListCommand(a),
 		newStartCommand(a), newStopCommand(a), newRestartCommand(a), newDeleteCommand(a),
-		newExecCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
+		newIdleShutdownCommand(a), newScheduleCommand(a),
+		newExecCommand(a), newCopyCommand(a), newJobCommand(a), newLogsCommand(a), newOpenCommand(a), newStudioCommand(a), newSSHCommand(a), newSSHConfigCommand(a),
 		newTunnelCommand(a), newForwardCommand(a), newConsoleCommand(a),
-		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a),
+		newImageCommand(a), newSizesCommand(a), newNetworkCommand(a), newDatasetCommand(a),
 		newResizeCommand(a),
 		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a), newEventsCommand(a), newHostCommand(a),
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
 		newDoctorCommand(a), newContextCommand(a), newHostsCommand(a), newDialStdioCommand(a),
 	)
+	root.AddCommand(newGenManCommand(root))
 	return root
 }
 

@@ -168,14 +168,27 @@ func newWaitCommand(a *app) *cobra.Command {
 }
 
 func newOperationsCommand(a *app) *cobra.Command {
-	return &cobra.Command{
+	var instance string
+	cmd := &cobra.Command{
 		Use:     "operations",
 		Aliases: []string{"ops"},
 		Short:   "List recent operations",
+		Long: `List recent operations, oldest first. The whole list needs the reader
+role; --instance lists one instance's operations, which its own user may
+see without a role.`,
+		Example: `  labvm operations
+  labvm operations --instance web
+  labvm ops --instance web -o json`,
 		GroupID: "daemon",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ops, err := a.client().Operations(cmd.Context())
+			var ops []api.Operation
+			var err error
+			if instance != "" {
+				ops, err = a.client().InstanceOperations(cmd.Context(), instance)
+			} else {
+				ops, err = a.client().Operations(cmd.Context())
+			}
 			if err != nil {
 				return err
 			}
@@ -194,6 +207,8 @@ func newOperationsCommand(a *app) *cobra.Command {
 			return table(a.stdout, []string{"id", "kind", "target", "caller", "status", "took", "started", "error"}, rows)
 		},
 	}
+	cmd.Flags().StringVar(&instance, "instance", "", "only this instance's operations (allowed to its own user without a role)")
+	return cmd
 }
 
 // exactArgs is cobra.ExactArgs with a message naming what is missing.
@@ -208,26 +223,56 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 
 func newEventsCommand(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:     "events",
-		Short:   "Follow operations as they happen (Ctrl-C to stop)",
-		Long:    "Print every change of every operation you may see: readers see all, others their own.",
+		Use:   "events",
+		Short: "Follow operations and instance states as they change (Ctrl-C to stop)",
+		Long: `Print every change of every operation you may see, and every change of an
+instance's state, including those no operation made (a guest that powered
+itself off, a domain found gone). Readers see all; others their own.
+
+With -o json each line is an operation, or an instance change marked
+"event": "instance".`,
+		Example: `  labvm events
+  labvm events -o json | jq -c 'select(.event == "instance")'`,
 		GroupID: "daemon",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.client().Events(cmd.Context(), func(op api.Operation) {
+			return a.client().FollowChanges(cmd.Context(), nil, func(ev api.Event) {
 				if a.json() {
-					_ = printJSONLine(a.stdout, op) // the terminal, as for fmt.Fprint*
+					var v any = ev.Operation
+					if ev.Instance != nil {
+						v = ev.Instance
+					}
+					_ = printJSONLine(a.stdout, v) // the terminal, as for fmt.Fprint*
 					return
 				}
-				stage := ""
-				if n := len(op.Stages); n > 0 {
-					stage = op.Stages[n-1].Name
-				}
-				if op.Error != nil {
-					stage = op.Error.Message
-				}
-				fmt.Fprintf(a.stdout, "%s  %-8s %-13s %-20s %-10s %s\n", time.Now().Format("15:04:05"), op.ID[:8], op.Kind, op.Target, op.Status, stage)
+				fmt.Fprintln(a.stdout, eventLine(time.Now(), ev))
 			})
 		},
 	}
+}
+
+// eventLine is one event as `labvm events` prints it.
+func eventLine(now time.Time, ev api.Event) string {
+	if in := ev.Instance; in != nil {
+		change := string(in.State)
+		switch {
+		case in.Gone:
+			change = "deleted"
+		case in.Previous != "":
+			change = string(in.Previous) + " → " + change
+		}
+		if in.StateReason != "" && !in.Gone {
+			change += "  " + in.StateReason
+		}
+		return fmt.Sprintf("%s  %-8s %-13s %-20s %s", now.Format("15:04:05"), "", "instance", in.Name, change)
+	}
+	op := *ev.Operation
+	stage := ""
+	if n := len(op.Stages); n > 0 {
+		stage = op.Stages[n-1].Name
+	}
+	if op.Error != nil {
+		stage = op.Error.Message
+	}
+	return fmt.Sprintf("%s  %-8.8s %-13s %-20s %-10s %s", now.Format("15:04:05"), op.ID, op.Kind, op.Target, op.Status, stage)
 }

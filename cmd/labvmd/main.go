@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,21 +30,26 @@ import (
 
 // fileConfig is /etc/labvm/labvmd.yaml. Every key is optional.
 type fileConfig struct {
-	Socket        string    `yaml:"socket"`
-	SocketGroup   *string   `yaml:"socket_group"`
-	DataDir       string    `yaml:"data_dir"`
-	LibvirtURI    string    `yaml:"libvirt_uri"`
-	Accelerator   string    `yaml:"accelerator"`
-	DiskSize      string    `yaml:"disk_size"`
-	ReadyTimeout  string    `yaml:"ready_timeout"`
-	StopTimeout   string    `yaml:"stop_timeout"`
-	PhoneHomePort *int      `yaml:"phone_home_port"`
-	FirewallTable string    `yaml:"firewall_table"`
-	MinFreeDisk   string    `yaml:"min_free_disk"`
-	MetricsListen string    `yaml:"metrics_listen"`
-	DefaultVNet   *vnetFile `yaml:"default_vnet"`
-	Sizes         []vm.Size `yaml:"sizes"`
-	Quota         *struct {
+	Socket        string  `yaml:"socket"`
+	SocketGroup   *string `yaml:"socket_group"`
+	DataDir       string  `yaml:"data_dir"`
+	LibvirtURI    string  `yaml:"libvirt_uri"`
+	Accelerator   string  `yaml:"accelerator"`
+	DiskSize      string  `yaml:"disk_size"`
+	ReadyTimeout  string  `yaml:"ready_timeout"`
+	StopTimeout   string  `yaml:"stop_timeout"`
+	PhoneHomePort *int    `yaml:"phone_home_port"`
+	FirewallTable string  `yaml:"firewall_table"`
+	MinFreeDisk   string  `yaml:"min_free_disk"`
+	MetricsListen string  `yaml:"metrics_listen"`
+	IdleShutdown  *struct {
+		Default      string   `yaml:"default"`
+		Maximum      string   `yaml:"maximum"`
+		CPUThreshold *float64 `yaml:"cpu_threshold"`
+	} `yaml:"idle_shutdown"`
+	DefaultVNet *vnetFile `yaml:"default_vnet"`
+	Sizes       []vm.Size `yaml:"sizes"`
+	Quota       *struct {
 		Total    int            `yaml:"total"`
 		Families map[string]int `yaml:"families"`
 	} `yaml:"quota"`
@@ -79,92 +85,142 @@ func main() {
 	}
 }
 
+// cliFlags are labvmd's command-line flags.
+type cliFlags struct {
+	configPath  *string
+	socket      *string
+	sockGroup   *string
+	dataDir     *string
+	libvirtURI  *string
+	accel       *string
+	bridge      *string
+	subnet      *string
+	fwTable     *string
+	brPrefix    *string
+	phonePort   *optionalInt
+	readyTO     *time.Duration
+	readyProbe  *string
+	stopTO      *time.Duration
+	logLevel    *string
+	minFree     *string
+	metricsAt   *string
+	stopOnExit  *bool
+	testIdle    *time.Duration
+	testCron    *bool
+	version     *bool
+	units       *string
+	removeFW    *bool
+	man         *string
+	unitsPrefix *string
+}
+
+// defineFlags registers labvmd's flags on fs (the command line in main,
+// a fresh set in tests that read the help text).
+func defineFlags(fs *flag.FlagSet) *cliFlags {
+	return &cliFlags{
+		configPath:  fs.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)"),
+		socket:      fs.String("socket", "", "API socket path (default /run/labvm/labvm.sock)"),
+		sockGroup:   fs.String("socket-group", "", "group allowed to use the socket (default labvm)"),
+		dataDir:     fs.String("data-dir", "", "data directory (default /var/lib/labvm)"),
+		libvirtURI:  fs.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)"),
+		accel:       fs.String("accel", "", "accelerator: auto, kvm or tcg (default auto)"),
+		bridge:      fs.String("bridge", "", "default VNet's bridge (default labvm0)"),
+		subnet:      fs.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)"),
+		fwTable:     fs.String("firewall-table", "", "nftables table labvm owns (default labvm)"),
+		brPrefix:    fs.String("bridge-prefix", "", "prefix of the bridges of VNets made through the API (default lv)"),
+		phonePort:   optionalIntVar(fs, "phone-home-port", "`port` for cloud-init phone_home on the gateway; 0 disables (default 8719)"),
+		readyTO:     fs.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)"),
+		readyProbe:  fs.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)"),
+		stopTO:      fs.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)"),
+		logLevel:    fs.String("log-level", "info", "debug, info, warn or error"),
+		minFree:     fs.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)"),
+		metricsAt:   fs.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)"),
+		stopOnExit:  fs.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart"),
+		testIdle:    fs.Duration("test-idle-minimum", 0, "TEST ONLY, never in production: lower the idle shutdown's 15m minimum to this (the idle policy then samples six times per minimum)"),
+		testCron:    fs.Bool("test-cron-seconds", false, "TEST ONLY, never in production: schedules take a leading seconds field (six-field cron)"),
+		version:     fs.Bool("version", false, "print the version and exit"),
+		units:       fs.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit"),
+		unitsPrefix: fs.String("units-prefix", systemd.DefaultPrefix, "with --write-units: the prefix labvmd and labvm are installed under (/usr for the Debian package)"),
+		man:         fs.String("write-man", "", "write the man page labvmd.8 into this directory and exit (packaging)"),
+		removeFW:    fs.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling"),
+	}
+}
+
 func run() (err error) {
-	var (
-		configPath = flag.String("config", "/etc/labvm/labvmd.yaml", "config file (optional; missing file means defaults)")
-		socket     = flag.String("socket", "", "API socket path (default /run/labvm/labvm.sock)")
-		sockGroup  = flag.String("socket-group", "", "group allowed to use the socket (default labvm)")
-		dataDir    = flag.String("data-dir", "", "data directory (default /var/lib/labvm)")
-		libvirtURI = flag.String("libvirt-uri", "", "libvirt connection URI (default qemu:///system)")
-		accel      = flag.String("accel", "", "accelerator: auto, kvm or tcg (default auto)")
-		bridge     = flag.String("bridge", "", "default VNet's bridge (default labvm0)")
-		subnet     = flag.String("subnet", "", "default VNet's subnet CIDR (default 10.177.0.0/24)")
-		fwTable    = flag.String("firewall-table", "", "nftables table labvm owns (default labvm)")
-		brPrefix   = flag.String("bridge-prefix", "", "prefix of the bridges of VNets made through the API (default lv)")
-		phonePort  = flag.Int("phone-home-port", -1, "port for cloud-init phone_home on the gateway; 0 disables (default 8719)")
-		readyTO    = flag.Duration("ready-timeout", 0, "how long a guest may take to become ready (default 15m)")
-		readyProbe = flag.String("ready-probe", "", "how a guest is judged ready: agent (guest agent or phone-home; the default) or none (as soon as its domain runs: for drivers without guests such as test:///default)")
-		stopTO     = flag.Duration("stop-timeout", 0, "how long a guest may take to power off before it is destroyed (default 2m)")
-		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
-		minFree    = flag.String("min-free-disk", "", "free space the data dir must keep for create/start, e.g. 2G (default 2G)")
-		metricsAt  = flag.String("metrics-listen", "", "also serve /metrics on this TCP address, e.g. 127.0.0.1:9477, WITHOUT authentication: keep it on loopback or behind a proxy (default: only owners, on the socket)")
-		stopOnExit = flag.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart")
-		version    = flag.Bool("version", false, "print the version and exit")
-		units      = flag.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit")
-		removeFW   = flag.Bool("remove-firewall", false, "remove the firewall table (--firewall-table) and its rules in other tables, then exit; for uninstalling")
-	)
+	f := defineFlags(flag.CommandLine)
 	flag.Parse()
-	if *version {
+	if *f.version {
 		fmt.Println("labvmd", daemon.Version)
 		return nil
 	}
-	if *units != "" {
-		return writeUnits(*units)
+	if *f.units != "" {
+		return writeUnits(*f.units, *f.unitsPrefix)
+	}
+	if *f.man != "" {
+		return writeMan(*f.man)
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if systemd.JournalAttached() {
+		// Under systemd, each attribute becomes a journal field of its own
+		// (journalctl -u labvmd INSTANCE=alice-dev).
+		handler = systemd.NewJournalHandler(level, handler)
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 
 	cfg := daemon.DefaultConfig()
-	if err := applyFile(&cfg, *configPath); err != nil {
+	if err := applyFile(&cfg, *f.configPath); err != nil {
 		return err
 	}
-	setIf(&cfg.SocketPath, *socket)
-	setIf(&cfg.SocketGroup, *sockGroup)
-	setIf(&cfg.DataDir, *dataDir)
-	setIf(&cfg.LibvirtURI, *libvirtURI)
-	setIf(&cfg.VNet.Bridge, *bridge)
-	setIf(&cfg.FirewallTable, *fwTable)
-	setIf(&cfg.BridgePrefix, *brPrefix)
-	setIf(&cfg.MetricsListen, *metricsAt)
+	setIf(&cfg.SocketPath, *f.socket)
+	setIf(&cfg.SocketGroup, *f.sockGroup)
+	setIf(&cfg.DataDir, *f.dataDir)
+	setIf(&cfg.LibvirtURI, *f.libvirtURI)
+	setIf(&cfg.VNet.Bridge, *f.bridge)
+	setIf(&cfg.FirewallTable, *f.fwTable)
+	setIf(&cfg.BridgePrefix, *f.brPrefix)
+	setIf(&cfg.MetricsListen, *f.metricsAt)
 	if rc, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		cfg.Nameservers = network.Nameservers(rc)
 	}
-	if *accel != "" {
-		m, err := vm.ParseAccelMode(*accel)
+	if *f.accel != "" {
+		m, err := vm.ParseAccelMode(*f.accel)
 		if err != nil {
 			return fmt.Errorf("--accel: %w", err)
 		}
 		cfg.Accel = m
 	}
-	if *subnet != "" {
-		p, err := netip.ParsePrefix(*subnet)
+	if *f.subnet != "" {
+		p, err := netip.ParsePrefix(*f.subnet)
 		if err != nil {
 			return fmt.Errorf("--subnet: %w", err)
 		}
 		cfg.VNet.Subnet = p
 	}
-	if *phonePort >= 0 {
-		cfg.PhoneHomePort = *phonePort
+	if f.phonePort.set {
+		cfg.PhoneHomePort = f.phonePort.v
 	}
-	cfg.StopInstancesOnExit = *stopOnExit
-	if *minFree != "" {
-		n, err := storage.ParseSize(*minFree)
+	cfg.StopInstancesOnExit = *f.stopOnExit
+	if *f.minFree != "" {
+		n, err := storage.ParseSize(*f.minFree)
 		if err != nil {
 			return fmt.Errorf("--min-free-disk: %w", err)
 		}
 		cfg.MinFreeDisk = n
 	}
-	if *readyTO > 0 {
-		cfg.ReadyTimeout = *readyTO
+	if *f.readyTO > 0 {
+		cfg.ReadyTimeout = *f.readyTO
 	}
-	setIf(&cfg.ReadyProbe, *readyProbe)
-	if *stopTO > 0 {
-		cfg.StopTimeout = *stopTO
+	setIf(&cfg.ReadyProbe, *f.readyProbe)
+	if *f.stopTO > 0 {
+		cfg.StopTimeout = *f.stopTO
 	}
+	cfg.TestIdleMinimum = *f.testIdle
+	cfg.TestCronSeconds = *f.testCron
 	// Test-only fault injection (see daemon/crashpoint.go); deliberately
 	// not a flag or config key, so no production config can carry it.
 	cfg.CrashAt = os.Getenv("LABVM_CRASH_AT")
@@ -173,9 +229,12 @@ func run() (err error) {
 	if err != nil {
 		log.Warn("systemd environment", "error", err) // the rest still works
 	}
-	ln, err := activation.UnixListener("labvmd.socket")
+	ln, err := activation.APIListener(systemd.APISocketName)
 	if err != nil {
 		return fmt.Errorf("socket activation: %w", err)
+	}
+	if names := activation.Names(); len(names) > 1 {
+		log.Warn("socket activation: systemd passed several sockets; serving the one named "+systemd.APISocketName+", the others are closed", "passed", names)
 	}
 	if ln != nil {
 		if addr := ln.Addr().String(); addr != cfg.SocketPath {
@@ -186,9 +245,12 @@ func run() (err error) {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if *removeFW {
+	if *f.removeFW {
 		if err := network.RemoveFirewall(ctx, cfg.FirewallTable); err != nil {
 			return fmt.Errorf("remove firewall %s: %w", cfg.FirewallTable, err)
+		}
+		if err := (network.FirewallRegistry{Dir: network.DefaultFirewallOwners}).Forget(cfg.FirewallTable); err != nil {
+			return err
 		}
 		fmt.Println("removed firewall table", cfg.FirewallTable)
 		return nil
@@ -206,6 +268,20 @@ func run() (err error) {
 		}
 	}()
 
+	// Where logind runs, a delay lock lets a host shutdown stop instances
+	// cleanly before the system goes down; without it, this logs once.
+	// A stop it began runs to its bound even if SIGTERM follows (systemd
+	// stops labvmd during that same shutdown); labvmd exits after it.
+	inhibitCtx, stopInhibit := context.WithCancel(ctx)
+	inhibitDone := make(chan struct{})
+	defer func() { stopInhibit(); <-inhibitDone }()
+	go func() {
+		defer close(inhibitDone)
+		stopAll := func(ctx context.Context) { d.HostShutdown(context.WithoutCancel(ctx)) }
+		if err := systemd.WatchShutdown(inhibitCtx, log, stopAll); err != nil {
+			log.Warn("shutdown inhibitor", "error", err)
+		}
+	}()
 	watchdogCtx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go func() {
@@ -300,6 +376,11 @@ func applyFile(cfg *daemon.Config, path string) error {
 			cfg.VNet.Subnet = p
 		}
 	}
+	if fc.IdleShutdown != nil {
+		if err := applyIdle(cfg, fc.IdleShutdown.Default, fc.IdleShutdown.Maximum, fc.IdleShutdown.CPUThreshold); err != nil {
+			return fmt.Errorf("config %s: idle_shutdown.%w", path, err)
+		}
+	}
 	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
 	if fc.Quota != nil {
 		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
@@ -322,14 +403,72 @@ func applyFile(cfg *daemon.Config, path string) error {
 	return nil
 }
 
-// writeUnits installs the systemd units (make install uses it).
-func writeUnits(dir string) error {
-	for name, body := range systemd.Units() {
+// applyIdle reads the idle_shutdown section; the bounds are checked by
+// daemon.Config.Validate, once the test-only minimum is known too.
+func applyIdle(cfg *daemon.Config, def, maximum string, cpu *float64) error {
+	if def != "" && def != "off" {
+		d, err := vm.ParseDays(def)
+		if err != nil {
+			return fmt.Errorf("default: %w (a duration such as 2h or 1d, or off)", err)
+		}
+		cfg.IdleDefault = d
+	}
+	if maximum != "" {
+		d, err := vm.ParseDays(maximum)
+		if err != nil {
+			return fmt.Errorf("maximum: %w (a duration such as 1d or 3d)", err)
+		}
+		cfg.IdleMaximum = d
+	}
+	if cpu != nil {
+		cfg.IdleCPUThreshold = *cpu
+	}
+	return nil
+}
+
+// writeUnits installs the systemd units for binaries under prefix
+// (make install and make deb use it).
+func writeUnits(dir, prefix string) error {
+	for name, body := range systemd.UnitsFor(prefix) {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, body, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 		fmt.Println("wrote", path)
 	}
+	return nil
+}
+
+// optionalInt is an int flag that knows whether it was given, so a value
+// from the config file stays unless the flag overrides it. Its default
+// prints as empty, which the flag package leaves out of the help: the
+// usage text states the real default instead of a sentinel such as -1.
+type optionalInt struct {
+	v   int
+	set bool
+}
+
+func optionalIntVar(fs *flag.FlagSet, name, usage string) *optionalInt {
+	o := &optionalInt{}
+	fs.Var(o, name, usage)
+	return o
+}
+
+func (o *optionalInt) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.Itoa(o.v)
+}
+
+func (o *optionalInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a number")
+	}
+	if n < 0 {
+		return errors.New("must not be negative")
+	}
+	o.v, o.set = n, true
 	return nil
 }

@@ -19,6 +19,12 @@ const (
 	FindingOrphanIP = "orphan-ip"
 	// FindingUnallocatedIP is a record's address the allocation table lacks.
 	FindingUnallocatedIP = "unallocated-ip"
+	// FindingOrphanTable is an nftables table (inet and/or bridge) whose
+	// recorded owner, a labvmd process, is gone.
+	FindingOrphanTable = "orphan-firewall-table"
+	// FindingUnknownTable is a labvm-named table no labvmd recorded as
+	// its own.
+	FindingUnknownTable = "unknown-firewall-table"
 )
 
 // DoctorRequest asks the daemon to fix what is safe (Repair) and/or to

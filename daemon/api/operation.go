@@ -55,3 +55,30 @@ type Stage struct {
 	StartedAt time.Time  `json:"started_at"`
 	DoneAt    *time.Time `json:"done_at,omitempty"`
 }
+
+// EventInstance marks an instance line of GET /v1/events?instances=1
+// (Event field); operation lines carry no such field.
+const EventInstance = "instance"
+
+// InstanceEvent is an instance record changing state, as the event
+// stream reports it when asked (?instances=1): with or without an
+// operation (a guest that powered itself off, reconcile finding its
+// domain gone). State is empty and Gone true once the record is deleted;
+// Previous is empty for a record just created.
+type InstanceEvent struct {
+	Event       string        `json:"event"`
+	ID          string        `json:"id"`
+	Name        string        `json:"name"`
+	State       InstanceState `json:"state,omitempty"`
+	Previous    InstanceState `json:"previous,omitempty"`
+	StateReason string        `json:"state_reason,omitempty"`
+	Gone        bool          `json:"gone,omitempty"`
+	At          time.Time     `json:"at"`
+}
+
+// Event is one line of the event stream: an operation's change or an
+// instance's (exactly one is set).
+type Event struct {
+	Operation *Operation
+	Instance  *InstanceEvent
+}

@@ -76,6 +76,13 @@ type CreateInstanceRequest struct {
 	ScriptTimeoutSeconds int `json:"script_timeout_seconds,omitempty"`
 	// NoAutostart keeps the instance stopped after a host restart.
 	NoAutostart bool `json:"no_autostart,omitempty"`
+	// IdleShutdown stops the instance after this long unused: a duration
+	// such as "30m", "2h" or "1d", or "off"; empty means the host's
+	// default.
+	IdleShutdown string `json:"idle_shutdown,omitempty"`
+	// Datasets are declared datasets (`labvm dataset list`) the guest
+	// sees read-only at /datasets/NAME; fixed at create.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -123,6 +130,14 @@ type Instance struct {
 	// Provisioning is cloud-init's outcome on the latest boot; absent for
 	// an image without cloud-init.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// IdleShutdown is the idle shutdown and the idle clock.
+	IdleShutdown IdleShutdown `json:"idle_shutdown"`
+	// Schedules are filled by GET /v1/instances/{name} only.
+	Schedules []Schedule `json:"schedules,omitempty"`
+	// Datasets are the datasets the guest sees read-only at
+	// /datasets/NAME.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // ExecRequest runs a command in the guest through the QEMU guest agent.
@@ -151,7 +166,7 @@ type AuditEntry struct {
 	UID       int       `json:"uid"`
 	Action    string    `json:"action"`
 	Target    string    `json:"target,omitempty"`
-	Outcome   string    `json:"outcome"` // succeeded, failed or denied
+	Outcome   string    `json:"outcome"` // succeeded, failed, denied, or skipped (a policy chose not to act)
 	Code      string    `json:"code,omitempty"`
 	Message   string    `json:"message,omitempty"`
 	Operation string    `json:"operation,omitempty"`

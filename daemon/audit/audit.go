@@ -40,6 +40,9 @@ const (
 	OutcomeFailed     = "failed"
 	OutcomeDenied     = "denied"
 	OutcomeSuppressed = "suppressed"
+	// OutcomeSkipped: a policy (idle shutdown, schedule) chose not to
+	// act; the message says why.
+	OutcomeSkipped = "skipped"
 )
 
 // Who is the part of a caller the log keeps.
@@ -74,14 +77,25 @@ func New(s *store.Store, log *slog.Logger) *Log {
 // Record appends one entry for a call that ended with err (nil: success).
 // A failure to audit is logged, never hidden, but does not undo the call.
 func (l *Log) Record(who Who, action, target, opID string, err error) {
+	l.RecordDetail(who, action, target, opID, "", err)
+}
+
+// RecordDetail is Record with a note on what was done (a copy's path and
+// bytes), kept as the entry's message; a failure's message follows it.
+func (l *Log) RecordDetail(who Who, action, target, opID, detail string, err error) {
 	e := store.AuditEntry{
 		Time: l.now().UTC(), Caller: Truncate(who.Name, maxName), UID: who.UID,
 		Action: Truncate(action, maxTarget), Target: Truncate(target, maxTarget), Outcome: OutcomeSucceeded, OpID: opID,
+		Message: Truncate(detail, maxMessage),
 	}
 	var summary *store.AuditEntry
 	if err != nil {
 		ae := errdefs.ToAPI(err)
-		e.Outcome, e.Code, e.Message = OutcomeFailed, string(ae.Code), Truncate(ae.Message, maxMessage)
+		msg := ae.Message
+		if detail != "" {
+			msg = detail + ": " + msg
+		}
+		e.Outcome, e.Code, e.Message = OutcomeFailed, string(ae.Code), Truncate(msg, maxMessage)
 		if ae.Code == api.CodePermissionDenied {
 			e.Outcome = OutcomeDenied
 			var keep bool
@@ -99,6 +113,19 @@ func (l *Log) Record(who Who, action, target, opID string, err error) {
 		return tx.AppendAudit(e, MaxEntries)
 	}); serr != nil {
 		l.log.Error("write audit entry", "action", action, "caller", who.Name, "error", serr)
+	}
+}
+
+// Skipped appends an entry for an action the daemon's own policy chose
+// not to take (the instance was busy or already there), saying why.
+func (l *Log) Skipped(who Who, action, target, why string) {
+	e := store.AuditEntry{
+		Time: l.now().UTC(), Caller: Truncate(who.Name, maxName), UID: who.UID,
+		Action: Truncate(action, maxTarget), Target: Truncate(target, maxTarget), Outcome: OutcomeSkipped,
+		Message: Truncate(why, maxMessage),
+	}
+	if err := l.store.Update(func(tx *store.Tx) error { return tx.AppendAudit(e, MaxEntries) }); err != nil {
+		l.log.Error("write audit entry", "action", action, "caller", who.Name, "error", err)
 	}
 }
 

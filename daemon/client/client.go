@@ -6,6 +6,7 @@ package client
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -288,6 +289,13 @@ func (c *Client) Operations(ctx context.Context) ([]api.Operation, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/operations", nil, &out)
 }
 
+// InstanceOperations lists one instance's operations, oldest first: what
+// its own user may see without the reader role that Operations needs.
+func (c *Client) InstanceOperations(ctx context.Context, name string) ([]api.Operation, error) {
+	var out []api.Operation
+	return out, c.do(ctx, http.MethodGet, "/v1/instances/"+esc(name)+"/operations", nil, &out)
+}
+
 // Operation shows one operation.
 func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error) {
 	var out api.Operation
@@ -435,19 +443,61 @@ func (c *Client) HostShutdown(ctx context.Context) error {
 // Events follows every operation change the caller may see until ctx
 // ends, calling fn for each.
 func (c *Client) Events(ctx context.Context, fn func(api.Operation)) error {
-	resp, err := c.request(ctx, http.MethodGet, "/v1/events", nil)
+	return c.FollowEvents(ctx, nil, fn)
+}
+
+// FollowEvents is Events that also calls opened (when not nil) once
+// labvmd has accepted the stream: every change after that reaches fn.
+// A follower that lost the stream knows from it when to fetch again
+// what it missed.
+func (c *Client) FollowEvents(ctx context.Context, opened func(), fn func(api.Operation)) error {
+	return c.follow(ctx, "/v1/events", opened, func(ev api.Event) {
+		if ev.Operation != nil {
+			fn(*ev.Operation)
+		}
+	})
+}
+
+// FollowChanges is FollowEvents with instance state changes too
+// (GET /v1/events?instances=1): fn gets each line as an api.Event with
+// one of its fields set.
+func (c *Client) FollowChanges(ctx context.Context, opened func(), fn func(api.Event)) error {
+	return c.follow(ctx, "/v1/events?instances=1", opened, fn)
+}
+
+func (c *Client) follow(ctx context.Context, path string, opened func(), fn func(api.Event)) error {
+	resp, err := c.request(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if opened != nil {
+		opened()
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
-		var op api.Operation
-		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {
+		var kind struct {
+			Event string `json:"event"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &kind); err != nil {
 			return fmt.Errorf("decode event: %w", err)
 		}
-		fn(op)
+		var ev api.Event
+		switch kind.Event {
+		case "":
+			ev.Operation = new(api.Operation)
+			err = json.Unmarshal(sc.Bytes(), ev.Operation)
+		case api.EventInstance:
+			ev.Instance = new(api.InstanceEvent)
+			err = json.Unmarshal(sc.Bytes(), ev.Instance)
+		default:
+			continue // a kind of event this client does not know
+		}
+		if err != nil {
+			return fmt.Errorf("decode %s event: %w", cmp.Or(kind.Event, "operation"), err)
+		}
+		fn(ev)
 	}
 	if ctx.Err() != nil {
 		return nil

@@ -243,6 +243,13 @@ func NewWith(t testing.TB, hv daemon.Hypervisor, configure func(*daemon.Config),
 // is the same labvmd restarted.
 func NewAt(t testing.TB, dir string, hv daemon.Hypervisor, configure func(*daemon.Config), seed func(tx *store.Tx) error) *Daemon {
 	t.Helper()
+	return NewAtWith(t, dir, hv, daemon.Options{}, configure, seed)
+}
+
+// NewAtWith is NewAt with options (a policy clock); its log, hypervisor
+// and network are the harness's.
+func NewAtWith(t testing.TB, dir string, hv daemon.Hypervisor, opts daemon.Options, configure func(*daemon.Config), seed func(tx *store.Tx) error) *Daemon {
+	t.Helper()
 	cfg := daemon.DefaultConfig()
 	cfg.SocketPath = filepath.Join(dir, "labvm.sock")
 	cfg.SocketGroup = ""
@@ -256,7 +263,8 @@ func NewAt(t testing.TB, dir string, hv daemon.Hypervisor, configure func(*daemo
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	fn := NewFakeNetwork()
 	fn.routes = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
-	d, err := daemon.New(context.Background(), cfg, daemon.Options{Log: log, Hypervisor: hv, Network: fn})
+	opts.Log, opts.Hypervisor, opts.Network = log, hv, fn
+	d, err := daemon.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
 // Package doctor compares the store, libvirt and the data dir and
-// reports what disagrees (`labvm doctor`); it repairs what can be repaired
+// reports what disagrees (`labvm doctor`), and finds firewall tables no
+// running labvmd owns; it repairs what can be repaired
 // without losing anything (--repair) and recovers instances and images
 // from the manifests beside their disks when the store was lost
 // (--rebuild).
@@ -64,6 +65,9 @@ type Doctor struct {
 	files *images.Catalogue
 	ops   *ops.Engine
 	log   *slog.Logger
+	// fw and ownTable: see WatchFirewalls.
+	fw       Firewalls
+	ownTable string
 	// mu serialises doctor runs: a repair must not race a rebuild.
 	mu sync.Mutex
 }
@@ -212,7 +216,11 @@ func (dr *Doctor) diagnose(ctx context.Context) ([]finding, error) {
 	out = append(out, dr.imageFindings(s)...)
 	out = append(out, dr.recordFindings(s)...)
 	out = append(out, dr.addressFindings(s)...)
-	return out, nil
+	fw, err := dr.firewallFindings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, fw...), nil
 }
 
 func (dr *Doctor) domainFindings(s survey) []finding {

@@ -90,6 +90,11 @@ func (s *Server) relay(w http.ResponseWriter, c call, guest io.ReadWriteCloser) 
 	}
 	s.Work.Add()
 	defer s.Work.Done()
+	// A session that moves bytes is use of the instance: it resets the
+	// idle shutdown's clock.
+	session := s.Policy.Activity.Begin(c.inst.ID)
+	defer session.End()
+	guest = session.Wrap(guest)
 	start := time.Now()
 	// Bytes the client sent right behind its request sit in the server's
 	// buffer, not in the socket.

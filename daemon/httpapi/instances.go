@@ -79,7 +79,9 @@ func (s *Server) getInstance(c call) (response, error) {
 		apps = library.AppsOf(img)
 	}
 	out.Apps = library.WireApps(apps)
-	return ok(out), nil
+	var err error
+	out.Schedules, err = s.instanceSchedules(c.inst)
+	return ok(out), err
 }
 
 func (s *Server) createInstance(c call) (response, error) {
@@ -140,6 +142,7 @@ func (s *Server) execInstance(c call) (response, error) {
 	if err := decode(c.r, &req); err != nil {
 		return response{}, err
 	}
+	s.Policy.Activity.Touch(c.inst.ID)
 	out, err := s.Lifecycle.Exec(c.ctx(), c.inst, req)
 	return ok(out), err
 }

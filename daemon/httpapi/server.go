@@ -24,12 +24,14 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/jobs"
 	"github.com/labvm/labvm/daemon/library"
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/ops"
+	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/vnets"
 	"github.com/labvm/labvm/vm"
 )
@@ -63,12 +65,16 @@ type Server struct {
 	Lifecycle *lifecycle.Engine
 	Jobs      *jobs.Engine
 	VNets     *vnets.Engine
+	Datasets  *datasets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
 	// Cluster reads the lab cluster; nil when this host is in none.
 	Cluster ClusterView
 	// Metrics serves GET /metrics (the Prometheus text format).
 	Metrics http.Handler
+	// Policy is the idle shutdown and the schedules; its Activity records
+	// the sessions relayed here.
+	Policy *policy.Engine
 	// HostShutdownBound bounds POST /v1/host/shutdown.
 	HostShutdownBound time.Duration
 	// Work holds upgraded sessions (tunnels, console), which the HTTP
@@ -127,8 +133,9 @@ type route struct {
 	// audit names the call in the audit log; mutating routes have one.
 	// Refused calls are audited too (rate-limited per uid).
 	audit string
-	// upload marks the one route whose body is a stream of unbounded size
-	// (an image); every other body is held to maxBodyBytes.
+	// upload marks the routes whose body is a stream of unbounded size
+	// (an image, a copy into an instance); every other body is held to
+	// maxBodyBytes.
 	upload bool
 	handle func(call) (response, error)
 	stream func(http.ResponseWriter, call) error

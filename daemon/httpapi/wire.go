@@ -46,6 +46,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		Host:        inst.Host,
 		CreatedAt:   inst.CreatedAt,
 		UpdatedAt:   inst.UpdatedAt,
+		Datasets:    inst.Datasets,
 	}
 	if inst.IP.IsValid() {
 		out.IP = inst.IP.String()
@@ -54,6 +55,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		out.Provisioning = &api.Provisioning{Status: api.ProvisioningStatus(p.Status.String()), Errors: p.Errors}
 	}
 	out.JobsRunning, out.JobsQueued = s.Jobs.Counts(inst.ID)
+	out.IdleShutdown = s.apiIdle(inst)
 	if holder, busy := s.Ops.Holder(inst.ID); busy {
 		out.StateReason = strings.TrimSpace(out.StateReason + " (operation " + holder + ")")
 	}
@@ -65,6 +67,20 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 }
 
 // apiOperation is an operation as the API shows it.
+// apiInstanceEvent is a store change as an event stream line.
+func apiInstanceEvent(c store.InstanceChange) api.InstanceEvent {
+	ev := api.InstanceEvent{Event: api.EventInstance, At: c.At}
+	if c.Old != nil {
+		ev.ID, ev.Name, ev.Previous = c.Old.ID, c.Old.Name, apiState(c.Old.State)
+	}
+	if c.New == nil {
+		ev.Gone = true
+		return ev
+	}
+	ev.ID, ev.Name, ev.State, ev.StateReason = c.New.ID, c.New.Name, apiState(c.New.State), c.New.StateReason
+	return ev
+}
+
 func apiOperation(op store.Operation) api.Operation {
 	out := api.Operation{
 		ID: op.ID, Kind: api.OperationKind(op.Kind), Target: op.Target, Caller: op.Caller,

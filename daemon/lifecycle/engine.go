@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,18 @@ type Networks interface {
 	RemoveInstancePort(ctx context.Context, inst vm.Instance) error
 }
 
+// Datasets checks a create's datasets and mounts an instance's for each
+// boot of its domain.
+type Datasets interface {
+	// Check validates the datasets of a create inside its transaction.
+	Check(tx *store.Tx, names []string) error
+	// Attach mounts the instance's datasets and returns its domain's
+	// shares; on failure nothing stays mounted.
+	Attach(inst vm.Instance) ([]vm.Share, error)
+	// Detach releases what Attach made, once the domain is gone.
+	Detach(inst vm.Instance)
+}
+
 // Ready probes (Config.ReadyProbe).
 const (
 	ReadyProbeAgent = "agent"
@@ -79,6 +92,8 @@ type Config struct {
 	MinFreeDisk     int64
 	Nameservers     []netip.Addr
 	Accel           vm.Accel
+	// Idle is the host's idle shutdown bounds and default.
+	Idle IdleConfig
 }
 
 // Paths are where an instance's files live in the data dir.
@@ -118,12 +133,18 @@ type Engine struct {
 	jobs   Jobs
 	nets   Networks
 	names  Names
+	data   Datasets
 	ready  *readiness
 	// phone is the phone-home server, once started.
 	phone atomic.Pointer[phoneHome]
 	// stopping is closed when the daemon starts stopping; long waits
 	// (readiness) give up at once and leave the rest to reconcile.
 	stopping <-chan struct{}
+	// hostShutdown serialises host shutdowns: logind's early notice and
+	// labvm-guests.service's call may overlap, and the later one must not
+	// return (letting systemd stop labvmd) while the first still stops
+	// instances.
+	hostShutdown sync.Mutex
 }
 
 // Deps are what an Engine is built from.
@@ -137,13 +158,14 @@ type Deps struct {
 	Jobs       Jobs
 	Networks   Networks
 	// Names is the cluster's name registry; nil outside a cluster.
-	Names Names
+	Names    Names
+	Datasets Datasets
 }
 
 // New returns an engine.
 func New(cfg Config, d Deps) *Engine {
 	return &Engine{cfg: cfg, paths: Paths{DataDir: cfg.DataDir}, log: d.Log, store: d.Store, hv: d.Hypervisor, ops: d.Ops,
-		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, names: d.Names, ready: newReadiness(), stopping: make(chan struct{})}
+		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, data: d.Datasets, names: d.Names, ready: newReadiness(), stopping: make(chan struct{})}
 }
 
 // Paths tells where instance files live.

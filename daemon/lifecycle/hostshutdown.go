@@ -79,6 +79,11 @@ func (e *Engine) autostart() {
 // down, so stop every running instance cleanly now and bring them back at
 // the next start. labvm-guests.service calls it on the way down, the way
 // libvirt-guests does, so a plain restart of labvmd never touches VMs.
+// logind's PrepareForShutdown (through labvmd's delay inhibitor) asks the
+// same earlier; a second call waits for the first, then finds nothing
+// left running.
 func (e *Engine) HostShutdown(ctx context.Context, bound time.Duration) {
+	e.hostShutdown.Lock()
+	defer e.hostShutdown.Unlock()
 	e.shutdownInstances(ctx, bound)
 }

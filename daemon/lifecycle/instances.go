@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,7 +49,7 @@ func (e *Engine) InstanceByName(name string) (vm.Instance, error) {
 	return inst, err
 }
 
-// guestUser is the account made in the guest for SSH: the owner's own
+// guestUser is the account made in the guest for SSH and `labvm cp`: the owner's own
 // name, so `ssh` needs no -l. root gets a neutral name since cloud images
 // disable root logins.
 func guestUser(owner string, isRoot bool) string {
@@ -116,6 +117,13 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		keys = []string{key}
 	}
 
+	idle := e.cfg.Idle.Default
+	if req.IdleShutdown != "" {
+		if idle, err = e.parseIdle(req.IdleShutdown); err != nil {
+			return response, fmt.Errorf("--idle-shutdown: %w", err)
+		}
+	}
+
 	scripts, err := e.scriptsOf(req)
 	if err != nil {
 		return response, err
@@ -148,6 +156,8 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 			Setup: len(scripts.Setup) > 0, Startup: len(scripts.Startup) > 0,
 			TimeoutSeconds: int(scripts.Timeout.Seconds()),
 		},
+		Policy:    vm.Policy{IdleShutdown: idle},
+		Datasets:  req.Datasets,
 		State:     vm.StateCreating,
 		Accel:     e.cfg.Accel,
 		Host:      e.cfg.Host,
@@ -157,9 +167,10 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	if inst.AssignedTo == c.Name {
 		inst.AssignedTo, inst.AssignedUID = "", nil
 	}
-	if len(keys) > 0 {
-		inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
-	}
+	// Every instance gets its user's account, keys or not: `labvm cp`
+	// creates files as that user in its home. Without a key nobody can
+	// log in to it (its password is locked), so SSH stays closed.
+	inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 
 	// In a cluster the name (and the cluster's quota) is taken there
@@ -188,6 +199,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		inst.ImageDigest = img.Digest
 		if _, err := tx.InstanceByName(inst.Name); err == nil {
 			return errdefs.New(errdefs.ErrAlreadyExists, "pick another name, or delete the existing instance first", "instance %q already exists", inst.Name)
+		}
+		if err := e.data.Check(tx, inst.Datasets); err != nil {
+			return err
 		}
 		if err := e.checkQuota(tx, size); err != nil {
 			return err
@@ -274,15 +288,49 @@ func (e *Engine) Delete(c authz.Caller, inst vm.Instance) (store.Operation, erro
 // that the state machine allows it.
 func (e *Engine) act(c authz.Caller, inst vm.Instance, act vm.Action, kind api.OperationKind,
 	run func(ctx context.Context, op *ops.Op, inst vm.Instance) error) (store.Operation, error) {
+	if act == vm.ActionStop || act == vm.ActionDelete {
+		e.cancelWait(inst, kind, c)
+	}
+	return e.actAs(who(c), inst, act, kind, nil, run)
+}
+
+// PolicyAction is a start or stop the daemon's own policies (idle
+// shutdown, schedules) ask for.
+type PolicyAction struct {
+	// Who is the policy, e.g. "policy:idle".
+	Who    ops.Who
+	Action vm.Action
+	// OnlyFrom, when set, are the states it may act from (the idle
+	// shutdown stops Running instances only); otherwise the state
+	// machine's.
+	OnlyFrom []vm.State
+	// Reason is kept as the state reason of an instance it stopped.
+	Reason string
+}
+
+// ActFor runs a policy's start or stop as an ordinary operation. Unlike a
+// user's stop it never cancels another operation: a busy instance is an
+// ops.ErrBusy conflict, a state it cannot act from vm.ErrIllegalTransition.
+func (e *Engine) ActFor(p PolicyAction, inst vm.Instance) (store.Operation, error) {
+	switch p.Action {
+	case vm.ActionStart:
+		return e.actAs(p.Who, inst, p.Action, api.OpStart, p.OnlyFrom, e.runStart)
+	case vm.ActionStop:
+		return e.actAs(p.Who, inst, p.Action, api.OpStop, p.OnlyFrom, func(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+			return e.stopWithReason(ctx, op, inst, p.Reason)
+		})
+	}
+	return store.Operation{}, fmt.Errorf("policy action %s: only start and stop", p.Action)
+}
+
+func (e *Engine) actAs(w ops.Who, inst vm.Instance, act vm.Action, kind api.OperationKind, onlyFrom []vm.State,
+	run func(ctx context.Context, op *ops.Op, inst vm.Instance) error) (store.Operation, error) {
 	if act == vm.ActionStart {
 		if err := e.checkHost(inst.Size); err != nil {
 			return store.Operation{}, fmt.Errorf("start %s: %w", inst.Name, err)
 		}
 	}
-	if act == vm.ActionStop || act == vm.ActionDelete {
-		e.cancelWait(inst, kind, c)
-	}
-	op, err := e.ops.Begin(kind, inst.Name, inst.ID, who(c))
+	op, err := e.ops.Begin(kind, inst.Name, inst.ID, w)
 	if err != nil {
 		return store.Operation{}, err
 	}
@@ -290,6 +338,9 @@ func (e *Engine) act(c authz.Caller, inst vm.Instance, act vm.Action, kind api.O
 	// lookup and the claim.
 	if inst, err = e.InstanceByName(inst.Name); err == nil {
 		err = inst.State.Check(act)
+	}
+	if err == nil && len(onlyFrom) > 0 && !slices.Contains(onlyFrom, inst.State) {
+		err = fmt.Errorf("cannot %s: instance is %s: %w", act, inst.State, vm.ErrIllegalTransition)
 	}
 	if err != nil {
 		op.Finish(err)
@@ -365,10 +416,20 @@ func (e *Engine) Exec(ctx context.Context, inst vm.Instance, req api.ExecRequest
 func (e *Engine) setState(inst *vm.Instance, s vm.State, reason string) error {
 	inst.SetState(s, reason, time.Now().UTC())
 	snapshot := *inst
-	if err := e.store.Update(func(tx *store.Tx) error { return tx.PutInstance(snapshot) }); err != nil {
+	var saved vm.Instance
+	if err := e.store.Update(func(tx *store.Tx) error {
+		if err := tx.PutInstance(snapshot); err != nil {
+			return err
+		}
+		// As stored: PutInstance keeps a policy set since inst was read.
+		var err error
+		saved, err = tx.Instance(snapshot.ID)
+		return err
+	}); err != nil {
 		return err
 	}
-	e.KeepManifest(snapshot)
+	inst.Policy = saved.Policy
+	e.KeepManifest(saved)
 	return nil
 }
 

@@ -89,12 +89,26 @@ func (e *Engine) seedSpec(inst vm.Instance) storage.SeedSpec {
 		Gateway:           inst.Gateway,
 		DNS:               inst.DNS,
 		PhoneHomeURL:      e.phoneHomeURL(inst),
+		Datasets:          inst.Datasets,
 	}
 }
 
-// bootDomain starts the instance's transient domain.
+// bootDomain starts the instance's transient domain, its datasets
+// mounted first; a failure leaves neither mounted.
 func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	op.Stage(StepBoot, fmt.Sprintf("%s, %d vCPU, %d MiB, %s", inst.Domain, inst.Size.VCPUs, inst.Size.MemoryMiB, inst.Accel))
+	shares, err := e.data.Attach(inst)
+	if err != nil {
+		return err
+	}
+	err = e.startDomain(ctx, inst, shares)
+	if err != nil {
+		e.data.Detach(inst)
+	}
+	return err
+}
+
+func (e *Engine) startDomain(ctx context.Context, inst vm.Instance, shares []vm.Share) error {
 	xml, err := vm.DomainXML(vm.DomainSpec{
 		Name:       inst.Domain,
 		InstanceID: inst.ID,
@@ -107,6 +121,7 @@ func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) e
 		ConsoleLog: e.paths.Console(inst.ID),
 		PortName:   network.PortName(inst.ID),
 		Accel:      inst.Accel,
+		Shares:     shares,
 	})
 	if err != nil {
 		return fmt.Errorf("domain XML for %s: %w", inst.Name, err)
@@ -219,6 +234,7 @@ func (e *Engine) rollbackCreate(ctx context.Context, inst *vm.Instance) {
 	if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
 		e.log.Warn("rollback: destroy domain", "instance", inst.Name, "error", err)
 	}
+	e.data.Detach(*inst)
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
 		e.log.Warn("rollback: remove files", "instance", inst.Name, "error", err)
 	}
@@ -243,6 +259,9 @@ func (e *Engine) deleteRecord(inst vm.Instance) error {
 		if err := tx.DeleteInstance(inst.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
+		if err := tx.DeleteSchedulesOf(inst.ID); err != nil {
+			return err
+		}
 		return tx.DeleteJobs(inst.ID)
 	})
 }
@@ -259,10 +278,16 @@ func (e *Engine) runStart(ctx context.Context, op *ops.Op, inst vm.Instance) err
 }
 
 func (e *Engine) runStop(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+	return e.stopWithReason(ctx, op, inst, "")
+}
+
+// stopWithReason is a stop that leaves a reason on the Stopped record
+// (the policy that stopped it).
+func (e *Engine) stopWithReason(ctx context.Context, op *ops.Op, inst vm.Instance, reason string) error {
 	if err := e.shutdownDomain(ctx, op, inst); err != nil {
 		return e.fail(&inst, vm.StateUnknown, err)
 	}
-	return e.setState(&inst, vm.StateStopped, "")
+	return e.setState(&inst, vm.StateStopped, reason)
 }
 
 func (e *Engine) runRestart(ctx context.Context, op *ops.Op, inst vm.Instance) error {
@@ -280,11 +305,16 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 	if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
 		return e.fail(&inst, vm.StateUnknown, fmt.Errorf("destroy domain of %s: %w", inst.Name, err))
 	}
+	e.data.Detach(inst)
 	op.Stage(StepRemove, e.paths.Dir(inst.ID))
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
 		return e.fail(&inst, vm.StateUnknown, err)
 	}
-	op.Stage(StepRelease, addrOrNone(inst.IP))
+	// A CreateFailed instance gave its address back in the rollback: there
+	// is nothing to release, and a step saying so would only puzzle.
+	if inst.IP.IsValid() {
+		op.Stage(StepRelease, inst.IP.String())
+	}
 	e.ready.forget(inst.ID)
 	if err := e.deleteRecord(inst); err != nil {
 		return err
@@ -300,8 +330,16 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 
 // shutdownDomain deallocates: it asks the guest to power off, waits up to
 // StopTimeout, then destroys the domain so no QEMU process stays either
-// way. The disk is untouched.
+// way. The disk is untouched; the dataset mounts go with the domain.
 func (e *Engine) shutdownDomain(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+	err := e.powerOff(ctx, op, inst)
+	if err == nil {
+		e.data.Detach(inst)
+	}
+	return err
+}
+
+func (e *Engine) powerOff(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	// Running jobs are cancelled; queued ones wait for the next start.
 	e.jobs.Halt(ctx, inst, "cancelled: the instance was stopped")
 	st, err := e.hv.DomainState(ctx, inst.Domain)
@@ -335,13 +373,4 @@ func (e *Engine) shutdownDomain(ctx context.Context, op *ops.Op, inst vm.Instanc
 		return fmt.Errorf("destroy domain of %s: %w", inst.Name, err)
 	}
 	return nil
-}
-
-// addrOrNone names an address, or says there is none (a CreateFailed
-// instance has given its address back).
-func addrOrNone(ip netip.Addr) string {
-	if !ip.IsValid() {
-		return "none held"
-	}
-	return ip.String()
 }

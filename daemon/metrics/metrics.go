@@ -41,6 +41,8 @@ type Metrics struct {
 	operations *prometheus.CounterVec
 	opDuration *prometheus.HistogramVec
 	stepTime   *prometheus.HistogramVec
+	idleStops  prometheus.Counter
+	schedules  *prometheus.CounterVec
 }
 
 var _ ops.Observer = (*Metrics)(nil)
@@ -69,7 +71,15 @@ func New(log *slog.Logger) *Metrics {
 			Buckets: durationBuckets,
 		}, []string{"kind", "step"}),
 	}
-	m.reg.MustRegister(m.operations, m.opDuration, m.stepTime,
+	m.idleStops = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "labvm_idle_stops_total",
+		Help: "Instances the idle shutdown stopped.",
+	})
+	m.schedules = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "labvm_schedule_actions_total",
+		Help: "Times a schedule came due, by action (start, stop) and outcome (started: an operation began; skipped: the instance was busy or already there).",
+	}, []string{"action", "outcome"})
+	m.reg.MustRegister(m.operations, m.opDuration, m.stepTime, m.idleStops, m.schedules,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -82,6 +92,23 @@ func (m *Metrics) OperationFinished(f ops.Finished) {
 	for _, st := range f.Steps {
 		m.stepTime.WithLabelValues(f.Kind, st.Step).Observe(st.Took.Seconds())
 	}
+}
+
+// IdleStop counts an instance the idle shutdown stopped.
+func (m *Metrics) IdleStop() { m.idleStops.Inc() }
+
+// ScheduleAction counts a schedule that came due.
+func (m *Metrics) ScheduleAction(action, outcome string) {
+	m.schedules.WithLabelValues(action, outcome).Inc()
+}
+
+// SessionsFrom reports the guest sessions open now (ssh, tunnels, the
+// console) at each scrape.
+func (m *Metrics) SessionsFrom(open func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "labvm_sessions_open",
+		Help: "Guest sessions open through labvmd now: ssh, tunnels, forwards, open, the console.",
+	}, func() float64 { return float64(open()) }))
 }
 
 // CollectFrom registers the collector that reads s at every scrape.

@@ -6,12 +6,21 @@ import (
 	"github.com/labvm/labvm/daemon/store"
 )
 
-// Bus fans operation changes out to event streams. A subscriber that does
-// not keep up loses events rather than slowing operations down; `labvm
-// wait` and the operation list remain the complete record.
+// Event is one change on the bus: an operation's, or an instance
+// record's state (Instance), which may change without an operation (a
+// guest powering itself off, reconcile finding a domain gone).
+type Event struct {
+	Op       *store.Operation
+	Instance *store.InstanceChange
+}
+
+// Bus fans operation and instance changes out to event streams. A
+// subscriber that does not keep up loses events rather than slowing
+// operations down; `labvm wait`, the operation list and the instance
+// list remain the complete record.
 type Bus struct {
 	mu   sync.Mutex
-	subs map[chan store.Operation]struct{}
+	subs map[chan Event]struct{}
 }
 
 // eventBuffer is how many changes a slow reader may fall behind.
@@ -19,11 +28,11 @@ const eventBuffer = 256
 
 // Subscribe returns a channel of changes and the function that ends the
 // subscription.
-func (b *Bus) Subscribe() (<-chan store.Operation, func()) {
-	ch := make(chan store.Operation, eventBuffer)
+func (b *Bus) Subscribe() (<-chan Event, func()) {
+	ch := make(chan Event, eventBuffer)
 	b.mu.Lock()
 	if b.subs == nil {
-		b.subs = map[chan store.Operation]struct{}{}
+		b.subs = map[chan Event]struct{}{}
 	}
 	b.subs[ch] = struct{}{}
 	b.mu.Unlock()
@@ -35,11 +44,21 @@ func (b *Bus) Subscribe() (<-chan store.Operation, func()) {
 }
 
 func (b *Bus) publish(op store.Operation) {
+	b.send(func() Event { c := clone(op); return Event{Op: &c} })
+}
+
+// PublishInstance sends an instance record's change; the store calls it
+// after each commit (store.OnInstanceChange). It never blocks.
+func (b *Bus) PublishInstance(c store.InstanceChange) {
+	b.send(func() Event { c := c; return Event{Instance: &c} })
+}
+
+func (b *Bus) send(event func() Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ch := range b.subs {
 		select {
-		case ch <- clone(op):
+		case ch <- event():
 		default:
 		}
 	}

@@ -198,14 +198,15 @@ func (e *Engine) Begin(kind api.OperationKind, target, instanceID string, who Wh
 	}
 	uid := who.UID
 	op := store.Operation{
-		ID:        newOpID(),
-		Kind:      string(kind),
-		Target:    target,
-		Caller:    who.Name,
-		CallerUID: &uid,
-		Status:    StatusRunning,
-		Stages:    []store.Stage{},
-		CreatedAt: time.Now().UTC(),
+		ID:         newOpID(),
+		Kind:       string(kind),
+		Target:     target,
+		InstanceID: instanceID,
+		Caller:     who.Name,
+		CallerUID:  &uid,
+		Status:     StatusRunning,
+		Stages:     []store.Stage{},
+		CreatedAt:  time.Now().UTC(),
 	}
 	ctx, cancel := context.WithCancelCause(e.ctx)
 	// Claim first, persist outside the lock: holding e.mu across a bbolt
@@ -503,6 +504,37 @@ func (e *Engine) List() ([]store.Operation, error) {
 	}
 	e.mu.Unlock()
 	return list, err
+}
+
+// OfInstance returns the operations of one instance, oldest first (as List), with
+// running ones as they are now. An operation recorded with the instance's
+// id is its; one recorded before ids were kept counts when it names the
+// instance, acts on an instance (not an image) and began after the
+// instance was created: the record is made before its create operation
+// begins, and an earlier instance of the same name was gone by then.
+func (e *Engine) OfInstance(id, name string, created time.Time) ([]store.Operation, error) {
+	list, err := e.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Operation
+	for _, op := range list {
+		if belongs(op, id, name, created) {
+			out = append(out, op)
+		}
+	}
+	return out, nil
+}
+
+func belongs(op store.Operation, id, name string, created time.Time) bool {
+	if op.InstanceID != "" {
+		return op.InstanceID == id
+	}
+	switch api.OperationKind(op.Kind) {
+	case api.OpImageImport, api.OpImagePull:
+		return false
+	}
+	return op.Target == name && !op.CreatedAt.Before(created)
 }
 
 // Holder returns the operation holding an instance, if any.

@@ -3,6 +3,7 @@ package store
 import (
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/labvm/labvm/vm"
 	bolt "go.etcd.io/bbolt"
@@ -15,6 +16,30 @@ import (
 type instanceCache struct {
 	mu   sync.RWMutex
 	byID map[string]vm.Instance
+	// onChange, when set, is told of each committed change of an
+	// instance's state (see OnInstanceChange).
+	onChange func(InstanceChange)
+}
+
+// InstanceChange is an instance record's state changing in a committed
+// transaction: Old is nil when it was created, New nil when it was
+// deleted.
+type InstanceChange struct {
+	Old, New *vm.Instance
+	// At is when the change committed.
+	At time.Time
+}
+
+// OnInstanceChange has fn told, after each commit, of every instance
+// record created, deleted or written with another state, in commit order.
+// Writes that leave the state as it was (a changed address, a note) are
+// not changes here. fn runs in the committing goroutine after bbolt has
+// released its lock, and must not block: the next commit waits for it.
+// Set it once, before the store is shared.
+func (s *Store) OnInstanceChange(fn func(InstanceChange)) {
+	s.instances.mu.Lock()
+	defer s.instances.mu.Unlock()
+	s.instances.onChange = fn
 }
 
 // loadInstances fills the cache from the database; Open calls it before
@@ -53,11 +78,20 @@ func (t *Tx) cachePut(inst vm.Instance) {
 	c := t.cache
 	t.tx.OnCommit(func() {
 		c.mu.Lock()
-		defer c.mu.Unlock()
 		if c.byID == nil {
 			c.byID = map[string]vm.Instance{}
 		}
+		old, had := c.byID[inst.ID]
 		c.byID[inst.ID] = inst
+		notify := c.onChange
+		c.mu.Unlock()
+		switch {
+		case notify == nil:
+		case !had:
+			notify(InstanceChange{New: &inst, At: time.Now().UTC()})
+		case old.State != inst.State:
+			notify(InstanceChange{Old: &old, New: &inst, At: time.Now().UTC()})
+		}
 	})
 }
 
@@ -69,7 +103,12 @@ func (t *Tx) cacheDelete(id string) {
 	c := t.cache
 	t.tx.OnCommit(func() {
 		c.mu.Lock()
-		defer c.mu.Unlock()
+		old, had := c.byID[id]
 		delete(c.byID, id)
+		notify := c.onChange
+		c.mu.Unlock()
+		if notify != nil && had {
+			notify(InstanceChange{Old: &old, At: time.Now().UTC()})
+		}
 	})
 }

@@ -77,3 +77,57 @@ func TestInstanceCacheFollowsCommits(t *testing.T) {
 		t.Fatalf("after reopen: %s", got)
 	}
 }
+
+// TestOnInstanceChange: the hook hears creates, state changes and
+// deletes once committed, in order; not rolled-back writes, not writes
+// that keep the state.
+func TestOnInstanceChange(t *testing.T) {
+	s, _ := openTemp(t)
+	var got []string
+	s.OnInstanceChange(func(c InstanceChange) {
+		from, to := "-", "-"
+		if c.Old != nil {
+			from = c.Old.Name + ":" + c.Old.State.String()
+		}
+		if c.New != nil {
+			to = c.New.Name + ":" + c.New.State.String()
+		}
+		got = append(got, from+">"+to)
+	})
+	a := vm.Instance{ID: "aaaaaaaaaaaaaaaa", Name: "web", State: vm.StateCreating}
+	update := func(fn func(tx *Tx) error) error { return s.Update(fn) }
+	steps := []struct {
+		name string
+		fn   func(tx *Tx) error
+		err  bool
+	}{
+		{"create", func(tx *Tx) error { return tx.CreateInstance(a) }, false},
+		{"same state", func(tx *Tx) error { a.StateReason = "x"; return tx.PutInstance(a) }, false},
+		{"rolled back", func(tx *Tx) error {
+			b := a
+			b.State = vm.StateCreateFailed
+			if err := tx.PutInstance(b); err != nil {
+				return err
+			}
+			return errors.New("boom")
+		}, true},
+		{"two states in one commit", func(tx *Tx) error {
+			a.State = vm.StateSettingUp
+			if err := tx.PutInstance(a); err != nil {
+				return err
+			}
+			a.State = vm.StateRunning
+			return tx.PutInstance(a)
+		}, false},
+		{"delete", func(tx *Tx) error { return tx.DeleteInstance(a.ID) }, false},
+	}
+	for _, st := range steps {
+		if err := update(st.fn); (err != nil) != st.err {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+	}
+	want := "->web:Creating,web:Creating>web:SettingUp,web:SettingUp>web:Running,web:Running>-"
+	if strings.Join(got, ",") != want {
+		t.Fatalf("changes heard:\n got %s\nwant %s", strings.Join(got, ","), want)
+	}
+}

@@ -9,16 +9,20 @@ import (
 // wire type's field names, so records written before the two were told
 // apart still decode.
 type Operation struct {
-	ID        string          `json:"id"`
-	Kind      string          `json:"kind"`
-	Target    string          `json:"target"`
-	Caller    string          `json:"caller"`
-	CallerUID *int            `json:"caller_uid,omitempty"`
-	Status    string          `json:"status"`
-	Stages    []Stage         `json:"stages"`
-	Error     *OperationError `json:"error,omitempty"`
-	CreatedAt time.Time       `json:"created_at"`
-	DoneAt    *time.Time      `json:"done_at,omitempty"`
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	// InstanceID is the instance the operation held (empty for image
+	// operations, and for operations recorded before it was kept): the
+	// name alone may have meant an earlier instance.
+	InstanceID string          `json:"instance_id,omitempty"`
+	Caller     string          `json:"caller"`
+	CallerUID  *int            `json:"caller_uid,omitempty"`
+	Status     string          `json:"status"`
+	Stages     []Stage         `json:"stages"`
+	Error      *OperationError `json:"error,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	DoneAt     *time.Time      `json:"done_at,omitempty"`
 }
 
 // Stage is one step of an operation. Step is the step's stable name

@@ -39,16 +39,35 @@ func (t *Tx) CreateInstance(inst vm.Instance) error {
 	return nil
 }
 
-// PutInstance updates an existing instance.
+// PutInstance updates an existing instance. It keeps the stored
+// inst.Policy whatever inst says: operations write the copy they read
+// when they began, and must not undo a policy set meanwhile (SetPolicy).
 func (t *Tx) PutInstance(inst vm.Instance) error {
-	if t.tx.Bucket(bucketInstances).Get([]byte(inst.ID)) == nil {
-		return fmt.Errorf("instance %s: %w", inst.ID, ErrNotFound)
+	cur, err := t.Instance(inst.ID)
+	if err != nil {
+		return fmt.Errorf("instance %s: %w", inst.ID, err)
 	}
+	inst.Policy = cur.Policy
 	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
 		return err
 	}
 	t.cachePut(inst)
 	return nil
+}
+
+// SetPolicy changes an instance's policy (the idle shutdown) and returns
+// the record as stored.
+func (t *Tx) SetPolicy(id string, p vm.Policy) (vm.Instance, error) {
+	inst, err := t.Instance(id)
+	if err != nil {
+		return inst, fmt.Errorf("instance %s: %w", id, err)
+	}
+	inst.Policy = p
+	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
+		return inst, err
+	}
+	t.cachePut(inst)
+	return inst, nil
 }
 
 // DeleteInstance removes an instance record and its name.

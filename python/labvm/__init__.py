@@ -3,7 +3,8 @@
 Two layers:
 
 * :class:`Client` — the HTTP/JSON API over labvmd's Unix socket:
-  ``client.instances``, ``client.operations``, ``client.jobs``.
+  ``client.instances``, ``client.operations``, ``client.jobs``,
+  ``client.datasets``, ``client.schedules``.
 * :class:`ComputeInstance` — a familiar, notebook-style layer on top.
 
 Errors are typed by the daemon's codes: :class:`NotFound`,
@@ -11,7 +12,7 @@ Errors are typed by the daemon's codes: :class:`NotFound`,
 ``.message`` and ``.hint``.
 """
 
-from .client import DEFAULT_SOCKET, Client, Instances, Jobs, Operations
+from .client import DEFAULT_SOCKET, Client, Datasets, Instances, Jobs, Operations, Schedules
 from .compute import ComputeInstance, ComputeJob, ProvisioningConfiguration
 from .errors import (
     AlreadyExists,
@@ -28,7 +29,7 @@ from .errors import (
     TooManyRequests,
     Unavailable,
 )
-from .models import Instance, Job, JobLogs, Operation, Stage
+from .models import Dataset, IdleShutdown, Instance, Job, JobLogs, Operation, Schedule, ScheduleRun, Stage
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -38,6 +39,9 @@ __all__ = [
     "ComputeInstance",
     "ComputeJob",
     "Conflict",
+    "Dataset",
+    "Datasets",
+    "IdleShutdown",
     "Instance",
     "Instances",
     "InsufficientResources",
@@ -54,6 +58,9 @@ __all__ = [
     "ProvisioningConfiguration",
     "QuotaExceeded",
     "RequestTooLarge",
+    "Schedule",
+    "ScheduleRun",
+    "Schedules",
     "Stage",
     "TooManyRequests",
     "Unavailable",

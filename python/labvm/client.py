@@ -13,11 +13,12 @@ import os
 import socket as _socket
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
-from .errors import Cancelled, Internal, LabvmError, PermissionDenied, Unavailable, error_from
-from .models import CANCELLED, FAILED, Instance, Job, JobLogs, Operation
+from .errors import Cancelled, Internal, InvalidArgument, LabvmError, PermissionDenied, Unavailable, error_from
+from .models import CANCELLED, FAILED, Dataset, Instance, Job, JobLogs, Operation, Schedule
 
 DEFAULT_SOCKET = "/run/labvm/labvm.sock"
 
@@ -51,6 +52,30 @@ def _q(segment: str | int) -> str:
     return urllib.parse.quote(str(segment), safe="")
 
 
+# An idle shutdown as callers give it: labvmd's own text ("30m", "2h",
+# "1d", "off") or a timedelta.
+IdleValue = str | timedelta
+
+_IDLE_HINT = "give a duration such as '30m', '2h' or '1d' (or a datetime.timedelta), or 'off'"
+
+
+def _idle_text(value: IdleValue) -> str:
+    """The idle shutdown as labvmd reads it; labvmd checks the bounds."""
+    if isinstance(value, timedelta):
+        secs = int(value.total_seconds())
+        if secs <= 0 or secs != value.total_seconds():
+            raise InvalidArgument(f"idle shutdown {value!r}: want a positive whole number of seconds", _IDLE_HINT)
+        out = ""
+        for unit, n in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if secs >= n:
+                out += f"{secs // n}{unit}"
+                secs %= n
+        return out
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise InvalidArgument(f"idle shutdown {value!r}: not a duration", _IDLE_HINT)
+
+
 class Client:
     """A connection to labvmd.
 
@@ -60,8 +85,8 @@ class Client:
         timeout: seconds an ordinary call may take; streams (waits) are
             not bounded by it.
 
-    The resources hang off it: ``client.instances``, ``client.operations``
-    and ``client.jobs``.
+    The resources hang off it: ``client.instances``, ``client.operations``,
+    ``client.jobs``, ``client.datasets`` and ``client.schedules``.
     """
 
     def __init__(self, socket: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -70,6 +95,8 @@ class Client:
         self.instances = Instances(self)
         self.operations = Operations(self)
         self.jobs = Jobs(self)
+        self.datasets = Datasets(self)
+        self.schedules = Schedules(self)
 
     def __repr__(self) -> str:
         return f"labvm.Client(socket={self.socket!r})"
@@ -223,6 +250,8 @@ class Instances:
         setup_script: str | None = None,
         startup_script: str | None = None,
         disk_size: str | None = None,
+        datasets: Iterable[str] | None = None,
+        idle_shutdown: IdleValue | None = None,
     ) -> Operation:
         """Start creating an instance; wait on the returned operation.
 
@@ -236,7 +265,15 @@ class Instances:
             setup_script: runs once, as root, at the first boot.
             startup_script: runs at every boot.
             disk_size: the OS disk's virtual size, e.g. ``"120G"``.
+            datasets: names from ``client.datasets.list()`` the guest sees
+                read-only at ``/datasets/NAME``; fixed at create.
+            idle_shutdown: stop it after this long unused (``"30m"``,
+                ``"2h"``, ``"1d"``, a timedelta) or ``"off"``; None for the
+                host's default. The host's bounds (15m to 3d unless
+                configured) are checked by labvmd.
         """
+        if isinstance(datasets, str):
+            raise TypeError("datasets is a list of names, e.g. ['imagenet'], not a string")
         body: dict[str, Any] = {"name": name, "size": size, "image": image}
         optional = {
             "ssh_public_key": ssh_public_key,
@@ -248,6 +285,10 @@ class Instances:
             "disk_size": disk_size,
         }
         body.update({k: v for k, v in optional.items() if v})
+        if datasets:
+            body["datasets"] = list(datasets)
+        if idle_shutdown is not None:
+            body["idle_shutdown"] = _idle_text(idle_shutdown)
         return Operation.from_json(self._c.request("POST", "/v1/instances", body))
 
     def _action(self, name: str, action: str) -> Operation:
@@ -269,6 +310,100 @@ class Instances:
         """Delete an instance and its disk."""
         return Operation.from_json(self._c.request("DELETE", f"/v1/instances/{_q(name)}"))
 
+    def set_idle_shutdown(self, name: str, value: IdleValue | None) -> Instance:
+        """Set the idle shutdown (``"2h"``, a timedelta) or turn it off (None, ``"off"``).
+
+        Takes effect at the idle policy's next look, also while an operation
+        runs. Returns the instance; its ``idle_shutdown.limit`` is the value
+        now in force. Whoever may stop the instance may set it.
+        """
+        text = "off" if value is None else _idle_text(value)
+        d = self._c.request("PUT", f"/v1/instances/{_q(name)}/idle-shutdown", {"idle_shutdown": text})
+        return Instance.from_json(d)
+
+
+class Datasets:
+    """``client.datasets``: host directories instances may see read-only.
+
+    Anyone with read access lists them; adding and removing is for owners.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def list(self) -> list[Dataset]:
+        """The declared datasets, with the instances created with each."""
+        return [Dataset.from_json(d) for d in self._c.request("GET", "/v1/datasets") or []]
+
+    def add(self, name: str, path: str) -> Dataset:
+        """Declare ``path``, an absolute directory on labvmd's host, as ``name``.
+
+        Raises :class:`labvm.AlreadyExists` for a taken name and
+        :class:`labvm.InvalidArgument` for a path that is not an existing
+        absolute directory (or overlaps labvmd's data).
+        """
+        return Dataset.from_json(self._c.request("POST", "/v1/datasets", {"name": name, "path": path}))
+
+    def remove(self, name: str) -> None:
+        """Forget a dataset (its directory is left alone).
+
+        Raises :class:`labvm.Conflict` naming the instances created with it.
+        """
+        self._c.request("DELETE", f"/v1/datasets/{_q(name)}")
+
+
+class Schedules:
+    """``client.schedules``: cron times at which labvmd stops and starts instances."""
+
+    def __init__(self, client: Client) -> None:
+        self._c = client
+
+    def list(self, name: str | None = None) -> list[Schedule]:
+        """The schedules of instance ``name``, or every one the caller may see."""
+        path = f"/v1/instances/{_q(name)}/schedules" if name else "/v1/schedules"
+        return [Schedule.from_json(d) for d in self._c.request("GET", path) or []]
+
+    def add(
+        self,
+        name: str,
+        stop: str | None = None,
+        start: str | None = None,
+        timezone: str | None = None,
+    ) -> Schedule:
+        """Add a schedule to instance ``name``.
+
+        Args:
+            stop, start: five-field cron expressions (``"0 19 * * 1-5"``)
+                or ``@daily``-style shorthands; at least one.
+            timezone: an IANA zone the times are in, e.g. ``"Europe/Lisbon"``
+                or ``"UTC"``; required, so a schedule keeps its meaning.
+
+        Whoever may stop the instance may add a stop; a start also needs the
+        right to start it. Raises :class:`labvm.InvalidArgument` for a bad
+        expression or an unknown zone, :class:`labvm.Conflict` when the
+        instance has as many schedules as it may.
+        """
+        if not stop and not start:
+            raise InvalidArgument(
+                "a schedule needs stop, start or both",
+                "e.g. stop='0 19 * * 1-5', start='0 8 * * 1-5', timezone='Europe/Lisbon'",
+            )
+        if not timezone:
+            raise InvalidArgument("timezone is required", "e.g. timezone='Europe/Lisbon', or timezone='UTC'")
+        body: dict[str, Any] = {"timezone": timezone}
+        if stop:
+            body["stop"] = stop
+        if start:
+            body["start"] = start
+        return Schedule.from_json(self._c.request("POST", f"/v1/instances/{_q(name)}/schedules", body))
+
+    def remove(self, name: str, schedule_id: int) -> None:
+        """Remove schedule ``schedule_id`` of instance ``name``.
+
+        Raises :class:`labvm.NotFound` when the instance has no such schedule.
+        """
+        self._c.request("DELETE", f"/v1/instances/{_q(name)}/schedules/{_q(schedule_id)}")
+
 
 ProgressCallback = Callable[[Operation], None]
 
@@ -278,6 +413,15 @@ class Operations:
 
     def __init__(self, client: Client) -> None:
         self._c = client
+
+    def list(self, instance: str | None = None) -> list[Operation]:
+        """Recent operations, oldest first (needs the reader role).
+
+        With ``instance``, that instance's operations only, whoever started
+        them: its own user may list them without a role.
+        """
+        path = f"/v1/instances/{_q(instance)}/operations" if instance else "/v1/operations"
+        return [Operation.from_json(d) for d in self._c.request("GET", path)]
 
     def get(self, op: Operation | str) -> Operation:
         """An operation as it is now."""

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from .client import Client
 from .errors import InvalidArgument
-from .models import Instance, Job, JobLogs, Operation
+from .models import Instance, Job, JobLogs, Operation, Schedule
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class ProvisioningConfiguration:
     setup_script: str | None = None
     startup_script: str | None = None
     disk_size: str | None = None
+    datasets: tuple[str, ...] = ()
+    idle_shutdown: str | None = None
+
+
+def _minutes_text(minutes: int, what: str) -> str:
+    """Whole minutes as labvmd's duration text; labvmd checks the bounds."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+        raise InvalidArgument(
+            f"{what}={minutes!r}: want a positive whole number of minutes",
+            "e.g. 30 or 120 (labvmd accepts 15 minutes to 3 days unless the host says less); None for the host's default",
+        )
+    return f"{minutes}m"
 
 
 class ComputeJob:
@@ -112,6 +124,8 @@ class ComputeInstance:
         setup_script: str | None = None,
         startup_script: str | None = None,
         disk_size: str | None = None,
+        idle_time_before_shutdown_minutes: int | None = None,
+        datasets: list[str] | None = None,
     ) -> ProvisioningConfiguration:
         """Describe an instance to create.
 
@@ -125,11 +139,17 @@ class ComputeInstance:
             setup_script, startup_script: shell scripts run as root at the
                 first boot and at every boot.
             disk_size: the OS disk's size, e.g. ``"64G"``.
+            idle_time_before_shutdown_minutes: stop it after this many
+                minutes unused (labvm's idle shutdown); None for the host's
+                default.
+            datasets: declared datasets (``client.datasets.list()``) the
+                guest sees read-only at ``/datasets/NAME``.
 
         Raises:
             labvm.InvalidArgument: SSH asked for without a key, or a key
                 given while SSH is off (labvm turns SSH on exactly when the
-                instance has a key).
+                instance has a key); an idle time that is not a positive
+                whole number of minutes.
         """
         if ssh_public_access and not admin_user_ssh_public_key:
             raise InvalidArgument(
@@ -141,6 +161,11 @@ class ComputeInstance:
                 "admin_user_ssh_public_key given but ssh_public_access=False",
                 "labvm turns SSH on exactly when an instance has a key: pass ssh_public_access=True, or no key",
             )
+        if isinstance(datasets, str):
+            raise TypeError("datasets is a list of names, e.g. ['imagenet'], not a string")
+        idle = None
+        if idle_time_before_shutdown_minutes is not None:
+            idle = _minutes_text(idle_time_before_shutdown_minutes, "idle_time_before_shutdown_minutes")
         return ProvisioningConfiguration(
             vm_size=vm_size,
             image=image,
@@ -151,6 +176,8 @@ class ComputeInstance:
             setup_script=setup_script,
             startup_script=startup_script,
             disk_size=disk_size,
+            datasets=tuple(datasets or ()),
+            idle_shutdown=idle,
         )
 
     @classmethod
@@ -172,6 +199,8 @@ class ComputeInstance:
             setup_script=config.setup_script,
             startup_script=config.startup_script,
             disk_size=config.disk_size,
+            datasets=list(config.datasets),
+            idle_shutdown=config.idle_shutdown,
         )
         self = cls.__new__(cls)
         self.name = name
@@ -210,6 +239,12 @@ class ComputeInstance:
     @property
     def ip(self) -> str:
         return self.instance.ip
+
+    @property
+    def idle_time_before_shutdown_minutes(self) -> int | None:
+        """The idle shutdown last read, in minutes; None when it is off."""
+        idle = self.instance.idle_shutdown
+        return idle.limit_seconds // 60 if idle.enabled else None
 
     # -- waiting -------------------------------------------------------------
 
@@ -276,6 +311,31 @@ class ComputeInstance:
     def delete(self, wait: bool = True, show_output: bool = False) -> Operation:
         """Delete it and its disk; with ``wait`` until it is gone."""
         return self._run(self._client.instances.delete(self.name), wait, show_output)
+
+    # -- policies --------------------------------------------------------------
+
+    def set_idle_time_before_shutdown(self, minutes: int | None) -> Instance:
+        """Stop it after ``minutes`` unused; None turns the idle shutdown off."""
+        value = None if minutes is None else _minutes_text(minutes, "minutes")
+        self._instance = self._client.instances.set_idle_shutdown(self.name, value)
+        return self._instance
+
+    def add_schedule(self, stop: str | None = None, start: str | None = None, timezone: str = "UTC") -> Schedule:
+        """Stop and/or start it at cron times, e.g. ``stop="0 19 * * 1-5"``.
+
+        ``timezone`` is the IANA zone of the times (UTC unless given, as in
+        the managed service's cron triggers).
+        """
+        return self._client.schedules.add(self.name, stop=stop, start=start, timezone=timezone)
+
+    def schedules(self) -> list[Schedule]:
+        """Its schedules, with when each runs next."""
+        return self._client.schedules.list(self.name)
+
+    def remove_schedule(self, schedule: Schedule | int) -> None:
+        """Remove one of its schedules (a :class:`labvm.Schedule` or its id)."""
+        sid = schedule.id if isinstance(schedule, Schedule) else schedule
+        self._client.schedules.remove(self.name, sid)
 
     # -- jobs ----------------------------------------------------------------
 

@@ -82,8 +82,138 @@ class Operation:
 
 
 @dataclass(frozen=True)
+class IdleShutdown:
+    """An instance's idle shutdown and, while it runs, its idle clock.
+
+    ``limit`` is the idle period after which labvmd stops the instance
+    (``"30m"``, ``"2h"``), or None when the idle shutdown is off. The other
+    fields are what the idle policy's latest look found while ``watched``.
+    """
+
+    limit: str | None
+    limit_seconds: int
+    watched: bool
+    idle_seconds: int
+    sessions_open: int
+    last_session_at: str | None
+    jobs: int
+    cpu_percent: float | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an idle shutdown is set."""
+        return self.limit is not None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> IdleShutdown:
+        d = d or {}
+        return cls(
+            limit=d.get("limit") or None,
+            limit_seconds=int(d.get("limit_seconds") or 0),
+            watched=bool(d.get("watched")),
+            idle_seconds=int(d.get("idle_seconds") or 0),
+            sessions_open=int(d.get("sessions_open") or 0),
+            last_session_at=d.get("last_session_at"),
+            jobs=int(d.get("jobs") or 0),
+            cpu_percent=d.get("cpu_percent"),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """A time a schedule comes (``next``) or came (``last``) due.
+
+    ``action`` is ``"start"`` or ``"stop"``; ``at`` the scheduled time.
+    For a past run, ``operation`` is what it began, or ``skipped`` says why
+    it did nothing; ``missed`` means labvmd was down then and applied it
+    when it came back.
+    """
+
+    action: str
+    at: str
+    ran_at: str | None
+    operation: str
+    skipped: str
+    missed: bool
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> ScheduleRun | None:
+        if not d:
+            return None
+        return cls(
+            action=d.get("action", ""),
+            at=d.get("at", ""),
+            ran_at=d.get("ran_at"),
+            operation=d.get("operation", ""),
+            skipped=d.get("skipped", ""),
+            missed=bool(d.get("missed")),
+        )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Cron times, in a time zone, at which labvmd stops and starts an instance."""
+
+    id: int
+    instance: str
+    stop: str | None
+    start: str | None
+    timezone: str
+    created_by: str
+    created_at: str
+    next: ScheduleRun | None
+    last: ScheduleRun | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Schedule:
+        return cls(
+            id=int(d.get("id", 0)),
+            instance=d.get("instance", ""),
+            stop=d.get("stop") or None,
+            start=d.get("start") or None,
+            timezone=d.get("timezone", ""),
+            created_by=d.get("created_by", ""),
+            created_at=d.get("created_at", ""),
+            next=ScheduleRun.from_json(d.get("next")),
+            last=ScheduleRun.from_json(d.get("last")),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A host directory, declared by an owner, that instances created with
+    it see read-only at ``/datasets/NAME``."""
+
+    name: str
+    path: str
+    created_by: str
+    created_at: str
+    used_by: list[str]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Dataset:
+        return cls(
+            name=d.get("name", ""),
+            path=d.get("path", ""),
+            created_by=d.get("created_by", ""),
+            created_at=d.get("created_at", ""),
+            used_by=list(d.get("used_by") or []),
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
 class Instance:
-    """A compute instance as labvmd shows it."""
+    """A compute instance as labvmd shows it.
+
+    ``schedules`` is filled only by ``instances.get`` (labvmd leaves it out
+    of lists); ``datasets`` are the ones the guest sees at ``/datasets/NAME``.
+    """
 
     name: str
     state: str
@@ -95,6 +225,9 @@ class Instance:
     creator: str
     assigned_to: str
     ssh_enabled: bool
+    idle_shutdown: IdleShutdown
+    datasets: list[str]
+    schedules: list[Schedule]
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -111,6 +244,9 @@ class Instance:
             creator=d.get("creator", ""),
             assigned_to=d.get("assigned_to", ""),
             ssh_enabled=bool(d.get("ssh_enabled")),
+            idle_shutdown=IdleShutdown.from_json(d.get("idle_shutdown")),
+            datasets=list(d.get("datasets") or []),
+            schedules=[Schedule.from_json(x) for x in d.get("schedules") or []],
             raw=d,
         )
 

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,9 +12,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/store"
+	"github.com/labvm/labvm/network"
 )
 
 // TestDoctorRebuild loses the database under two instances and brings
@@ -140,4 +145,80 @@ func TestDoctorRebuild(t *testing.T) {
 		}
 	})
 
+}
+
+// TestDoctorFirewallOrphan: a firewall table whose recorded owner (a
+// labvmd process) is gone, and whose guests are gone too, is reported
+// with the nft commands that delete it, and `labvm doctor --repair`
+// deletes it; the daemon's own table is never reported. The tables are
+// empty (no chains): nothing on the host is filtered by them meanwhile.
+func TestDoctorFirewallOrphan(t *testing.T) {
+	requireHost(t)
+	d := startDaemon(t)
+	table := "lvt_orph_" + randHex(4)
+	reg := network.FirewallRegistry{Dir: network.DefaultFirewallOwners}
+	t.Cleanup(func() {
+		for _, fam := range []string{"inet", "bridge"} {
+			_ = exec.Command("nft", "delete", "table", fam, table).Run()
+		}
+		_ = reg.Forget(table)
+	})
+	for _, fam := range []string{"inet", "bridge"} {
+		if out, err := exec.Command("nft", "add", "table", fam, table).CombinedOutput(); err != nil {
+			t.Fatalf("nft add table %s %s: %v\n%s", fam, table, err, out)
+		}
+	}
+	// The owner ran, and is gone.
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	owner, err := network.ProcessOwner(sleeper.Process.Pid)
+	_ = sleeper.Process.Kill()
+	_ = sleeper.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner.Table, owner.DataDir, owner.Since = table, filepath.Join(d.dataDir, "..", "gone-"+randHex(3)), time.Now().UTC()
+	raw, err := json.Marshal(owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(reg.RecordPath(table), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	var rep api.DoctorReport
+	d.jsonOut(&rep, "doctor")
+	target := "inet+bridge " + table
+	i := slices.IndexFunc(rep.Findings, func(f api.Finding) bool { return f.Target == target })
+	if i < 0 {
+		t.Fatalf("doctor does not report %s: %+v", target, rep.Findings)
+	}
+	f := rep.Findings[i]
+	byHand := "nft delete table inet " + table + "; nft delete table bridge " + table
+	if f.Kind != api.FindingOrphanTable || !f.Repairable || !strings.Contains(f.Fix, byHand) ||
+		!strings.Contains(f.Detail, fmt.Sprintf("pid %d", owner.PID)) {
+		t.Fatalf("finding %+v; want a repairable %s naming pid %d and %q", f, api.FindingOrphanTable, owner.PID, byHand)
+	}
+	if slices.ContainsFunc(rep.Findings, func(f api.Finding) bool { return strings.HasSuffix(f.Target, " "+d.table) }) {
+		t.Fatalf("doctor reports the daemon's own table %s: %+v", d.table, rep.Findings)
+	}
+
+	out := d.must("doctor", "--repair")
+	if !strings.Contains(out, "deleted orphaned firewall table "+table) {
+		t.Fatalf("doctor --repair says:\n%s", out)
+	}
+	for _, fam := range []string{"inet", "bridge"} {
+		if exec.Command("nft", "list", "table", fam, table).Run() == nil {
+			t.Errorf("table %s %s is still there after --repair", fam, table)
+		}
+	}
+	if _, err := os.Stat(reg.RecordPath(table)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan's owner record after --repair: %v", err)
+	}
+	// The daemon's own table is untouched.
+	if err := exec.Command("nft", "list", "table", "inet", d.table).Run(); err != nil {
+		t.Errorf("the daemon's own table %s: %v", d.table, err)
+	}
 }

@@ -170,6 +170,7 @@ func newDaemon(t *testing.T, extraArgs ...string) *labvmd {
 		d.destroyOurDomains()
 		_ = exec.Command("ip", "link", "del", d.bridge).Run()
 		_ = network.RemoveFirewall(context.Background(), d.table)
+		_ = network.FirewallRegistry{Dir: network.DefaultFirewallOwners}.Forget(d.table)
 		for _, br := range d.vnetBridges() {
 			_ = exec.Command("ip", "link", "del", br).Run()
 		}

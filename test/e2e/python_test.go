@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labvm/labvm/storage/dataset"
 	"github.com/labvm/labvm/test/hostreq"
 )
 
@@ -19,7 +20,10 @@ const debianPython = "/usr/bin/python3"
 // TestPythonClient installs the Python client offline into a venv, the way
 // a user would, and runs its pytest suite as a contributor against a private
 // labvmd: the unit tests (a fake daemon) and test_real_daemon.py (this one).
-// A run that skips or collects nothing fails: that is lost coverage.
+// The owner (root) declares a dataset first, so the contributor's instance
+// is created with it and an idle shutdown from Python and reads the
+// dataset in its guest. A run that skips or collects nothing fails: that
+// is lost coverage.
 func TestPythonClient(t *testing.T) {
 	image := requireHost(t)
 	hostreq.Require(t, exec.Command(debianPython, "-m", "pytest", "--version").Run() == nil,
@@ -59,6 +63,31 @@ func TestPythonClient(t *testing.T) {
 	d.must("image", "import", "tiny", image)
 	d.must("role", "assign", alice.name, "contributor")
 
+	// A dataset: a host directory with one file the guest reads back.
+	dsName := "py-ds-" + randHex(3)
+	dsDir := filepath.Join(dir, "dataset")
+	if err := os.MkdirAll(dsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dsDir, "hello.txt"), []byte("hello from "+dsName+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mounts := dataset.Mounts{Root: filepath.Join(d.dataDir, "datasets")}
+	t.Cleanup(func() {
+		// After labvmd and its domains are gone, so nothing mounts again;
+		// before the harness removes the data dir. Normally Python's
+		// delete released them already.
+		d.kill()
+		d.destroyOurDomains()
+		ids, _ := mounts.Instances()
+		for _, id := range ids {
+			if err := mounts.Release(id); err != nil {
+				t.Errorf("release leftover mounts of %s: %v", id, err)
+			}
+		}
+	})
+	d.must("dataset", "add", dsName, dsDir)
+
 	ctx := t.Context()
 	cmd := exec.CommandContext(ctx, "setpriv", "--reuid="+strconv.Itoa(alice.uid), "--regid="+strconv.Itoa(alice.gid), "--init-groups",
 		filepath.Join(venv, "bin", "python"), "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA",
@@ -71,6 +100,8 @@ func TestPythonClient(t *testing.T) {
 		"LABVM_E2E_INSTANCE=py-" + randHex(3),
 		"LABVM_E2E_OTHER_USER=" + bob.name,
 		"LABVM_E2E_INSTALLED=" + venv,
+		"LABVM_E2E_DATASET=" + dsName,
+		"LABVM_E2E_DATASET_PATH=" + dsDir,
 	}
 	out, err := cmd.CombinedOutput()
 	t.Logf("pytest as %s (contributor):\n%s", alice.name, out)
@@ -78,7 +109,7 @@ func TestPythonClient(t *testing.T) {
 		// Exit 5 is "no tests collected": as much a failure as any other.
 		t.Fatalf("pytest: %v", err)
 	}
-	summary := regexp.MustCompile(`(?m)^=+ (.*) in [0-9.]+s =+$`).FindSubmatch(out)
+	summary := regexp.MustCompile(`(?m)^=+ (.*) in [0-9.]+s(?: \([0-9:]+\))? =+$`).FindSubmatch(out)
 	if summary == nil || !strings.Contains(string(summary[1]), " passed") {
 		t.Fatalf("no pytest summary with passed tests in the output")
 	}

@@ -228,11 +228,19 @@ func (h *farHost) mustFail(t *testing.T, wantInStderr string, args ...string) re
 	return r
 }
 
-// sshLeft lists the ssh processes still running with the test's config:
-// every command must end the ones it started.
+// sshLeft lists the ssh processes still running with the test's config
+// 10 s after the commands that started them ended: every command must
+// end the ones it started (a connection's ssh gets 2 s to leave on its
+// own before it is signalled, and a ProxyCommand's outlives ssh a moment).
 func (h *farHost) sshLeft() string {
-	out, _ := exec.Command("pgrep", "-a", "-f", "ssh -F '?"+h.sshCfg).Output()
-	return strings.TrimSpace(string(out))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _ := exec.Command("pgrep", "-a", "-f", "ssh -F '?"+h.sshCfg).Output()
+		if left := strings.TrimSpace(string(out)); left == "" || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestRemoteHost is the story of working on another host's labvmd
@@ -327,8 +335,8 @@ func TestRemoteHost(t *testing.T) {
 		if _, err := io.ReadFull(outPipe, banner); err != nil || string(banner) != "SSH-" {
 			t.Fatalf("tunnel to port 22 through ssh read %q, %v", banner, err)
 		}
-		if h.sshLeft() == "" {
-			t.Fatal("no ssh process seen while a tunnel is open: sshLeft cannot see them")
+		if out, _ := exec.Command("pgrep", "-f", "ssh -F '?"+h.sshCfg).Output(); len(out) == 0 {
+			t.Fatal("no ssh process seen while a tunnel is open: the pattern cannot see them")
 		}
 		in.Close()
 		go func() { _, _ = io.Copy(io.Discard, outPipe) }()

@@ -13,6 +13,8 @@ packages=(
 	xorriso genisoimage fuseiso python3-yaml systemd iptables
 	python3-pytest python3-venv python3-setuptools python3-pip
 	openssh-server etcd-server
+	lintian dpkg-dev prometheus
+	chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socketserver
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -24,6 +26,8 @@ class Request:
         self.method = method
         self.path = path
         self.body = body
+        # The named groups of the pattern route that matched, if one did.
+        self.params: dict[str, str] = {}
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -34,7 +38,12 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class FakeDaemon:
-    """Serves ``routes[(method, path)]`` on ``self.socket``; records requests."""
+    """Serves ``routes[(method, path)]`` on ``self.socket``; records requests.
+
+    A request no exact route answers goes to the first of ``patterns``
+    (method, compiled regex, handler) whose regex matches the whole path;
+    its named groups are in ``Request.params``.
+    """
 
     def __init__(self) -> None:
         # Short, so the path fits in sockaddr_un whatever the test's name.
@@ -42,6 +51,7 @@ class FakeDaemon:
         self.socket = os.path.join(self.dir, "s")
         self.routes: dict[tuple[str, str], Handler] = {}
         self.requests: list[Request] = []
+        self.patterns: list[tuple[str, re.Pattern[str], Handler]] = []
         fake = self
 
         class H(BaseHTTPRequestHandler):
@@ -55,6 +65,13 @@ class FakeDaemon:
                 req = Request(self.command, self.path, self.rfile.read(n) if n else b"")
                 fake.requests.append(req)
                 h = fake.routes.get((self.command, self.path))
+                if h is None:
+                    for method, rx, ph in fake.patterns:
+                        m = rx.fullmatch(self.path) if method == self.command else None
+                        if m:
+                            req.params = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+                            h = ph
+                            break
                 if h is None:
                     status, body = 404, {"error": {"code": "NotFound", "message": f"no route {self.path}"}}
                 else:
@@ -85,6 +102,10 @@ class FakeDaemon:
     def route(self, method: str, path: str, status: int, body: Any) -> None:
         """Answer method path with a fixed status and body."""
         self.routes[(method, path)] = lambda _req: (status, body)
+
+    def pattern(self, method: str, regex: str, handler: Handler) -> None:
+        """Answer method and a path matching regex with handler."""
+        self.patterns.append((method, re.compile(regex), handler))
 
     def close(self) -> None:
         self._server.shutdown()

@@ -140,6 +140,16 @@ def test_socket_from_environment(monkeypatch):
 # -- waiting on operations ----------------------------------------------------
 
 
+def test_list_operations_of_all_or_one_instance(fake, client):
+    every = [op_json(target="dev"), op_json(kind="image-import", target="img")]
+    mine = [op_json("succeeded", ["boot"], kind="start", target="my dev")]
+    fake.routes[("GET", "/v1/operations")] = lambda r: (200, json.dumps(every).encode())
+    fake.routes[("GET", "/v1/instances/my%20dev/operations")] = lambda r: (200, json.dumps(mine).encode())
+    assert [(o.kind, o.target) for o in client.operations.list()] == [("create", "dev"), ("image-import", "img")]
+    ops = client.operations.list(instance="my dev")
+    assert [(o.kind, o.target, o.status) for o in ops] == [("start", "my dev", "succeeded")]
+
+
 def test_wait_calls_progress_for_every_line(fake, client):
     lines = [op_json(stages=["disk"]), op_json(stages=["disk", "boot"]), op_json("succeeded", ["disk", "boot"])]
     fake.route("GET", "/v1/operations/op-1/wait", 200, lines)
