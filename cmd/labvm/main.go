@@ -78,7 +78,7 @@ stopped.`,
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", defSocket, "labvmd's API socket (env LABVM_SOCKET); with --host, the socket on that host")
 	root.PersistentFlags().StringVarP(&a.host, "host", "H", os.Getenv("LABVM_HOST"), "talk to the labvmd of another host through ssh: ssh://[USER@]HOST[:PORT] (env LABVM_HOST)")
-	root.PersistentFlags().StringVar(&a.context, "context", os.Getenv("LABVM_CONTEXT"), "talk to the daemon of a named context (env LABVM_CONTEXT; see `labvm context`)")
+	root.PersistentFlags().StringVar(&a.context, "context", os.Getenv("LABVM_CONTEXT"), "talk to the daemon of the context `NAME` (env LABVM_CONTEXT; see labvm context --help)")
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.AddGroup(
 		&cobra.Group{ID: "instances", Title: "Instances:"},
