@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/labvm/labvm/daemon/cluster"
 	"github.com/labvm/labvm/daemon/lifecycle"
 	"github.com/labvm/labvm/daemon/policy"
 	"github.com/labvm/labvm/daemon/vnets"
@@ -84,6 +85,9 @@ type Config struct {
 	// keep it on loopback or behind a proxy. The API socket serves
 	// /metrics to owners whether or not it is set.
 	MetricsListen string
+	// Cluster, when set, makes this host a member of a lab cluster kept
+	// in etcd (daemon/cluster). nil: a host of its own.
+	Cluster *ClusterConfig
 	// IdleDefault is the idle shutdown of instances created without one
 	// (0: off); IdleMaximum the longest one accepted (at most 3 days).
 	IdleDefault time.Duration
@@ -112,6 +116,9 @@ const (
 
 // VNetConfig describes the default VNet.
 type VNetConfig = vnets.VNetConfig
+
+// ClusterConfig is the `cluster:` section.
+type ClusterConfig = cluster.Config
 
 // QuotaConfig are the configured core limits.
 type QuotaConfig = lifecycle.QuotaConfig
@@ -169,6 +176,11 @@ func (c Config) Validate() error {
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics listen address %q: want host:port, e.g. 127.0.0.1:9477: %w", c.MetricsListen, err)
+		}
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.Validate(); err != nil {
+			return err
 		}
 	}
 	if c.BridgePrefix == "" || len(c.BridgePrefix) > 6 {

@@ -9,8 +9,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/cluster"
 	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/httpapi"
@@ -54,6 +56,8 @@ type Daemon struct {
 	datasets *datasets.Engine
 	api      *httpapi.Server
 	metrics  *metrics.Metrics
+	// cluster is this host's membership of a lab cluster, nil for none.
+	cluster  *cluster.Member
 	onStatus func(string)
 	// fwOwners records this daemon as its firewall table's owner; nil
 	// over a fake network.
@@ -142,6 +146,22 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.vnets = vnets.New(vnets.Config{DataDir: cfg.DataDir, Default: cfg.VNet, FirewallTable: cfg.FirewallTable,
 		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
 	d.jobs = jobs.New(st, hv, log)
+	var names lifecycle.Names
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		cc.Version = Version
+		cc.Socket = cfg.SocketPath
+		// d.clusterSnapshot reads d.lc, made below; it is first called
+		// when Run starts the member.
+		m, err := cluster.New(cc, d.clusterSnapshot, log)
+		if err != nil {
+			_ = d.Close()
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		m.CacheRolesIn(roleCache{st})
+		d.cluster = m
+		names = clusterNames{m}
+	}
 	d.datasets = datasets.New(cfg.DataDir, st, log)
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
@@ -150,7 +170,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
 		Idle: lifecycle.IdleConfig{Bounds: cfg.idleBounds(), Default: cfg.IdleDefault},
-	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets})
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets, Names: names})
 	d.vnets.OnSync(d.lc.NetworksChanged)
 	stats, _ := hv.(policy.DomainStatser)
 	d.policy = policy.New(policy.Config{Sample: cfg.idleSample(), CPUThreshold: cfg.IdleCPUThreshold, CronSeconds: cfg.TestCronSeconds},
@@ -168,7 +188,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Log: log,
 		Info: httpapi.Info{Version: Version, Host: cfg.Host, Accelerator: accel.String(), AccelReason: why,
 			DataDir: cfg.DataDir, LibvirtURI: cfg.LibvirtURI, DefaultVNet: cfg.VNet.Name},
-		Authz:             &authz.Authorizer{Store: st},
+		Authz:             &authz.Authorizer{Store: st, Shared: sharedRoles(d.cluster)},
 		Audit:             d.audit,
 		Ops:               d.ops,
 		Lifecycle:         d.lc,
@@ -182,7 +202,72 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Policy:            d.policy,
 		Work:              d.ops,
 	}
+	if d.cluster != nil {
+		d.api.Cluster = d.cluster
+	}
 	return d, nil
+}
+
+// sharedRoles is the cluster's roles for authz, nil outside a cluster
+// (a nil *cluster.Member must not become a non-nil interface).
+func sharedRoles(m *cluster.Member) authz.SharedRoles {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// roleCache keeps the cluster's roles in the store, where authz reads
+// them.
+type roleCache struct{ st *store.Store }
+
+func (c roleCache) Roles() (list []store.RoleAssignment, err error) {
+	err = c.st.View(func(tx *store.Tx) error {
+		list, err = tx.Roles()
+		return err
+	})
+	return list, err
+}
+
+func (c roleCache) ReplaceRoles(list []store.RoleAssignment) error {
+	return c.st.Update(func(tx *store.Tx) error { return tx.ReplaceRoles(list) })
+}
+
+// clusterNames adapts the cluster member to the lifecycle's Names.
+type clusterNames struct{ m *cluster.Member }
+
+func (n clusterNames) Reserve(ctx context.Context, r lifecycle.NameReservation) error {
+	return n.m.Reserve(ctx, cluster.Reservation(r))
+}
+
+func (n clusterNames) Release(ctx context.Context, name string) { n.m.Release(ctx, name) }
+
+// clusterSnapshot is what this host publishes to its cluster: its
+// capacity and its instances, read from the store.
+func (d *Daemon) clusterSnapshot() (cluster.Snapshot, error) {
+	list, err := d.lc.Instances()
+	if err != nil {
+		return cluster.Snapshot{}, err
+	}
+	capacity, err := cluster.HostCapacity(d.cfg.DataDir)
+	if err != nil {
+		return cluster.Snapshot{}, err
+	}
+	snap := cluster.Snapshot{Instances: make([]cluster.Instance, 0, len(list))}
+	for _, inst := range list {
+		capacity.CoresUsed += inst.Size.VCPUs
+		snap.Instances = append(snap.Instances, cluster.Instance{Name: inst.Name, State: api.InstanceState(inst.State.String()),
+			Owner: inst.Owner(), Size: inst.Size.Name, Family: inst.Size.Family, VCPUs: inst.Size.VCPUs})
+	}
+	snap.Capacity = capacity
+	err = d.store.View(func(tx *store.Tx) error {
+		imgs, err := tx.Images()
+		for _, img := range imgs {
+			snap.Images = append(snap.Images, img.Name)
+		}
+		return err
+	})
+	return snap, err
 }
 
 // Version is labvmd's version, set at build time.
@@ -286,6 +371,16 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		return err
 	}
 	d.ops.Prune()
+	if d.cluster != nil {
+		// Joins the cluster in the background: etcd being away never
+		// holds up this host's own work. Ends (revoking the lease) when
+		// ctx ends; the wait for operations waits for it.
+		d.ops.Add()
+		go func() {
+			defer d.ops.Done()
+			d.cluster.Run(ctx)
+		}()
+	}
 	// Deferred after the wait for operations, so it runs first.
 	stopJobs := d.jobs.Start(ctx)
 	defer stopJobs()
@@ -335,6 +430,9 @@ const statusEvery = 2 * time.Second
 // statusChanged notes that the status line is stale; reportStatusEvery
 // recomputes it at most every statusEvery.
 func (d *Daemon) statusChanged() {
+	if d.cluster != nil {
+		d.cluster.Changed()
+	}
 	select {
 	case d.statusKick <- struct{}{}:
 	default:
@@ -401,6 +499,9 @@ func (d *Daemon) Healthy(ctx context.Context) error { return d.lc.Healthy(ctx) }
 
 // Close releases the store and the libvirt connection.
 func (d *Daemon) Close() error {
+	if d.cluster != nil {
+		_ = d.cluster.Close() // the etcd client: nothing of ours is lost
+	}
 	if c, ok := d.hv.(interface{ Close() error }); ok {
 		// Dropping the libvirt connection loses nothing (see
 		// .errcheck-excludes); the store's Close below is the one that can.

@@ -50,6 +50,8 @@ type options struct {
 	cmdRuns       int
 	skipQEMU      bool
 	skipScale     bool
+	skipCluster   bool
+	cluster       int
 	skipCopy      bool
 	copyMiB       int
 	copyRuns      int
@@ -71,6 +73,8 @@ func main() {
 	flag.IntVar(&o.cmdRuns, "cmd-runs", 20, "runs of each `labvm list`/`labvm show` timing")
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
+	flag.IntVar(&o.cluster, "cluster", 1000, "instances per host of the three-host cluster figures (test driver, a real etcd)")
+	flag.BoolVar(&o.skipCluster, "skip-cluster", false, "skip the cluster figures (they need etcd: apt-get install etcd-server)")
 	flag.BoolVar(&o.skipCopy, "skip-copy", false, "skip the copy throughput figures (labvm cp against ssh)")
 	flag.IntVar(&o.copyMiB, "copy-mib", 64, "size of the file copied in and out, MiB (ssh moves ~1 MB/s under TCG)")
 	flag.IntVar(&o.copyRuns, "copy-runs", 3, "copies each way, for labvm cp and for ssh")
@@ -203,6 +207,11 @@ func run(o options) error {
 	}
 	if !o.skipScale {
 		if err := e.scaleFigures(); err != nil {
+			return err
+		}
+	}
+	if !o.skipCluster {
+		if err := e.clusterFigures(); err != nil {
 			return err
 		}
 	}

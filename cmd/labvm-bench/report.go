@@ -50,6 +50,12 @@ type report struct {
 	freshDiskScale                     int64
 	parallel                           sample
 	parallelFailed                     []string
+
+	cluster                       bool
+	clusterN                      int
+	clusterList, clusterLocalList sample
+	clusterPlaced, clusterHere    sample
+	clusterSingle                 sample
 }
 
 func newReport(o options) *report { return &report{o: o, stages: map[string]*sample{}} }
@@ -341,6 +347,23 @@ func (r *report) markdown() string {
 			w("\n%d creates started together share %d cores: if each needs what one alone takes (%s),\n", n, cores, ms(single))
 			w("the last can finish no sooner than about %s (%d × %s ÷ %d cores) = %.1f× the single median,\n", ms(share), n, ms(single), cores, float64(share)/float64(single))
 			w("before any queueing. The slowest measured %s (%.1f×).\n", ms(r.parallel.max()), float64(r.parallel.max())/float64(single))
+		}
+	}
+
+	if r.cluster {
+		w("\n## Cluster: three hosts on the test driver, one etcd member (mutual TLS)\n\n")
+		w("Three labvmd on `test:///default` in one cluster, %d instances in all (the first host holds\n", r.clusterN)
+		w("%d fewer than the others, so every placed create lands on it: the bench has no ssh). Whole\n", 2*r.o.cmdRuns)
+		w("`labvm` commands against the first host; creates alternate placed / `--here` / a host of its own.\n\n")
+		w("%s", head)
+		w("%s", row(&r.clusterList, fmt.Sprintf("`labvm list --cluster` over %d instances", r.clusterN)))
+		w("%s", row(&r.clusterLocalList, "`labvm list` of the first host's own"))
+		w("%s", row(&r.clusterPlaced, "`labvm create` placed (placement read, name reserved in etcd)"))
+		w("%s", row(&r.clusterHere, "`labvm create --here` (name reserved in etcd)"))
+		w("%s", row(&r.clusterSingle, "`labvm create` on a host in no cluster"))
+		if s := r.clusterSingle.median(); s > 0 && len(r.clusterPlaced.runs) > 0 {
+			w("\nA placed create takes **%.2f×** a single-host create (median against median); pinned with\n", float64(r.clusterPlaced.median())/float64(s))
+			w("`--here`, %.2f×.\n", float64(r.clusterHere.median())/float64(s))
 		}
 	}
 

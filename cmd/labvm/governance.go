@@ -115,14 +115,34 @@ A principal is a user name, or @group for every member of a Unix group.`,
 }
 
 func newQuotaCommand(a *app) *cobra.Command {
+	var (
+		family    string
+		total     bool
+		inCluster bool
+	)
 	cmd := &cobra.Command{
 		Use:     "quota",
 		Short:   "Show vCPU cores used and allowed, per VM family and in total",
 		GroupID: "access-control",
 		Long: `Cores are taken when an instance is created and given back only when it is
-deleted: stopping keeps them, so a stopped instance can always start again.`,
+deleted: stopping keeps them, so a stopped instance can always start again.
+
+With --cluster, the quota of the lab cluster this host belongs to: its
+limits count the instances of every host, and a create anywhere in the
+cluster checks them when it reserves its name. A host's own quota (without
+--cluster) applies too.`,
+		Example: `  labvm quota
+  labvm quota --cluster
+  sudo labvm quota set --cluster --family standardBSFamily 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if inCluster {
+				q, err := a.client().ClusterQuota(cmd.Context())
+				if err != nil {
+					return err
+				}
+				return a.printQuota(q)
+			}
 			q, err := a.client().Quota(cmd.Context())
 			if err != nil {
 				return err
@@ -130,10 +150,7 @@ deleted: stopping keeps them, so a stopped instance can always start again.`,
 			return a.printQuota(q)
 		},
 	}
-	var (
-		family string
-		total  bool
-	)
+	cmd.PersistentFlags().BoolVar(&inCluster, "cluster", false, "the cluster's quota (every host's instances count) rather than this host's")
 	set := &cobra.Command{
 		Use:     "set (--family FAMILY | --total) CORES",
 		Short:   "Set a core limit (0 removes it); owners only",
@@ -147,7 +164,11 @@ deleted: stopping keeps them, so a stopped instance can always start again.`,
 			if err != nil || n < 0 {
 				return usageErrorf("CORES %q: want a whole number ≥ 0", args[0])
 			}
-			q, err := a.client().SetQuota(cmd.Context(), family, n)
+			set := a.client().SetQuota
+			if inCluster {
+				set = a.client().SetClusterQuota
+			}
+			q, err := set(cmd.Context(), family, n)
 			if err != nil {
 				return err
 			}
@@ -155,7 +176,7 @@ deleted: stopping keeps them, so a stopped instance can always start again.`,
 		},
 	}
 	set.Flags().StringVar(&family, "family", "", "VM family (see `labvm sizes`)")
-	set.Flags().BoolVar(&total, "total", false, "the host's total")
+	set.Flags().BoolVar(&total, "total", false, "the total (the host's, or with --cluster the cluster's)")
 	cmd.AddCommand(set)
 	return cmd
 }

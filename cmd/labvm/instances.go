@@ -19,6 +19,7 @@ func newCreateCommand(a *app) *cobra.Command {
 		setup, startup string
 		scriptTimeout  time.Duration
 		wf             waitFlags
+		here           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME --size SIZE --image IMAGE",
@@ -30,11 +31,18 @@ and wait until the guest says it is ready.
 NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
 The size can never change afterwards, nor can the datasets: each --dataset
 (see ` + "`labvm dataset list`" + `) is read-only at /datasets/NAME in the guest.
-SSH is off unless --ssh-key is given.`,
+SSH is off unless --ssh-key is given.
+
+When the daemon is in a cluster, the instance is placed on a host with
+room: up, with the image and the size's memory available, with the most
+free cores; labvm then creates it there through ssh (the host's published
+ssh:// address). --host ssh://HOST pins the host; --here pins the daemon
+labvm talks to.`,
 		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
   labvm create alice-dev --size Standard_B1s --image debian-12 --idle-shutdown 30m
   labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub
-  labvm create bob-dev --size Standard_D2s_v3 --image debian-12 --dataset imagenet --dataset coco`,
+  labvm create bob-dev --size Standard_D2s_v3 --image debian-12 --dataset imagenet --dataset coco
+  labvm --host ssh://node3 create alice-dev --size Standard_B1s --image debian-12   # on node3`,
 		GroupID: "instances",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -60,6 +68,11 @@ SSH is off unless --ssh-key is given.`,
 				*sc.dst = string(b)
 			}
 			req.ScriptTimeoutSeconds = int(scriptTimeout.Seconds())
+			if !here && a.remote == nil && req.Size != "" && req.Image != "" {
+				if err := a.place(cmd.Context(), req); err != nil {
+					return err
+				}
+			}
 			op, err := a.client().CreateInstance(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -80,6 +93,7 @@ SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&req.IdleShutdown, "idle-shutdown", "", "stop it after this long unused, e.g. 30m, 2h, 1d (15m to 3d), or off (default: the host's)")
 	cmd.Flags().StringArrayVar(&req.Datasets, "dataset", nil, "dataset the guest sees read-only at /datasets/NAME (repeatable; fixed at create; see `labvm dataset list`)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
+	cmd.Flags().BoolVar(&here, "here", false, "in a cluster, create on the daemon labvm talks to rather than placing the instance")
 	wf.register(cmd)
 	return cmd
 }
@@ -207,13 +221,19 @@ func short(digest string) string {
 
 func newListCommand(a *app) *cobra.Command {
 	var opts client.ListOptions
+	var all bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List instances",
+		Example: `  labvm list --mine
+  labvm list --cluster          # every host of the cluster, with a HOST column`,
 		GroupID: "instances",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if all {
+				return a.listCluster(cmd, opts.Mine, opts.Owner)
+			}
 			list, err := a.client().InstancesFiltered(cmd.Context(), opts)
 			if err != nil {
 				return err
@@ -234,6 +254,7 @@ func newListCommand(a *app) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&opts.Mine, "mine", false, "only instances you created or that are assigned to you")
 	cmd.Flags().StringVar(&opts.Owner, "owner", "", "only instances created by or assigned to this user")
+	cmd.Flags().BoolVar(&all, "cluster", false, "every instance of this daemon's cluster, with its host (as each host last published it)")
 	return cmd
 }
 

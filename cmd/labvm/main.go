@@ -18,14 +18,47 @@ import (
 
 // app carries what every command needs: global flags and the streams.
 type app struct {
-	socket string
-	output string
-	stdout io.Writer
-	stderr io.Writer
-	stdin  io.Reader
+	socket  string
+	host    string // --host / LABVM_HOST: an ssh:// URL
+	context string // --context / LABVM_CONTEXT
+	output  string
+	stdout  io.Writer
+	stderr  io.Writer
+	stdin   io.Reader
+
+	// socketSet: --socket was given on the command line.
+	socketSet bool
+	// remote is the daemon chosen on another host, nil for this host's.
+	remote *client.SSHTarget
+	// cli is the one client of this run, made at its first use.
+	cli *client.Client
 }
 
-func (a *app) client() *client.Client { return client.New(a.socket) }
+// client is the client of the daemon this command talks to (resolved by
+// resolveTarget before the command runs). It is made once, so a remote
+// daemon's ssh connections are reused within a command.
+func (a *app) client() *client.Client {
+	if a.cli == nil {
+		if a.remote != nil {
+			c, err := client.NewSSH(*a.remote)
+			if err != nil { // checked when resolved
+				panic(err)
+			}
+			a.cli = c
+		} else {
+			a.cli = client.New(a.socket)
+		}
+	}
+	return a.cli
+}
+
+// close ends the client's connections (for a remote daemon, its ssh
+// processes).
+func (a *app) close() {
+	if a.cli != nil {
+		a.cli.Close()
+	}
+}
 
 func newRootCommand(a *app) *cobra.Command {
 	root := &cobra.Command{
@@ -35,20 +68,17 @@ func newRootCommand(a *app) *cobra.Command {
 images by labvmd on this host. Each instance has a fixed size, a 120 GiB OS
 disk, a private address on an isolated network, and keeps its disk when
 stopped.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if a.output != "table" && a.output != "json" {
-				return usageErrorf("-o %q: use table or json", a.output)
-			}
-			return nil
-		},
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error { return a.prepare(cmd) },
 	}
 	defSocket := os.Getenv("LABVM_SOCKET")
 	if defSocket == "" {
 		defSocket = client.DefaultSocket
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", defSocket, "labvmd's API socket (env LABVM_SOCKET)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", defSocket, "labvmd's API socket (env LABVM_SOCKET); with --host, the socket on that host")
+	root.PersistentFlags().StringVarP(&a.host, "host", "H", os.Getenv("LABVM_HOST"), "talk to the labvmd of another host through ssh: ssh://[USER@]HOST[:PORT] (env LABVM_HOST)")
+	root.PersistentFlags().StringVar(&a.context, "context", os.Getenv("LABVM_CONTEXT"), "talk to the daemon of the context `NAME` (env LABVM_CONTEXT; see labvm context --help)")
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.AddGroup(
 		&cobra.Group{ID: "instances", Title: "Instances:"},
@@ -67,10 +97,22 @@ stopped.`,
 		newResizeCommand(a),
 		newInfoCommand(a), newWaitCommand(a), newOperationsCommand(a), newEventsCommand(a), newHostCommand(a),
 		newWhoAmICommand(a), newRoleCommand(a), newQuotaCommand(a), newAuditCommand(a),
-		newDoctorCommand(a),
+		newDoctorCommand(a), newContextCommand(a), newHostsCommand(a), newDialStdioCommand(a),
 	)
 	root.AddCommand(newGenManCommand(root))
 	return root
+}
+
+// prepare checks the global flags and chooses the daemon cmd talks to.
+func (a *app) prepare(cmd *cobra.Command) error {
+	if a.output != "table" && a.output != "json" {
+		return usageErrorf("-o %q: use table or json", a.output)
+	}
+	a.socketSet = cmd.Flags().Changed("socket")
+	if isLocalOnly(cmd) {
+		return nil
+	}
+	return a.resolveTarget()
 }
 
 // usageError is bad command-line input, found before calling the daemon.
@@ -91,6 +133,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &app{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
 	err := newRootCommand(a).ExecuteContext(ctx)
+	a.close()
 	stop()
 	os.Exit(report(a.stderr, err))
 }

@@ -44,12 +44,22 @@ func newInfoCommand(a *app) *cobra.Command {
 				return printJSON(a.stdout, info)
 			}
 			fmt.Fprintf(a.stdout, "Daemon:      labvmd %s on %s\n", info.Version, info.Host)
-			fmt.Fprintf(a.stdout, "Socket:      %s\n", a.socket)
+			fmt.Fprintf(a.stdout, "Reached at:  %s\n", a.targetName())
 			fmt.Fprintf(a.stdout, "You:         %s (uid %d)\n", info.Caller, info.CallerUID)
 			fmt.Fprintf(a.stdout, "Accelerator: %s (%s)\n", info.Accelerator, info.AccelReason)
 			fmt.Fprintf(a.stdout, "Libvirt:     %s\n", info.LibvirtURI)
 			fmt.Fprintf(a.stdout, "Data dir:    %s\n", info.DataDir)
 			fmt.Fprintf(a.stdout, "Instances:   %d\n", info.Instances)
+			if c := info.Cluster; c != nil {
+				state := "connected"
+				if !c.Connected {
+					state = "not connected to etcd"
+					if c.Error != "" {
+						state += ": " + c.Error
+					}
+				}
+				fmt.Fprintf(a.stdout, "Cluster:     %s, as host %s (%s)\n", c.Name, c.Host, safeText(state))
+			}
 			return nil
 		},
 	}

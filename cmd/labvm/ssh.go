@@ -134,7 +134,10 @@ func (a *app) sshTarget(ctx context.Context, name string, probe bool) (api.Insta
 // ProxyCommand, labvmd's socket, and labvm's known_hosts file holding the
 // instance's pinned host keys ("" when labvmd recorded none).
 type sshAccess struct {
-	self, socket, knownHosts string
+	self, knownHosts string
+	// target are labvm's global flags naming the daemon (--socket, or
+	// --host for another host's).
+	target []string
 }
 
 // sshAccess pins inst's host keys in labvm's known_hosts, or warns that
@@ -144,7 +147,7 @@ func (a *app) sshAccess(inst api.Instance) (sshAccess, error) {
 	if err != nil {
 		return sshAccess{}, fmt.Errorf("find the labvm binary for ssh's ProxyCommand: %w", err)
 	}
-	acc := sshAccess{self: self, socket: a.socket}
+	acc := sshAccess{self: self, target: a.targetArgs()}
 	if len(inst.SSHHostKeys) == 0 {
 		fmt.Fprintf(a.stderr, "Warning: labvmd recorded no SSH host key for %s (it was created before labvmd made host keys), so ssh will trust the key the guest presents the first time. Recreate the instance to have its host key pinned.\n", inst.Name)
 		return acc, nil
@@ -173,8 +176,9 @@ func hostKeyAlias(inst api.Instance) string {
 
 // proxyCommand is the ProxyCommand line: ssh runs it through the shell
 // after expanding %-tokens, so both are escaped.
-func proxyCommand(self, socket, name string) string {
-	cmd := strings.Join([]string{shell.Quote(self), "--socket", shell.Quote(socket), "tunnel", shell.Quote(name), "22"}, " ")
+func proxyCommand(self string, target []string, name string) string {
+	argv := append(append([]string{self}, target...), "tunnel", name, "22")
+	cmd := shell.Join(argv...)
 	return strings.ReplaceAll(cmd, "%", "%%")
 }
 
@@ -207,7 +211,7 @@ func hostKeyOptions(acc sshAccess) [][2]string {
 // after the destination, so the user's extra options may follow it.
 func sshArgs(acc sshAccess, inst api.Instance, extra []string) []string {
 	args := []string{
-		"-o", "ProxyCommand=" + proxyCommand(acc.self, acc.socket, inst.Name),
+		"-o", "ProxyCommand=" + proxyCommand(acc.self, acc.target, inst.Name),
 		"-o", "HostKeyAlias=" + hostKeyAlias(inst),
 	}
 	for _, o := range hostKeyOptions(acc) {
@@ -224,7 +228,7 @@ func sshConfig(acc sshAccess, inst api.Instance) string {
 	fmt.Fprintf(&b, "    HostName %s\n", inst.Name)
 	fmt.Fprintf(&b, "    User %s\n", inst.GuestUser)
 	fmt.Fprintf(&b, "    HostKeyAlias %s\n", hostKeyAlias(inst))
-	fmt.Fprintf(&b, "    ProxyCommand %s\n", proxyCommand(acc.self, acc.socket, inst.Name))
+	fmt.Fprintf(&b, "    ProxyCommand %s\n", proxyCommand(acc.self, acc.target, inst.Name))
 	for _, o := range hostKeyOptions(acc) {
 		fmt.Fprintf(&b, "    %s %s\n", o[0], o[1])
 	}

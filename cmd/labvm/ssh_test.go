@@ -20,8 +20,8 @@ const (
 var sshInst = api.Instance{Name: "alice-dev", ID: "0123456789abcdef", GuestUser: "alice", SSH: true}
 
 var (
-	legacy = sshAccess{self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock"}
-	pinned = sshAccess{self: "/usr/bin/labvm", socket: "/run/labvm/labvm.sock", knownHosts: "/home/alice/.config/labvm/known_hosts"}
+	legacy = sshAccess{self: "/usr/bin/labvm", target: []string{"--socket", "/run/labvm/labvm.sock"}}
+	pinned = sshAccess{self: "/usr/bin/labvm", target: []string{"--socket", "/run/labvm/labvm.sock"}, knownHosts: "/home/alice/.config/labvm/known_hosts"}
 )
 
 func TestSSHArgs(t *testing.T) {
@@ -67,7 +67,7 @@ func TestSSHArgs(t *testing.T) {
 		},
 		{
 			name: "paths with spaces, quotes and percent signs survive sh and ssh",
-			acc:  sshAccess{self: "/opt/my tools/labvm", socket: "/tmp/it's 100%.sock", knownHosts: `/home/a "b"/100%/known_hosts`},
+			acc:  sshAccess{self: "/opt/my tools/labvm", target: []string{"--socket", "/tmp/it's 100%.sock"}, knownHosts: `/home/a "b"/100%/known_hosts`},
 			want: []string{
 				"-o", `ProxyCommand='/opt/my tools/labvm' --socket '/tmp/it'\''s 100%%.sock' tunnel alice-dev 22`,
 				"-o", "HostKeyAlias=labvm-alice-dev-01234567",

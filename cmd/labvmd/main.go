@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,6 +53,23 @@ type fileConfig struct {
 		Total    int            `yaml:"total"`
 		Families map[string]int `yaml:"families"`
 	} `yaml:"quota"`
+	Cluster *clusterFile `yaml:"cluster"`
+}
+
+// clusterFile is the `cluster:` section: opting this host into a lab
+// cluster kept in etcd (see docs/ARCHITECTURE.md, "Clusters").
+type clusterFile struct {
+	Name string   `yaml:"name"`
+	Host string   `yaml:"host"`
+	Etcd []string `yaml:"etcd"`
+	CA   string   `yaml:"ca"`
+	Cert string   `yaml:"cert"`
+	Key  string   `yaml:"key"`
+	// TTL is the liveness lease, e.g. "10s".
+	TTL string `yaml:"ttl"`
+	// SSH is how users reach this host (ssh://[user@]host[:port]),
+	// published for creates placed here; ssh://HOST by default.
+	SSH string `yaml:"ssh"`
 }
 
 type vnetFile struct {
@@ -366,6 +384,21 @@ func applyFile(cfg *daemon.Config, path string) error {
 	cfg.Sizes = append(cfg.Sizes, fc.Sizes...)
 	if fc.Quota != nil {
 		cfg.Quota = daemon.QuotaConfig{Total: fc.Quota.Total, Families: fc.Quota.Families}
+	}
+	if c := fc.Cluster; c != nil {
+		cc := &daemon.ClusterConfig{Name: c.Name, Host: c.Host, Endpoints: c.Etcd, CA: c.CA, Cert: c.Cert, Key: c.Key, SSH: c.SSH}
+		if cc.Host == "" {
+			// Host names are case-insensitive; cluster names are lower case.
+			cc.Host = strings.ToLower(cfg.Host)
+		}
+		if c.TTL != "" {
+			d, err := time.ParseDuration(c.TTL)
+			if err != nil {
+				return fmt.Errorf("config %s: cluster.ttl: %w", path, err)
+			}
+			cc.TTL = d
+		}
+		cfg.Cluster = cc
 	}
 	return nil
 }

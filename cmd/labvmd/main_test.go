@@ -172,3 +172,45 @@ func TestManPageListsEveryFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterFromFile: the cluster section reaches the daemon's config
+// (the host defaulting to this host's name), and bad values are refused
+// with the key named.
+func TestClusterFromFile(t *testing.T) {
+	write := func(body string) string {
+		path := filepath.Join(t.TempDir(), "labvmd.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	cfg := daemon.DefaultConfig()
+	if cfg.Cluster != nil {
+		t.Fatal("a cluster by default")
+	}
+	err := applyFile(&cfg, write("cluster:\n  name: lab1\n  etcd: [https://etcd1:2379, https://etcd2:2379]\n  ca: /ca\n  cert: /c\n  key: /k\n  ttl: 5s\n  ssh: ssh://alice@node3:2222\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cluster
+	if c == nil || c.Name != "lab1" || c.Host != strings.ToLower(cfg.Host) || len(c.Endpoints) != 2 || c.CA != "/ca" || c.TTL.String() != "5s" || c.SSH != "ssh://alice@node3:2222" {
+		t.Fatalf("cluster config %+v", c)
+	}
+	tests := []struct{ body, want string }{
+		{"cluster:\n  ttl: soon\n", "cluster.ttl"},
+		{"cluster:\n  nmae: lab1\n", "nmae"},
+	}
+	for _, tt := range tests {
+		cfg := daemon.DefaultConfig()
+		if err := applyFile(&cfg, write(tt.body)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want an error naming %q", tt.body, err, tt.want)
+		}
+	}
+	cfg = daemon.DefaultConfig()
+	if err := applyFile(&cfg, write("cluster:\n  name: lab1\n  host: node3\n  etcd: [http://etcd1:2379]\n  ca: /ca\n  cert: /c\n  key: /k\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "plain http is refused") {
+		t.Fatalf("Validate with plain http etcd: %v", err)
+	}
+}

@@ -18,6 +18,8 @@ type Info struct {
 	Instances    int    `json:"instances"`
 	DefaultVNet  string `json:"default_vnet"`
 	DefaultImage string `json:"default_image,omitempty"`
+	// Cluster is set when the daemon is in a cluster.
+	Cluster *ClusterMembership `json:"cluster,omitempty"`
 }
 
 // Size is one entry of the size catalogue.

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"fmt"
 	"os/user"
 	"slices"
@@ -148,6 +149,19 @@ var ownUserMay = []Permission{PermReadOwn, PermRead, PermStart, PermStop, PermRe
 // Authorizer answers permission questions from the stored roles.
 type Authorizer struct {
 	Store *store.Store
+	// Shared is the cluster's registry of role assignments, nil outside
+	// a cluster. With it, assignments are written there first (the
+	// cluster's truth) and then to Store, which every host keeps as its
+	// cache of the cluster's roles; checks read only Store, so they go on
+	// with the cached roles while the registry is away.
+	Shared SharedRoles
+}
+
+// SharedRoles is the cluster's copy of the role assignments. The
+// daemon's wiring adapts the cluster member to it; authz never sees etcd.
+type SharedRoles interface {
+	PutRole(ctx context.Context, a store.RoleAssignment) error
+	DeleteRole(ctx context.Context, a store.RoleAssignment) error
 }
 
 // RoleOf is the caller's effective role: the highest of their own and

@@ -25,9 +25,16 @@ import (
 // DefaultSocket is where labvmd listens unless told otherwise.
 const DefaultSocket = "/run/labvm/labvm.sock"
 
-// Client talks to one labvmd.
+// Client talks to one labvmd: on this host over its socket, or on
+// another through ssh (NewSSH).
 type Client struct {
-	socket string
+	// target names the daemon in messages: its socket, or the ssh URL.
+	target string
+	// dial opens one connection to the daemon; every HTTP connection and
+	// every tunnel is one call.
+	dial func(ctx context.Context) (net.Conn, error)
+	// remote is set for a daemon reached through ssh.
+	remote *SSHTarget
 	http   *http.Client
 }
 
@@ -36,40 +43,60 @@ func New(socket string) *Client {
 	if socket == "" {
 		socket = DefaultSocket
 	}
+	return newClient(socket, func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	})
+}
+
+func newClient(target string, dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
+		DialContext:  func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		MaxIdleConns: 4,
 		// Uploads ask before sending (Expect: 100-continue), so a refusal
 		// (no right, name taken) comes back before gigabytes go out.
 		ExpectContinueTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{target: target, dial: dial, http: &http.Client{Transport: tr}}
 }
 
-// Socket is the socket this client dials.
-func (c *Client) Socket() string { return c.socket }
+// Target names the daemon this client reaches: its socket path, or the
+// ssh URL (with the far socket, when one was given).
+func (c *Client) Target() string { return c.target }
+
+// Remote is the ssh target of a client made by NewSSH, nil for a local
+// socket.
+func (c *Client) Remote() *SSHTarget { return c.remote }
+
+// Close ends the client's idle connections: for a remote daemon, the ssh
+// processes that carry them.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// DialError is dialError for a connection the caller dialled itself to
+// this client's socket (labvm dial-stdio).
+func (c *Client) DialError(err error) error { return c.dialError(err) }
 
 // dialError turns a failed dial into advice: whether the daemon runs, and
 // how to get access to it.
 func (c *Client) dialError(err error) error {
+	if e := c.remoteError(err); e != nil {
+		return e
+	}
 	switch {
 	case errors.Is(err, syscall.ENOENT):
 		return &api.Error{Code: api.CodeUnavailable,
-			Message: fmt.Sprintf("labvmd is not running: no socket at %s", c.socket),
+			Message: fmt.Sprintf("labvmd is not running: no socket at %s", c.target),
 			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`); use --socket or LABVM_SOCKET for another daemon"}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &api.Error{Code: api.CodeUnavailable,
-			Message: fmt.Sprintf("labvmd is not running: %s refuses connections (stale socket)", c.socket),
+			Message: fmt.Sprintf("labvmd is not running: %s refuses connections (stale socket)", c.target),
 			Hint:    "start it with `sudo systemctl start labvmd` (or `sudo labvmd &`)"}
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return &api.Error{Code: api.CodePermissionDenied,
-			Message: fmt.Sprintf("permission denied on %s", c.socket),
+			Message: fmt.Sprintf("permission denied on %s", c.target),
 			Hint:    "add yourself to the labvm group (`sudo usermod -aG labvm $USER`) and log in again"}
 	}
-	return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach labvmd at %s: %v", c.socket, err)}
+	return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach labvmd at %s: %v", c.target, err)}
 }
 
 func (c *Client) request(ctx context.Context, method, path string, in any) (*http.Response, error) {
@@ -102,7 +129,10 @@ func (c *Client) send(ctx context.Context, req *http.Request) (*http.Response, e
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
 			return nil, c.dialError(err)
 		}
-		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd at %s: %v", c.socket, err)}
+		if e := c.remoteError(err); e != nil {
+			return nil, e
+		}
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("labvmd at %s: %v", c.target, err)}
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
@@ -473,4 +503,37 @@ func (c *Client) follow(ctx context.Context, path string, opened func(), fn func
 		return nil
 	}
 	return &api.Error{Code: api.CodeUnavailable, Message: "labvmd closed the event stream", Hint: "is labvmd still running? run `labvm events` again"}
+}
+
+// ClusterHosts lists the hosts of this daemon's cluster.
+func (c *Client) ClusterHosts(ctx context.Context) ([]api.ClusterHost, error) {
+	var out []api.ClusterHost
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/hosts", nil, &out)
+}
+
+// ClusterInstances lists every instance of this daemon's cluster.
+func (c *Client) ClusterInstances(ctx context.Context) ([]api.ClusterInstance, error) {
+	var out []api.ClusterInstance
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/instances", nil, &out)
+}
+
+// ClusterQuota is the quota of this daemon's cluster.
+func (c *Client) ClusterQuota(ctx context.Context) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/quota", nil, &out)
+}
+
+// SetClusterQuota sets a core limit of this daemon's cluster (family ""
+// for the total; 0 removes it).
+func (c *Client) SetClusterQuota(ctx context.Context, family string, limit int) (api.Quota, error) {
+	var out api.Quota
+	return out, c.do(ctx, http.MethodPut, "/v1/cluster/quota", api.SetQuotaRequest{Family: family, Limit: limit}, &out)
+}
+
+// Placement asks this daemon's cluster which host a create of size from
+// image goes to. A daemon in no cluster answers NotFound.
+func (c *Client) Placement(ctx context.Context, size, image string) (api.Placement, error) {
+	var out api.Placement
+	q := url.Values{"size": {size}, "image": {image}}
+	return out, c.do(ctx, http.MethodGet, "/v1/cluster/placement?"+q.Encode(), nil, &out)
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 )
@@ -20,7 +19,8 @@ const tunnelProtocol = "labvm-tunnel"
 
 // Tunnel connects to a TCP port of the instance through labvmd. Reading
 // and writing the returned connection is talking to the guest's port;
-// CloseWrite on it (it is a *net.UnixConn underneath) half-closes.
+// CloseWrite on it (a *net.UnixConn, or the ssh process's stdin for a
+// remote daemon) half-closes.
 func (c *Client) Tunnel(ctx context.Context, name string, port int) (net.Conn, error) {
 	return c.upgrade(ctx, "/v1/instances/"+esc(name)+"/tunnel?port="+strconv.Itoa(port))
 }
@@ -35,17 +35,17 @@ func (c *Client) Console(ctx context.Context, name string) (net.Conn, error) {
 // and hands that connection back once labvmd switched protocols. ctx
 // bounds the handshake only, not the stream that follows.
 func (c *Client) upgrade(ctx context.Context, path string) (net.Conn, error) {
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "unix", c.socket)
+	conn, err := c.dial(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, c.dialError(err)
 	}
-	conn := raw.(*net.UnixConn)
-	// A blocked read or write of the handshake returns as soon as ctx ends.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	// A blocked read or write of the handshake returns as soon as ctx
+	// ends: the connection is closed under it (an ssh process's pipes
+	// have no deadlines).
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	out, err := c.handshake(ctx, conn, path)
 	if !stop() || err != nil {
 		conn.Close()
@@ -57,7 +57,7 @@ func (c *Client) upgrade(ctx context.Context, path string) (net.Conn, error) {
 	return out, nil
 }
 
-func (c *Client) handshake(ctx context.Context, conn *net.UnixConn, path string) (net.Conn, error) {
+func (c *Client) handshake(ctx context.Context, conn net.Conn, path string) (net.Conn, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://labvmd"+path, nil)
 	if err != nil {
 		return nil, err
@@ -65,12 +65,18 @@ func (c *Client) handshake(ctx context.Context, conn *net.UnixConn, path string)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", tunnelProtocol)
 	if err := req.Write(conn); err != nil {
-		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("send upgrade to labvmd at %s: %v", c.socket, err)}
+		if e := c.remoteError(err); e != nil {
+			return nil, e
+		}
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("send upgrade to labvmd at %s: %v", c.target, err)}
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
-		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("read labvmd's answer to the upgrade at %s: %v", c.socket, err)}
+		if e := c.remoteError(err); e != nil {
+			return nil, e
+		}
+		return nil, &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("read labvmd's answer to the upgrade at %s: %v", c.target, err)}
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
@@ -81,7 +87,7 @@ func (c *Client) handshake(ctx context.Context, conn *net.UnixConn, path string)
 	}
 	// Guest bytes that arrived with the 101 are already in br.
 	early, _ := br.Peek(br.Buffered())
-	return &bufferedConn{UnixConn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}, nil
+	return &bufferedConn{Conn: conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)}, nil
 }
 
 // errorFrom rebuilds the *api.Error of a refused upgrade.
@@ -97,8 +103,17 @@ func errorFrom(resp *http.Response) error {
 // bufferedConn is a connection that first yields bytes read ahead while
 // parsing the response.
 type bufferedConn struct {
-	*net.UnixConn
+	net.Conn
 	r io.Reader
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the connection underneath when it can, else
+// closes it.
+func (c *bufferedConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Conn.Close()
+}

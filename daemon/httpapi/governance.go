@@ -46,7 +46,7 @@ func (s *Server) assignRole(c call) (response, error) {
 		return response{}, err
 	}
 	c.target(req.Principal)
-	a, err := s.Authz.Assign(c.c, req.Principal, req.Role)
+	a, err := s.Authz.Assign(c.r.Context(), c.c, req.Principal, req.Role)
 	if err != nil {
 		return response{}, err
 	}
@@ -56,7 +56,7 @@ func (s *Server) assignRole(c call) (response, error) {
 func (s *Server) removeRole(c call) (response, error) {
 	principal, role := c.r.PathValue("principal"), c.r.PathValue("role")
 	c.target(principal)
-	if err := s.Authz.Remove(principal, role); err != nil {
+	if err := s.Authz.Remove(c.r.Context(), principal, role); err != nil {
 		return response{}, err
 	}
 	return ok(map[string]string{"removed": principal + " " + role}), nil

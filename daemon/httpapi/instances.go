@@ -12,7 +12,13 @@ import (
 
 func (s *Server) getInfo(c call) (response, error) {
 	list, err := s.Lifecycle.Instances()
+	var membership *api.ClusterMembership
+	if s.Cluster != nil {
+		m := s.Cluster.Membership()
+		membership = &m
+	}
 	return ok(api.Info{
+		Cluster:     membership,
 		Version:     s.Info.Version,
 		Host:        s.Info.Host,
 		Accelerator: s.Info.Accelerator,

@@ -51,6 +51,12 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/instances/{name}/tunnel", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:tunnel", stream: s.tunnel},
 		{pattern: "GET /v1/instances/{name}/console", perm: authz.PermAppAccess, scope: inst, audit: "computes/applicationaccess/action:console", stream: s.console},
 
+		{pattern: "GET /v1/cluster/hosts", perm: authz.PermRead, scope: host, handle: s.listClusterHosts},
+		{pattern: "GET /v1/cluster/instances", perm: authz.PermRead, scope: host, handle: s.listClusterInstances},
+		{pattern: "GET /v1/cluster/placement", perm: authz.PermRead, scope: host, handle: s.placeInCluster},
+		{pattern: "GET /v1/cluster/quota", perm: authz.PermRead, scope: host, handle: s.getClusterQuota},
+		{pattern: "PUT /v1/cluster/quota", perm: authz.PermManageQuota, scope: host, audit: "quotas/write", handle: s.setClusterQuota},
+
 		{pattern: "GET /v1/operations", perm: authz.PermRead, scope: host, handle: s.listOperations},
 		{pattern: "GET /v1/operations/{id}", perm: authz.PermReadOwn, scope: host, handle: s.getOperation},
 		{pattern: "GET /v1/operations/{id}/wait", perm: authz.PermReadOwn, scope: host, stream: s.waitOperation},

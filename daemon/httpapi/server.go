@@ -68,6 +68,8 @@ type Server struct {
 	Datasets  *datasets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
+	// Cluster reads the lab cluster; nil when this host is in none.
+	Cluster ClusterView
 	// Metrics serves GET /metrics (the Prometheus text format).
 	Metrics http.Handler
 	// Policy is the idle shutdown and the schedules; its Activity records

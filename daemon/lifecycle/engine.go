@@ -132,6 +132,7 @@ type Engine struct {
 	images *images.Catalogue
 	jobs   Jobs
 	nets   Networks
+	names  Names
 	data   Datasets
 	ready  *readiness
 	// phone is the phone-home server, once started.
@@ -156,13 +157,15 @@ type Deps struct {
 	Images     *images.Catalogue
 	Jobs       Jobs
 	Networks   Networks
-	Datasets   Datasets
+	// Names is the cluster's name registry; nil outside a cluster.
+	Names    Names
+	Datasets Datasets
 }
 
 // New returns an engine.
 func New(cfg Config, d Deps) *Engine {
 	return &Engine{cfg: cfg, paths: Paths{DataDir: cfg.DataDir}, log: d.Log, store: d.Store, hv: d.Hypervisor, ops: d.Ops,
-		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, data: d.Datasets, ready: newReadiness(), stopping: make(chan struct{})}
+		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, data: d.Datasets, names: d.Names, ready: newReadiness(), stopping: make(chan struct{})}
 }
 
 // Paths tells where instance files live.

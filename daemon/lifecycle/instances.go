@@ -173,6 +173,18 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 
+	// In a cluster the name (and the cluster's quota) is taken there
+	// first; whatever fails after gives it back.
+	if err := e.reserveName(inst); err != nil {
+		return response, err
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			e.releaseName(inst.Name)
+		}
+	}()
+
 	err = e.store.Update(func(tx *store.Tx) error {
 		img, err := tx.Image(req.Image)
 		if errors.Is(err, store.ErrNotFound) {
@@ -239,6 +251,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	// The snapshot is taken before the operation runs: it may finish (and
 	// leave the running set) before this function returns.
 	snap := op.Snapshot()
+	// The record holds the name now (a CreateFailed one too, until it is
+	// deleted), so the reservation stays.
+	reserved = false
 	e.ops.Go(op, func(ctx context.Context, op *ops.Op) error {
 		return e.runCreate(ctx, op, inst, seedSecrets{scripts: scripts, hostKey: hostKey})
 	})

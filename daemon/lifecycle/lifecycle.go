@@ -319,6 +319,7 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 	if err := e.deleteRecord(inst); err != nil {
 		return err
 	}
+	e.releaseName(inst.Name)
 	// The instance is gone whatever happens here: a leftover lock is
 	// harmless (it names this port only) and goes at the next full sync.
 	if err := e.nets.RemoveInstancePort(context.WithoutCancel(ctx), inst); err != nil {

@@ -46,6 +46,35 @@ func (t *Tx) DeleteRole(principal string, group bool, role string) error {
 	return b.Delete(k)
 }
 
+// HasRole reports whether the assignment is stored.
+func (t *Tx) HasRole(principal string, group bool, role string) bool {
+	return t.tx.Bucket(bucketRoles).Get(roleKey(principal, group, role)) != nil
+}
+
+// ReplaceRoles makes list the only assignments: a host in a cluster
+// keeps the cluster's roles this way, as its cache of them.
+func (t *Tx) ReplaceRoles(list []RoleAssignment) error {
+	b := t.tx.Bucket(bucketRoles)
+	var keys [][]byte
+	if err := b.ForEach(func(k, _ []byte) error {
+		keys = append(keys, append([]byte(nil), k...))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, a := range list {
+		if err := t.PutRole(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Roles lists all assignments.
 func (t *Tx) Roles() ([]RoleAssignment, error) {
 	out, err := list[RoleAssignment](t, bucketRoles)

@@ -12,6 +12,7 @@ packages=(
 	nftables iproute2 openssh-client procps util-linux
 	xorriso genisoimage fuseiso python3-yaml systemd iptables
 	python3-pytest python3-venv python3-setuptools python3-pip
+	openssh-server etcd-server
 	lintian dpkg-dev prometheus
 	chromium
 )

@@ -60,6 +60,18 @@ var rules = []rule{
 		forbidden: ourPackageOtherThan(module + "/daemon/api"),
 	},
 	{
+		// The cluster (etcd) belongs to the daemon's wiring, which runs it
+		// under its context and hands the API a view of it through an
+		// interface httpapi owns; engines never see etcd.
+		name: "only the daemon's wiring imports daemon/cluster",
+		roots: []string{"daemon/api", "daemon/audit", "daemon/authz", "daemon/client", "daemon/doctor", "daemon/errdefs",
+			"daemon/httpapi", "daemon/jobs", "daemon/library", "daemon/lifecycle", "daemon/metrics", "daemon/ops",
+			"daemon/store", "daemon/vnets", "cmd/labvm", "vm/...", "network/...", "storage/...", "images/..."},
+		// Their tests may run a whole daemon (daemontest), wiring and all.
+		tests:     false,
+		forbidden: under(module + "/daemon/cluster"),
+	},
+	{
 		// The page is a client like the CLI: the daemon alone decides who
 		// may do what, so the studio reaches it only through its API.
 		name:      "cmd/labvm/studio reaches the daemon only through daemon/api and daemon/client",
