@@ -29,9 +29,9 @@ image: host
 ## against a fake daemon), then end-to-end tests on real libvirt/QEMU. The
 ## end-to-end tests run after the others, alone: some restart libvirtd.
 test: host image
-	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /test/e2e)
 	PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider test/python
-	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 30m ./test/e2e/
+	LABVM_TEST_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tiny.qcow2 $(GO) test -count=1 -timeout 75m ./test/e2e/
 	$(MAKE) fuzz-short
 
 # Fuzz targets as package:Target; go test -fuzz takes one target per run.
