@@ -11,6 +11,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/httpapi"
 	"github.com/labvm/labvm/daemon/jobs"
@@ -48,6 +49,7 @@ type Daemon struct {
 	vnets    *vnets.Engine
 	jobs     *jobs.Engine
 	lc       *lifecycle.Engine
+	datasets *datasets.Engine
 	api      *httpapi.Server
 	metrics  *metrics.Metrics
 	onStatus func(string)
@@ -122,13 +124,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 	d.vnets = vnets.New(vnets.Config{DataDir: cfg.DataDir, Default: cfg.VNet, FirewallTable: cfg.FirewallTable,
 		BridgePrefix: cfg.BridgePrefix, GatewayPorts: gatewayPorts}, st, hn, log)
 	d.jobs = jobs.New(st, hv, log)
+	d.datasets = datasets.New(cfg.DataDir, st, log)
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
-	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets})
+	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets})
 	d.vnets.OnSync(d.lc.NetworksChanged)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})
 	d.api = &httpapi.Server{
@@ -141,6 +144,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		Lifecycle:         d.lc,
 		Jobs:              d.jobs,
 		VNets:             d.vnets,
+		Datasets:          d.datasets,
 		Library:           library.New(st, files, d.ops, log),
 		Doctor:            doctor.New(st, hv, d.lc, files, d.ops, log),
 		HostShutdownBound: cfg.HostShutdownBound,
@@ -189,6 +193,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		grace := time.AfterFunc(d.cfg.ShutdownGrace, cancelOps)
 		d.ops.Wait()
 		grace.Stop()
+		// No operation runs: no boot is between its mounts and its
+		// domain. Running guests keep their virtiofsd's own copy.
+		d.datasets.Reconcile(nil)
 		d.audit.Flush()
 	}()
 
@@ -233,6 +240,9 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 		return err
 	}
 	d.status("reconciling instances with libvirt")
+	// Dataset mounts left by a crash go first; boots that reconcile
+	// resumes mount theirs again.
+	d.datasets.Reconcile(nil)
 	if err := d.lc.Reconcile(ctx, ctx.Done()); err != nil {
 		ln.Close()
 		return err

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/labvm/labvm/vm"
 	"github.com/labvm/labvm/vm/guest"
 	"golang.org/x/crypto/ssh"
 )
@@ -50,6 +51,9 @@ type SeedSpec struct {
 	PhoneHomeURL string
 	// Scripts are the instance's setup and startup scripts, if any.
 	Scripts Scripts
+	// Datasets are mounted read-only at /datasets/NAME at every boot
+	// (cloud-init's bootcmd), each from the virtiofs share tagged NAME.
+	Datasets []string
 }
 
 // Validate reports the first field that would produce a seed the guest
@@ -88,6 +92,16 @@ func (s SeedSpec) Validate() error {
 		u, err := url.Parse(s.PhoneHomeURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%w: phone-home URL %q: want an absolute http(s) URL", ErrInvalidSeed, s.PhoneHomeURL)
+		}
+	}
+	for i, d := range s.Datasets {
+		if err := vm.ValidateNameOf("dataset", d); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSeed, err)
+		}
+		for _, prev := range s.Datasets[:i] {
+			if prev == d {
+				return fmt.Errorf("%w: dataset %q given twice", ErrInvalidSeed, d)
+			}
 		}
 	}
 	for kind, body := range map[guest.ScriptKind][]byte{guest.ScriptSetup: s.Scripts.Setup, guest.ScriptStartup: s.Scripts.Startup} {
@@ -232,6 +246,17 @@ func UserData(s SeedSpec) ([]byte, error) {
 			for _, k := range s.SSHAuthorizedKeys {
 				fmt.Fprintf(&b, "      - %s\n", yamlQuote(strings.TrimSpace(k)))
 			}
+		}
+	}
+	if len(s.Datasets) > 0 {
+		// bootcmd runs at every boot, early (cloud-init's init stage), so
+		// the datasets are there before runcmd and the scripts. Not
+		// mounts: the cc_mounts of older cloud-init releases (Debian 12's
+		// among them) skips an entry whose device is not a block device,
+		// a virtiofs tag included, with only a debug log line.
+		b.WriteString("bootcmd:\n")
+		for _, d := range s.Datasets {
+			fmt.Fprintf(&b, "  - %s\n", yamlQuote(guest.MountDatasetCommand(d, d)))
 		}
 	}
 	// The daemon drives guests through qemu-guest-agent, which stock cloud

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/labvm/labvm/test/hostreq"
+	"github.com/labvm/labvm/vm/guest"
 )
 
 const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL8zrXJh6CEkMLasaVLJs+5HcmtP0My6FSaq0ynGD1H+ alice@laptop"
@@ -219,6 +220,10 @@ func TestUserDataRejects(t *testing.T) {
 		{name: "mixed families", mutate: func(s *SeedSpec) { s.Gateway = netip.MustParseAddr("fe80::1") }, wantMsg: "different families"},
 		{name: "relative phone-home URL", mutate: func(s *SeedSpec) { s.PhoneHomeURL = "/phone-home" }, wantMsg: "absolute http(s) URL"},
 		{name: "phone-home URL with newline", mutate: func(s *SeedSpec) { s.PhoneHomeURL = "http://x/\nruncmd: [x]" }, wantMsg: "absolute http(s) URL"},
+		{name: "dataset with a slash", mutate: func(s *SeedSpec) { s.Datasets = []string{"../etc"} }, wantMsg: "invalid dataset name"},
+		{name: "dataset with shell", mutate: func(s *SeedSpec) { s.Datasets = []string{"a;reboot"} }, wantMsg: "invalid dataset name"},
+		{name: "dataset with a space", mutate: func(s *SeedSpec) { s.Datasets = []string{"data set"} }, wantMsg: "invalid dataset name"},
+		{name: "dataset twice", mutate: func(s *SeedSpec) { s.Datasets = []string{"imagenet", "imagenet"} }, wantMsg: "given twice"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -374,6 +379,56 @@ func TestParseAuthorizedKey(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("ParseAuthorizedKey = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUserDataDatasets: each dataset is one bootcmd line (cloud-init runs
+// bootcmd at every boot) mounting its virtiofs tag read-only at
+// /datasets/NAME, as PyYAML (cloud-init's parser) reads it back; none
+// without datasets.
+func TestUserDataDatasets(t *testing.T) {
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		python = hostreq.RequireTool(t, "python3", "python3")
+	}
+	err := exec.Command(python, "-c", "import yaml").Run()
+	hostreq.Require(t, err == nil, fmt.Sprintf("python3 PyYAML (apt-get install python3-yaml): %v", err))
+	for _, tc := range []struct {
+		name     string
+		datasets []string
+		want     []string
+	}{
+		{"none", nil, nil},
+		{"one", []string{"imagenet"}, []string{
+			"mkdir -p /datasets/imagenet && { grep -qs ' /datasets/imagenet virtiofs ' /proc/mounts || " +
+				"mount -t virtiofs -o ro,nosuid,nodev imagenet /datasets/imagenet || " +
+				"{ echo 'labvm: cannot mount dataset imagenet (virtiofs tag imagenet) at /datasets/imagenet' >&2; exit 1; }; }",
+		}},
+		{"two, in order", []string{"imagenet", "coco-2017"}, []string{
+			guest.MountDatasetCommand("imagenet", "imagenet"), guest.MountDatasetCommand("coco-2017", "coco-2017"),
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := testSpec()
+			spec.Datasets = tc.datasets
+			ud, err := UserData(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(python, "-c", `import sys, yaml, json; print(json.dumps(yaml.safe_load(sys.stdin).get("bootcmd")))`)
+			cmd.Stdin = strings.NewReader(string(ud))
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("PyYAML: %v\n%s", err, ud)
+			}
+			var got []string
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("bootcmd %s: %v", out, err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("bootcmd = %q\nwant %q", got, tc.want)
 			}
 		})
 	}

@@ -51,6 +51,19 @@ type DomainSpec struct {
 	Accel      Accel
 	// Emulator overrides the QEMU binary; empty lets libvirt choose.
 	Emulator string
+	// Shares are host directories exported to the guest over virtiofs.
+	// Read-only is the host's business (Source must already be a
+	// read-only mount): virtiofs in this libvirt has no readonly flag.
+	Shares []Share
+}
+
+// Share is one host directory the guest mounts by its tag.
+type Share struct {
+	// Source is the host directory virtiofsd serves.
+	Source string
+	// Tag is the name the guest mounts (mount -t virtiofs TAG DIR); the
+	// virtio-fs device holds at most 36 bytes of it.
+	Tag string
 }
 
 func (s DomainSpec) validate() error {
@@ -90,6 +103,19 @@ func (s DomainSpec) validate() error {
 		if problem := portNameProblem(s.PortName); problem != "" {
 			bad("port name %q: %s", s.PortName, problem)
 		}
+	}
+	tags := map[string]bool{}
+	for _, sh := range s.Shares {
+		if !filepath.IsAbs(sh.Source) {
+			bad("share source %q: want an absolute path", sh.Source)
+		}
+		if sh.Tag == "" || len(sh.Tag) > 36 || strings.ContainsFunc(sh.Tag, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			bad("share tag %q: want 1-36 printable characters", sh.Tag)
+		}
+		if tags[sh.Tag] {
+			bad("share tag %q given twice", sh.Tag)
+		}
+		tags[sh.Tag] = true
 	}
 	if s.Accel != AccelTCG && s.Accel != AccelKVM {
 		bad("accel %v: want tcg or kvm", s.Accel)
@@ -143,6 +169,20 @@ func nic(spec DomainSpec) libvirtxml.DomainInterface {
 		n.Target = &libvirtxml.DomainInterfaceTarget{Dev: spec.PortName}
 	}
 	return n
+}
+
+// share is the virtio-fs device of one share. libvirt starts one
+// virtiofsd per device (found through QEMU's vhost-user descriptors), in
+// its namespace sandbox: its own mount namespace pivoted into Source, so
+// the guest's paths, ".." included, resolve inside it.
+func share(sh Share) libvirtxml.DomainFilesystem {
+	return libvirtxml.DomainFilesystem{
+		AccessMode: "passthrough",
+		Driver:     &libvirtxml.DomainFilesystemDriver{Type: "virtiofs"},
+		Binary:     &libvirtxml.DomainFilesystemBinary{Sandbox: &libvirtxml.DomainFilesystemBinarySandbox{Mode: "namespace"}},
+		Source:     &libvirtxml.DomainFilesystemSource{Mount: &libvirtxml.DomainFilesystemSourceMount{Dir: sh.Source}},
+		Target:     &libvirtxml.DomainFilesystemTarget{Dir: sh.Tag},
+	}
 }
 
 // DomainXML renders the libvirt domain for spec. It is pure: the same spec
@@ -241,6 +281,18 @@ func DomainXML(spec DomainSpec) (string, error) {
 			// the host take it back behind the user's back.
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
+	}
+	if len(spec.Shares) > 0 {
+		// virtiofsd (a vhost-user daemon) reads and writes guest memory
+		// directly, so the guest's RAM must be shared memory: memfd,
+		// which needs no hugepages or backing file.
+		dom.MemoryBacking = &libvirtxml.DomainMemoryBacking{
+			MemorySource: &libvirtxml.DomainMemorySource{Type: "memfd"},
+			MemoryAccess: &libvirtxml.DomainMemoryAccess{Mode: "shared"},
+		}
+		for _, sh := range spec.Shares {
+			dom.Devices.Filesystems = append(dom.Devices.Filesystems, share(sh))
+		}
 	}
 	if spec.Accel == AccelKVM {
 		dom.Type = "kvm"

@@ -204,6 +204,11 @@ func TestDomainXMLRejects(t *testing.T) {
 		{"port name with a slash", func(s *DomainSpec) { s.PortName = "lvp/1" }, "only letters"},
 		{"port name libvirt reserves", func(s *DomainSpec) { s.PortName = "vnet7" }, `reserves the prefix "vnet"`},
 		{"port name libvirt reserves (macvtap)", func(s *DomainSpec) { s.PortName = "macvtap1" }, "macvtap"},
+		{"relative share source", func(s *DomainSpec) { s.Shares = []Share{{Source: "data", Tag: "data"}} }, "share source"},
+		{"empty share tag", func(s *DomainSpec) { s.Shares = []Share{{Source: "/d", Tag: ""}} }, "share tag"},
+		{"long share tag", func(s *DomainSpec) { s.Shares = []Share{{Source: "/d", Tag: strings.Repeat("t", 37)}} }, "share tag"},
+		{"share tag with a space", func(s *DomainSpec) { s.Shares = []Share{{Source: "/d", Tag: "a b"}} }, "share tag"},
+		{"share tag twice", func(s *DomainSpec) { s.Shares = []Share{{Source: "/a", Tag: "data"}, {Source: "/b", Tag: "data"}} }, "given twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -231,5 +236,58 @@ func testSpec(name, id string, accel Accel) DomainSpec {
 		MAC:        "52:54:00:12:34:56",
 		ConsoleLog: dir + "/console.log",
 		Accel:      accel,
+	}
+}
+
+// TestDomainXMLShares: each share is a virtio-fs device served by
+// libvirt's virtiofsd in its namespace sandbox, and the guest's memory
+// becomes shared memfd (vhost-user needs it); without shares neither.
+func TestDomainXMLShares(t *testing.T) {
+	const memory = `  <memoryBacking>
+    <source type="memfd"></source>
+    <access mode="shared"></access>
+  </memoryBacking>
+`
+	fs := func(src, tag string) string {
+		return `    <filesystem type="mount" accessmode="passthrough">
+      <driver type="virtiofs"></driver>
+      <binary>
+        <sandbox mode="namespace"></sandbox>
+      </binary>
+      <source dir="` + src + `"></source>
+      <target dir="` + tag + `"></target>
+    </filesystem>
+`
+	}
+	const root = "/var/lib/labvm/datasets/1234abcd5678ef90/"
+	for _, tc := range []struct {
+		name   string
+		shares []Share
+		want   []string
+	}{
+		{"none", nil, nil},
+		{"one", []Share{{Source: root + "imagenet", Tag: "imagenet"}}, []string{memory, fs(root+"imagenet", "imagenet")}},
+		{"two, in order", []Share{{Source: root + "imagenet", Tag: "imagenet"}, {Source: root + "coco", Tag: "coco"}},
+			[]string{memory, fs(root+"imagenet", "imagenet") + fs(root+"coco", "coco")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := testSpec("labvm-alice-1234abcd", "1234abcd5678ef90", AccelTCG)
+			spec.Shares = tc.shares
+			got, err := DomainXML(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rest := got
+			for _, w := range tc.want {
+				if !strings.Contains(rest, w) {
+					t.Fatalf("DomainXML lacks\n%s\nin\n%s", w, got)
+				}
+				rest = strings.Replace(rest, w, "", 1)
+			}
+			// Apart from those, the domain is the usual one.
+			if rest != wantTCGXML {
+				t.Errorf("shares changed more than the memory backing and the filesystems:\n%s", got)
+			}
+		})
 	}
 }

@@ -36,6 +36,10 @@ type Instance struct {
 
 	Scripts InstanceScripts `json:"scripts"`
 
+	// Datasets are the host directories (by dataset name) shared with the
+	// guest read-only at DatasetMountPoint; fixed at create, like the size.
+	Datasets []string `json:"datasets,omitempty"`
+
 	// NoAutostart keeps the instance stopped after a host restart; by
 	// default an instance that was running starts again.
 	NoAutostart bool `json:"no_autostart,omitempty"`

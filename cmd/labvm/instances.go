@@ -28,9 +28,12 @@ otherwise) on the image, a cloud-init seed, a private address, then boot it
 and wait until the guest says it is ready.
 
 NAME is 3-24 characters of a-z, 0-9 and '-', starting with a letter.
-The size can never change afterwards. SSH is off unless --ssh-key is given.`,
+The size can never change afterwards, nor can the datasets: each --dataset
+(see ` + "`labvm dataset list`" + `) is read-only at /datasets/NAME in the guest.
+SSH is off unless --ssh-key is given.`,
 		Example: `  labvm create alice-dev --size Standard_B1s --image debian-12
-  labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub`,
+  labvm create alice-dev --size Standard_D3_v2 --image debian-12 --ssh-key ~/.ssh/id_ed25519.pub
+  labvm create bob-dev --size Standard_D2s_v3 --image debian-12 --dataset imagenet --dataset coco`,
 		GroupID: "instances",
 		Args:    exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,9 +76,22 @@ The size can never change afterwards. SSH is off unless --ssh-key is given.`,
 	cmd.Flags().StringVar(&startup, "startup-script", "", "script run as root at every start")
 	cmd.Flags().DurationVar(&scriptTimeout, "script-timeout", 0, "after this long a script counts as failed (default 15m)")
 	cmd.Flags().BoolVar(&req.NoAutostart, "no-autostart", false, "stay stopped after a host restart (by default an instance that was running starts again)")
+	cmd.Flags().StringArrayVar(&req.Datasets, "dataset", nil, "dataset the guest sees read-only at /datasets/NAME (repeatable; fixed at create; see `labvm dataset list`)")
 	cmd.Flags().StringVar(&req.AssignTo, "assign-to", "", "create on behalf of this user (owners only); they get application access, not you")
 	wf.register(cmd)
 	return cmd
+}
+
+// datasetsLine names each dataset with where the guest sees it.
+func datasetsLine(inst api.Instance) string {
+	if len(inst.Datasets) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(inst.Datasets))
+	for _, d := range inst.Datasets {
+		parts = append(parts, d+" (read-only at /datasets/"+d+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 func expandHome(p string) string {
@@ -125,6 +141,7 @@ func newShowCommand(a *app) *cobra.Command {
 				{"SSH", ssh},
 				{"Provisioning", provisioningLine(inst)},
 				{"Scripts", scriptsLine(inst)},
+				{"Datasets", datasetsLine(inst)},
 				{"Owner", owner},
 				{"Created", inst.CreatedAt.Local().Format("2006-01-02 15:04:05 MST") + " (" + ago(inst.CreatedAt) + ")"},
 				{"Host", inst.Host},

@@ -74,6 +74,9 @@ type CreateInstanceRequest struct {
 	ScriptTimeoutSeconds int `json:"script_timeout_seconds,omitempty"`
 	// NoAutostart keeps the instance stopped after a host restart.
 	NoAutostart bool `json:"no_autostart,omitempty"`
+	// Datasets are declared datasets (`labvm dataset list`) the guest
+	// sees read-only at /datasets/NAME; fixed at create.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // Instance is an instance as shown to users.
@@ -121,6 +124,10 @@ type Instance struct {
 	// Provisioning is cloud-init's outcome on the latest boot; absent for
 	// an image without cloud-init.
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
+
+	// Datasets are the datasets the guest sees read-only at
+	// /datasets/NAME.
+	Datasets []string `json:"datasets,omitempty"`
 }
 
 // InstanceSummary is an instance as `GET /v1/instances?view=summary`

@@ -69,6 +69,9 @@ const (
 	// PermReadMetrics reads /metrics: counts and names of every user's
 	// instances, so owners only.
 	PermReadMetrics
+	// PermManageDatasets declares and removes datasets: host directories
+	// every guest created with them reads, so owners only.
+	PermManageDatasets
 	permEnd
 )
 
@@ -89,6 +92,7 @@ var permNames = map[Permission]string{
 	PermReadAudit:      "audit/read",
 	PermHostAdmin:      "host/admin",
 	PermReadMetrics:    "metrics/read",
+	PermManageDatasets: "datasets/write",
 }
 
 func (p Permission) String() string {
@@ -126,6 +130,7 @@ var minRole = map[Permission]Role{
 	PermReadAudit:      RoleOwner,
 	PermHostAdmin:      RoleOwner,
 	PermReadMetrics:    RoleOwner,
+	PermManageDatasets: RoleOwner,
 }
 
 // MinRole is the least role that holds p; false for application access,

@@ -447,11 +447,22 @@ func (c *Client) HostShutdown(ctx context.Context) error {
 // Events follows every operation change the caller may see until ctx
 // ends, calling fn for each.
 func (c *Client) Events(ctx context.Context, fn func(api.Operation)) error {
+	return c.FollowEvents(ctx, nil, fn)
+}
+
+// FollowEvents is Events that also calls opened (when not nil) once
+// labvmd has accepted the stream: every change after that reaches fn.
+// A follower that lost the stream knows from it when to fetch again
+// what it missed.
+func (c *Client) FollowEvents(ctx context.Context, opened func(), fn func(api.Operation)) error {
 	resp, err := c.request(ctx, http.MethodGet, "/v1/events", nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if opened != nil {
+		opened()
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {

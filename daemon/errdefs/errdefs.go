@@ -18,6 +18,7 @@ import (
 	"github.com/labvm/labvm/images"
 	"github.com/labvm/labvm/network"
 	"github.com/labvm/labvm/storage"
+	"github.com/labvm/labvm/storage/dataset"
 	"github.com/labvm/labvm/vm"
 )
 
@@ -142,6 +143,8 @@ var sentinels = []struct {
 	{images.ErrForbiddenAddress, api.CodeInvalidArgument, "pull from a mirror elsewhere; labvmd never fetches from its own host or link-local addresses"},
 	{images.ErrIncomplete, api.CodeInvalidArgument, "send the whole file again"},
 	{storage.ErrDiskTooLarge, api.CodeInvalidArgument, ""},
+	{dataset.ErrInvalid, api.CodeInvalidArgument, ""},
+	{dataset.ErrSourceMissing, api.CodeConflict, "put the directory back (`labvm dataset list` shows where it belongs), or create an instance without that dataset"},
 	{network.ErrSubnetFull, api.CodeQuotaExceeded, "delete unused instances or use another subnet"},
 	{vm.ErrUnavailable, api.CodeUnavailable, "is libvirtd running? start it with `libvirtd -d` or `systemctl start libvirtd`"},
 	{vm.ErrAgentUnavailable, api.CodeUnavailable, "the guest agent is not answering; wait for the instance to finish booting"},

@@ -24,6 +24,7 @@ import (
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/audit"
 	"github.com/labvm/labvm/daemon/authz"
+	"github.com/labvm/labvm/daemon/datasets"
 	"github.com/labvm/labvm/daemon/doctor"
 	"github.com/labvm/labvm/daemon/errdefs"
 	"github.com/labvm/labvm/daemon/jobs"
@@ -63,6 +64,7 @@ type Server struct {
 	Lifecycle *lifecycle.Engine
 	Jobs      *jobs.Engine
 	VNets     *vnets.Engine
+	Datasets  *datasets.Engine
 	Library   *library.Library
 	Doctor    *doctor.Doctor
 	// Metrics serves GET /metrics (the Prometheus text format).

@@ -46,6 +46,7 @@ func (s *Server) apiInstance(inst vm.Instance) api.Instance {
 		Host:        inst.Host,
 		CreatedAt:   inst.CreatedAt,
 		UpdatedAt:   inst.UpdatedAt,
+		Datasets:    inst.Datasets,
 	}
 	if inst.IP.IsValid() {
 		out.IP = inst.IP.String()

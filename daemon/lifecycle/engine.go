@@ -59,6 +59,18 @@ type Networks interface {
 	RemoveInstancePort(ctx context.Context, inst vm.Instance) error
 }
 
+// Datasets checks a create's datasets and mounts an instance's for each
+// boot of its domain.
+type Datasets interface {
+	// Check validates the datasets of a create inside its transaction.
+	Check(tx *store.Tx, names []string) error
+	// Attach mounts the instance's datasets and returns its domain's
+	// shares; on failure nothing stays mounted.
+	Attach(inst vm.Instance) ([]vm.Share, error)
+	// Detach releases what Attach made, once the domain is gone.
+	Detach(inst vm.Instance)
+}
+
 // Ready probes (Config.ReadyProbe).
 const (
 	ReadyProbeAgent = "agent"
@@ -117,6 +129,7 @@ type Engine struct {
 	images *images.Catalogue
 	jobs   Jobs
 	nets   Networks
+	data   Datasets
 	ready  *readiness
 	// phone is the phone-home server, once started.
 	phone atomic.Pointer[phoneHome]
@@ -135,12 +148,13 @@ type Deps struct {
 	Images     *images.Catalogue
 	Jobs       Jobs
 	Networks   Networks
+	Datasets   Datasets
 }
 
 // New returns an engine.
 func New(cfg Config, d Deps) *Engine {
 	return &Engine{cfg: cfg, paths: Paths{DataDir: cfg.DataDir}, log: d.Log, store: d.Store, hv: d.Hypervisor, ops: d.Ops,
-		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, ready: newReadiness(), stopping: make(chan struct{})}
+		sizes: d.Sizes, images: d.Images, jobs: d.Jobs, nets: d.Networks, data: d.Datasets, ready: newReadiness(), stopping: make(chan struct{})}
 }
 
 // Paths tells where instance files live.

@@ -152,6 +152,7 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 			Setup: len(scripts.Setup) > 0, Startup: len(scripts.Startup) > 0,
 			TimeoutSeconds: int(scripts.Timeout.Seconds()),
 		},
+		Datasets:  req.Datasets,
 		State:     vm.StateCreating,
 		Accel:     e.cfg.Accel,
 		Host:      e.cfg.Host,
@@ -180,6 +181,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 		inst.ImageDigest = img.Digest
 		if _, err := tx.InstanceByName(inst.Name); err == nil {
 			return errdefs.New(errdefs.ErrAlreadyExists, "pick another name, or delete the existing instance first", "instance %q already exists", inst.Name)
+		}
+		if err := e.data.Check(tx, inst.Datasets); err != nil {
+			return err
 		}
 		if err := e.checkQuota(tx, size); err != nil {
 			return err

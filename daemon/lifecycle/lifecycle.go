@@ -89,12 +89,26 @@ func (e *Engine) seedSpec(inst vm.Instance) storage.SeedSpec {
 		Gateway:           inst.Gateway,
 		DNS:               inst.DNS,
 		PhoneHomeURL:      e.phoneHomeURL(inst),
+		Datasets:          inst.Datasets,
 	}
 }
 
-// bootDomain starts the instance's transient domain.
+// bootDomain starts the instance's transient domain, its datasets
+// mounted first; a failure leaves neither mounted.
 func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	op.Stage(StepBoot, fmt.Sprintf("%s, %d vCPU, %d MiB, %s", inst.Domain, inst.Size.VCPUs, inst.Size.MemoryMiB, inst.Accel))
+	shares, err := e.data.Attach(inst)
+	if err != nil {
+		return err
+	}
+	err = e.startDomain(ctx, inst, shares)
+	if err != nil {
+		e.data.Detach(inst)
+	}
+	return err
+}
+
+func (e *Engine) startDomain(ctx context.Context, inst vm.Instance, shares []vm.Share) error {
 	xml, err := vm.DomainXML(vm.DomainSpec{
 		Name:       inst.Domain,
 		InstanceID: inst.ID,
@@ -107,6 +121,7 @@ func (e *Engine) bootDomain(ctx context.Context, op *ops.Op, inst vm.Instance) e
 		ConsoleLog: e.paths.Console(inst.ID),
 		PortName:   network.PortName(inst.ID),
 		Accel:      inst.Accel,
+		Shares:     shares,
 	})
 	if err != nil {
 		return fmt.Errorf("domain XML for %s: %w", inst.Name, err)
@@ -219,6 +234,7 @@ func (e *Engine) rollbackCreate(ctx context.Context, inst *vm.Instance) {
 	if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
 		e.log.Warn("rollback: destroy domain", "instance", inst.Name, "error", err)
 	}
+	e.data.Detach(*inst)
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
 		e.log.Warn("rollback: remove files", "instance", inst.Name, "error", err)
 	}
@@ -280,6 +296,7 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 	if err := e.hv.Destroy(ctx, inst.Domain); err != nil {
 		return e.fail(&inst, vm.StateUnknown, fmt.Errorf("destroy domain of %s: %w", inst.Name, err))
 	}
+	e.data.Detach(inst)
 	op.Stage(StepRemove, e.paths.Dir(inst.ID))
 	if err := e.removeInstanceFiles(inst.ID); err != nil {
 		return e.fail(&inst, vm.StateUnknown, err)
@@ -299,8 +316,16 @@ func (e *Engine) runDelete(ctx context.Context, op *ops.Op, inst vm.Instance) er
 
 // shutdownDomain deallocates: it asks the guest to power off, waits up to
 // StopTimeout, then destroys the domain so no QEMU process stays either
-// way. The disk is untouched.
+// way. The disk is untouched; the dataset mounts go with the domain.
 func (e *Engine) shutdownDomain(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+	err := e.powerOff(ctx, op, inst)
+	if err == nil {
+		e.data.Detach(inst)
+	}
+	return err
+}
+
+func (e *Engine) powerOff(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 	// Running jobs are cancelled; queued ones wait for the next start.
 	e.jobs.Halt(ctx, inst, "cancelled: the instance was stopped")
 	st, err := e.hv.DomainState(ctx, inst.Domain)

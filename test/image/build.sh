@@ -17,7 +17,8 @@
 #
 # Disk layout (MBR, 512 MiB): p1 FAT16 (syslinux, vmlinuz, initrd.img),
 # p2 ext4 "labvm-root" (busybox userland, dropbear, qemu-ga). The initramfs
-# loads the virtio/scsi/fs modules and switch_roots to p2.
+# loads the virtio/scsi/fs modules (virtiofs for labvm datasets among them)
+# and switch_roots to p2.
 set -euo pipefail
 umask 022
 export LC_ALL=C
@@ -51,7 +52,7 @@ BINARIES=(/usr/sbin/qemu-ga /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/dro
 MODULES=(
 	virtio_pci virtio_scsi sr_mod sd_mod virtio_blk virtio_net virtio_console
 	virtio_rng isofs vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1
-	evdev button vmw_vsock_virtio_transport
+	evdev button vmw_vsock_virtio_transport virtiofs
 )
 TOOLS_PKGS=(syslinux syslinux-common mtools dosfstools fdisk e2fsprogs qemu-utils cpio gzip kmod)
 

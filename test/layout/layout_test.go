@@ -60,6 +60,13 @@ var rules = []rule{
 		forbidden: ourPackageOtherThan(module + "/daemon/api"),
 	},
 	{
+		// The page is a client like the CLI: the daemon alone decides who
+		// may do what, so the studio reaches it only through its API.
+		name:      "cmd/labvm/studio reaches the daemon only through daemon/api and daemon/client",
+		roots:     []string{"cmd/labvm/studio"},
+		forbidden: daemonOtherThan(module+"/daemon/api", module+"/daemon/client"),
+	},
+	{
 		name:      "cmd/labvm builds with CGO_ENABLED=0",
 		roots:     []string{"cmd/labvm"},
 		forbidden: needsCgo,
@@ -198,6 +205,17 @@ func ourPackageOtherThan(self string) func(*goPackage) string {
 			return p.ImportPath + " is labvm's own"
 		}
 		return ""
+	}
+}
+
+// daemonOtherThan forbids the packages under daemon/ except allowed.
+func daemonOtherThan(allowed ...string) func(*goPackage) string {
+	inDaemon := under(module + "/daemon")
+	return func(p *goPackage) string {
+		if slices.Contains(allowed, basePath(p)) {
+			return ""
+		}
+		return inDaemon(p)
 	}
 }
 
