@@ -164,16 +164,17 @@ func bytesIEC(n int64) string {
 
 // ago formats a past time for tables.
 func ago(t time.Time) string {
+	// strconv rather than fmt: a list prints 10,000 of these.
 	d := time.Since(t)
 	switch {
 	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+		return strconv.Itoa(int(d.Seconds())) + "s ago"
 	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+		return strconv.Itoa(int(d.Minutes())) + "m ago"
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
+		return strconv.Itoa(int(d.Hours())) + "h ago"
 	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	return strconv.Itoa(int(d.Hours()/24)) + "d ago"
 }
 
 func orDash(s string) string {

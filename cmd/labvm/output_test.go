@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"text/tabwriter"
+	"time"
 )
 
 func TestSafeText(t *testing.T) {
@@ -109,5 +110,23 @@ func TestPrintRawJSON(t *testing.T) {
 	var b bytes.Buffer
 	if err := printRawJSON(&b, []byte(`[{"cut short`)); err == nil || b.Len() > 0 {
 		t.Errorf("invalid JSON: %v, printed %q", err, b.String())
+	}
+}
+
+func TestAgo(t *testing.T) {
+	now := time.Now()
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{5 * time.Second, "5s ago"},
+		{90 * time.Second, "1m ago"},
+		{3 * time.Hour, "3h ago"},
+		{47 * time.Hour, "47h ago"},
+		{50 * 24 * time.Hour, "50d ago"},
+	} {
+		if got := ago(now.Add(-tt.d)); got != tt.want {
+			t.Errorf("ago(-%s) = %q, want %q", tt.d, got, tt.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -29,18 +30,19 @@ var errSlowPath = errors.New("not a plain summary list")
 type summaryScanner struct {
 	b []byte
 	i int
-	// seen interns the values many instances share (states, sizes,
-	// images, owners): one string each instead of one per instance.
-	seen map[string]string
+	// text is b as one string: every string decoded is a piece of it,
+	// one allocation in all rather than one per field.
+	text string
 }
 
 func scanSummaries(raw []byte) ([]api.InstanceSummary, error) {
-	s := &summaryScanner{b: raw, seen: map[string]string{}}
+	s := &summaryScanner{b: raw, text: string(raw)}
 	s.space()
 	if !s.eat('[') {
 		return nil, errSlowPath
 	}
-	out := []api.InstanceSummary{}
+	// Room for every element: each has an "id" (an estimate is enough).
+	out := make([]api.InstanceSummary, 0, bytes.Count(raw, []byte(`{"id"`)))
 	s.space()
 	if !s.eat(']') {
 		for {
@@ -86,38 +88,31 @@ func (s *summaryScanner) eat(c byte) bool {
 }
 
 // str reads a string with nothing to unescape or validate: printable
-// ASCII other than the backslash. It returns the bytes between the
-// quotes.
-func (s *summaryScanner) str() ([]byte, error) {
+// ASCII other than the backslash. It returns where the bytes between the
+// quotes start and end.
+func (s *summaryScanner) str() (int, int, error) {
 	if !s.eat('"') {
-		return nil, errSlowPath
+		return 0, 0, errSlowPath
 	}
 	start := s.i
 	for ; s.i < len(s.b); s.i++ {
 		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
-			return s.b[start : s.i-1], nil
+			return start, s.i - 1, nil
 		case c < 0x20 || c == '\\' || c >= 0x80:
-			return nil, errSlowPath
+			return 0, 0, errSlowPath
 		}
 	}
-	return nil, errSlowPath
+	return 0, 0, errSlowPath
 }
 
-func (s *summaryScanner) text() (string, error) {
-	b, err := s.str()
+func (s *summaryScanner) value() (string, error) {
+	start, end, err := s.str()
 	if err != nil {
 		return "", err
 	}
-	if v, ok := s.seen[string(b)]; ok {
-		return v, nil
-	}
-	v := string(b)
-	if len(s.seen) < 1024 {
-		s.seen[v] = v
-	}
-	return v, nil
+	return s.text[start:end], nil
 }
 
 // integer reads an int in JSON's integer syntax (no fraction, exponent
@@ -154,7 +149,7 @@ func (s *summaryScanner) object(v *api.InstanceSummary) error {
 		return nil
 	}
 	for {
-		key, err := s.str()
+		ks, ke, err := s.str()
 		if err != nil {
 			return err
 		}
@@ -163,30 +158,30 @@ func (s *summaryScanner) object(v *api.InstanceSummary) error {
 			return errSlowPath
 		}
 		s.space()
-		switch string(key) {
+		switch s.text[ks:ke] {
 		case "id":
-			v.ID, err = s.text()
+			v.ID, err = s.value()
 		case "name":
-			v.Name, err = s.text()
+			v.Name, err = s.value()
 		case "state":
 			var st string
-			st, err = s.text()
+			st, err = s.value()
 			v.State = api.InstanceState(st)
 		case "size":
-			v.Size, err = s.text()
+			v.Size, err = s.value()
 		case "image":
-			v.Image, err = s.text()
+			v.Image, err = s.value()
 		case "ip":
-			v.IP, err = s.text()
+			v.IP, err = s.value()
 		case "owner":
-			v.Owner, err = s.text()
+			v.Owner, err = s.value()
 		case "jobs_running":
 			v.JobsRunning, err = s.integer()
 		case "jobs_queued":
 			v.JobsQueued, err = s.integer()
 		case "created_at":
 			start := s.i
-			if _, err = s.str(); err == nil {
+			if _, _, err = s.str(); err == nil {
 				// time.Time's own decoding, as encoding/json calls it.
 				if v.CreatedAt.UnmarshalJSON(s.b[start:s.i]) != nil {
 					err = errSlowPath
