@@ -217,7 +217,7 @@ func newListCommand(a *app) *cobra.Command {
 				}
 				return printRawJSON(a.stdout, raw)
 			}
-			// The table needs only the summary view: a fifth of the
+			// The table needs only the summary view: under a third of the
 			// bytes, and no per-instance disk lookups in the daemon.
 			list, err := a.client().InstanceSummaries(cmd.Context(), opts)
 			if err != nil {

@@ -132,7 +132,7 @@ type Instance struct {
 
 // InstanceSummary is an instance as `GET /v1/instances?view=summary`
 // lists it: what `labvm list` shows and no more, so a table of 10,000
-// instances is a fifth of the bytes of the full view and cheap to build.
+// instances is under a third of the full view's bytes and cheap to build.
 type InstanceSummary struct {
 	ID    string        `json:"id"`
 	Name  string        `json:"name"`
