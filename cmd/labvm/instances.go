@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -219,6 +220,10 @@ func newListCommand(a *app) *cobra.Command {
 			}
 			// The table needs only the summary view: under a third of the
 			// bytes, and no per-instance disk lookups in the daemon.
+			// Decoding 10,000 of them makes ~10 MB of garbage in a process
+			// that exits once it has printed: collecting it at 4× the live
+			// heap rather than 2× saves most of the collector's work.
+			debug.SetGCPercent(400)
 			list, err := a.client().InstanceSummaries(cmd.Context(), opts)
 			if err != nil {
 				return err
