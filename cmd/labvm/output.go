@@ -78,18 +78,19 @@ func table(w io.Writer, header []string, rows [][]string) error {
 			widths[i] = max(widths[i], utf8.RuneCountInString(c))
 		}
 	}
+	// A bufio.Writer keeps its first write error and Flush returns it.
 	bw := bufio.NewWriterSize(w, 64<<10)
 	for _, l := range lines {
 		for i, c := range l {
-			bw.WriteString(c)
+			_, _ = bw.WriteString(c)
 			if i == len(l)-1 {
 				break
 			}
 			for pad := widths[i] - utf8.RuneCountInString(c) + 2; pad > 0; pad-- {
-				bw.WriteByte(' ')
+				_ = bw.WriteByte(' ')
 			}
 		}
-		bw.WriteByte('\n')
+		_ = bw.WriteByte('\n')
 	}
 	return bw.Flush()
 }
