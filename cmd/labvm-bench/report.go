@@ -312,6 +312,7 @@ func (r *report) markdown() string {
 		if strings.Contains(r.o.scaleURI, "+") {
 			w("The test driver runs in libvirtd, so the simulated domains live outside labvmd as real ones do;\n")
 			w("with `test:///default` (client-side) they live in labvmd's process, where 10,000 take ~105 MB of its RSS.\n")
+			w("libvirtd frees them when labvmd disconnects, though its RSS may stay ~100 MB higher (malloc keeps the pages).\n")
 		} else {
 			w("The test driver runs inside labvmd's process (client-side): its simulated domains count in labvmd's RSS.\n")
 		}
