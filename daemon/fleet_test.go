@@ -167,3 +167,19 @@ func TestInstanceListViews(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthyNeedsTheStore: the watchdog's check reads the store (not
+// the cache of instances), so a store that no longer answers fails it.
+func TestHealthyNeedsTheStore(t *testing.T) {
+	td := daemontest.New(t, daemontest.NewFakeHypervisor(), nil)
+	ctx := context.Background()
+	if err := td.Healthy(ctx); err != nil {
+		t.Fatalf("healthy daemon: %v", err)
+	}
+	if err := td.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.Healthy(ctx); err == nil || !strings.Contains(err.Error(), "state store") {
+		t.Fatalf("closed store: %v, want a state store error", err)
+	}
+}
