@@ -35,7 +35,7 @@ test: host image
 	$(MAKE) fuzz-short
 
 # Fuzz targets as package:Target; go test -fuzz takes one target per run.
-FUZZ_TARGETS := ./daemon/httpapi:FuzzDecodeCreateRequest ./vm:FuzzValidateName ./storage:FuzzSeedDocuments ./vm/shell:FuzzQuote
+FUZZ_TARGETS := ./daemon/httpapi:FuzzDecodeCreateRequest ./vm:FuzzValidateName ./storage:FuzzSeedDocuments ./vm/shell:FuzzQuote ./daemon/httpapi:FuzzAppendSummary ./daemon/client:FuzzDecodeSummaries
 FUZZTIME ?= 5s
 
 ## fuzz-short: each fuzz target for FUZZTIME (5s); crashers land in testdata/fuzz and then run as regular tests

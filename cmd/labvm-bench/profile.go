@@ -20,7 +20,7 @@ import (
 	"github.com/labvm/labvm/network"
 )
 
-// profile runs labvmd in this process on the test driver and writes CPU
+// profile runs labvmd in this process on the test driver (-scale-uri) and writes CPU
 // profiles of creating o.scale instances (cpu-create.pprof) and of list
 // and show at that count (cpu-read.pprof), of o.parallel creates at once
 // (cpu-parallel.pprof, block.pprof), and a heap profile. Read them
@@ -43,7 +43,7 @@ func profile(o options) error {
 	cfg.SocketPath = filepath.Join(work, "labvm.sock")
 	cfg.SocketGroup = ""
 	cfg.DataDir = filepath.Join(work, "data")
-	cfg.LibvirtURI = "test:///default"
+	cfg.LibvirtURI = o.scaleURI
 	cfg.ReadyProbe = daemon.ReadyProbeNone
 	cfg.PhoneHomePort = 0
 	cfg.VNet.Bridge = "lvbp" + randHex(3)

@@ -276,19 +276,24 @@ job; it only holds the queue until fewer run.`,
 // stateText is an instance's state as list and show print it: with its
 // running and queued jobs, e.g. "Running (2 jobs, 1 queued)".
 func stateText(i api.Instance) string {
+	return stateWithJobs(i.State, i.JobsRunning, i.JobsQueued)
+}
+
+// stateWithJobs is a state with the jobs running and queued beside it.
+func stateWithJobs(state api.InstanceState, running, queued int) string {
 	var parts []string
-	switch i.JobsRunning {
+	switch running {
 	case 0:
 	case 1:
 		parts = append(parts, "1 job")
 	default:
-		parts = append(parts, fmt.Sprintf("%d jobs", i.JobsRunning))
+		parts = append(parts, fmt.Sprintf("%d jobs", running))
 	}
-	if i.JobsQueued > 0 {
-		parts = append(parts, fmt.Sprintf("%d queued", i.JobsQueued))
+	if queued > 0 {
+		parts = append(parts, fmt.Sprintf("%d queued", queued))
 	}
 	if len(parts) == 0 {
-		return string(i.State)
+		return string(state)
 	}
-	return string(i.State) + " (" + strings.Join(parts, ", ") + ")"
+	return string(state) + " (" + strings.Join(parts, ", ") + ")"
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +25,20 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// printRawJSON writes JSON as printJSON would have written it decoded:
+// indented, one value, a newline after it. raw that is not JSON is an
+// error, not output.
+func printRawJSON(w io.Writer, raw []byte) error {
+	var b bytes.Buffer
+	b.Grow(len(raw) + len(raw)/4)
+	if err := json.Indent(&b, bytes.TrimSpace(raw), "", "  "); err != nil {
+		return fmt.Errorf("labvmd sent invalid JSON: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
 // printJSONLine writes v as one line, for streams.
 func printJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
@@ -31,15 +47,60 @@ func printJSONLine(w io.Writer, v any) error {
 // table writes aligned columns; the header row is upper-cased. Cells are
 // printed safe: a name or message that carries terminal escapes or line
 // breaks (a hostile caller's, recorded in the audit log) is shown escaped.
+//
+// The layout is text/tabwriter's (minwidth 0, padding 2, spaces): each
+// column as wide as its widest cell in runes plus two, the last one
+// unpadded. Done here in two passes over the cells, it costs a fraction
+// of tabwriter's time on 10,000 rows; rows of uneven length still go
+// through tabwriter.
 func table(w io.Writer, header []string, rows [][]string) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+	lines := make([][]string, 0, len(rows)+1)
+	up := make([]string, len(header))
+	for i, h := range header {
+		up[i] = strings.ToUpper(h)
+	}
+	lines = append(lines, up)
 	for _, r := range rows {
 		cells := make([]string, len(r))
 		for i, c := range r {
 			cells[i] = safeText(c)
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		lines = append(lines, cells)
+	}
+	for _, l := range lines {
+		if len(l) != len(header) {
+			return tabTable(w, lines)
+		}
+	}
+	widths := make([]int, len(header))
+	for _, l := range lines {
+		for i, c := range l[:len(l)-1] {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	// A bufio.Writer keeps its first write error and Flush returns it.
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, l := range lines {
+		for i, c := range l {
+			_, _ = bw.WriteString(c)
+			if i == len(l)-1 {
+				break
+			}
+			for pad := widths[i] - utf8.RuneCountInString(c) + 2; pad > 0; pad-- {
+				_ = bw.WriteByte(' ')
+			}
+		}
+		_ = bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
+// tabTable is table's layout by text/tabwriter, for lines of uneven
+// length.
+func tabTable(w io.Writer, lines [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, l := range lines {
+		fmt.Fprintln(tw, strings.Join(l, "\t"))
 	}
 	return tw.Flush()
 }
@@ -104,16 +165,17 @@ func bytesIEC(n int64) string {
 
 // ago formats a past time for tables.
 func ago(t time.Time) string {
+	// strconv rather than fmt: a list prints 10,000 of these.
 	d := time.Since(t)
 	switch {
 	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+		return strconv.Itoa(int(d.Seconds())) + "s ago"
 	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+		return strconv.Itoa(int(d.Minutes())) + "m ago"
 	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
+		return strconv.Itoa(int(d.Hours())) + "h ago"
 	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	return strconv.Itoa(int(d.Hours()/24)) + "d ago"
 }
 
 func orDash(s string) string {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"text/tabwriter"
+	"time"
 )
 
 func TestSafeText(t *testing.T) {
@@ -43,5 +47,86 @@ func TestSafeLines(t *testing.T) {
 	want := "boot ok\n\\x1b]0;pwned\\atitle\n\tindented\n"
 	if got != want {
 		t.Fatalf("safeLines = %q, want %q", got, want)
+	}
+}
+
+// TestTableIsTabwriterLayout: table lays columns out exactly as
+// text/tabwriter did before it (and still does for uneven rows).
+func TestTableIsTabwriterLayout(t *testing.T) {
+	header := []string{"name", "state", "ip", "owner"}
+	for _, tt := range []struct {
+		name string
+		rows [][]string
+	}{
+		{"none", nil},
+		{"plain", [][]string{{"dev", "Running", "10.0.0.2", "alice"}, {"a-much-longer-name", "Stopped", "-", "bob"}}},
+		{"wide runes and escapes", [][]string{{"zoë", "日本語", "", "x\ty"}, {"é", "\x1b[2J", "ok", ""}}},
+		{"empty cells", [][]string{{"", "", "", ""}, {"a", "", "b", ""}}},
+		{"uneven rows", [][]string{{"a", "b"}, {"c", "d", "e", "f", "g"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var want, got bytes.Buffer
+			tw := tabwriter.NewWriter(&want, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, strings.ToUpper(strings.Join(header, "\t")))
+			for _, r := range tt.rows {
+				cells := make([]string, len(r))
+				for i, c := range r {
+					cells[i] = safeText(c)
+				}
+				fmt.Fprintln(tw, strings.Join(cells, "\t"))
+			}
+			if err := tw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := table(&got, header, tt.rows); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("table:\n%q\ntabwriter:\n%q", got.String(), want.String())
+			}
+		})
+	}
+}
+
+// TestPrintRawJSON: the daemon's bytes passed through print as the
+// decoded value would have.
+func TestPrintRawJSON(t *testing.T) {
+	for _, raw := range []string{`[]`, "[{\"a\":1,\"b\":[\"x\",null]}\n,{\"a\":2,\"b\":{}}\n]\n", `{"html":"\u003cb\u003e"}`} {
+		var v any
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatal(err)
+		}
+		var want, got bytes.Buffer
+		if err := printJSON(&want, v); err != nil {
+			t.Fatal(err)
+		}
+		if err := printRawJSON(&got, []byte(raw)); err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("printRawJSON(%q) = %q, want %q", raw, got.String(), want.String())
+		}
+	}
+	var b bytes.Buffer
+	if err := printRawJSON(&b, []byte(`[{"cut short`)); err == nil || b.Len() > 0 {
+		t.Errorf("invalid JSON: %v, printed %q", err, b.String())
+	}
+}
+
+func TestAgo(t *testing.T) {
+	now := time.Now()
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{5 * time.Second, "5s ago"},
+		{90 * time.Second, "1m ago"},
+		{3 * time.Hour, "3h ago"},
+		{47 * time.Hour, "47h ago"},
+		{50 * 24 * time.Hour, "50d ago"},
+	} {
+		if got := ago(now.Add(-tt.d)); got != tt.want {
+			t.Errorf("ago(-%s) = %q, want %q", tt.d, got, tt.want)
+		}
 	}
 }

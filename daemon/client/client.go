@@ -409,15 +409,57 @@ type ListOptions struct {
 
 // InstancesFiltered lists instances by owner.
 func (c *Client) InstancesFiltered(ctx context.Context, o ListOptions) ([]api.Instance, error) {
+	var out []api.Instance
+	return out, c.do(ctx, http.MethodGet, "/v1/instances?"+o.query("").Encode(), nil, &out)
+}
+
+// InstanceSummaries lists instances by owner in the summary view: what
+// `labvm list` shows, a fraction of the full view's bytes.
+func (c *Client) InstanceSummaries(ctx context.Context, o ListOptions) ([]api.InstanceSummary, error) {
+	path := "/v1/instances?" + o.query(api.ViewSummary).Encode()
+	raw, err := c.raw(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	out, err := decodeSummaries(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decode response of GET %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// InstancesJSON is InstancesFiltered's JSON array as the daemon sent it,
+// undecoded, for callers that only pass it on (`labvm list -o json`).
+func (c *Client) InstancesJSON(ctx context.Context, o ListOptions) ([]byte, error) {
+	return c.raw(ctx, "/v1/instances?"+o.query("").Encode())
+}
+
+// raw is the body of a GET, whole.
+func (c *Client) raw(ctx context.Context, path string) ([]byte, error) {
+	resp, err := c.request(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read response of GET %s: %w", path, err)
+	}
+	return raw, nil
+}
+
+func (o ListOptions) query(view string) url.Values {
 	v := url.Values{}
+	if view != "" {
+		v.Set("view", view)
+	}
 	if o.Mine {
 		v.Set("mine", "1")
 	}
 	if o.Owner != "" {
 		v.Set("owner", o.Owner)
 	}
-	var out []api.Instance
-	return out, c.do(ctx, http.MethodGet, "/v1/instances?"+v.Encode(), nil, &out)
+	return v
 }
 
 // UpdateInstance asks for a change; sizes never change, so today this

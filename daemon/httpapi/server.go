@@ -265,6 +265,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, rt route, c authz.
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	if st, ok := body.(streamer); ok {
+		// Too late for an error response: the status is out. A failed
+		// write is a client gone; it sees the body cut short.
+		_ = st.stream(w)
+		return
+	}
 	// Compact: indenting a 1,000-instance list cost more than encoding
 	// it. `labvm -o json` and jq pretty-print for people.
 	_ = json.NewEncoder(w).Encode(body)

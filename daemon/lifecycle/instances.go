@@ -35,6 +35,10 @@ func (e *Engine) Instances() ([]vm.Instance, error) {
 	return list, err
 }
 
+// InstanceSnapshot is every instance ordered by name as of the latest
+// commit, shared with other readers: read-only (store.InstanceSnapshot).
+func (e *Engine) InstanceSnapshot() []*vm.Instance { return e.store.InstanceSnapshot() }
+
 // InstanceByName reads one instance record.
 func (e *Engine) InstanceByName(name string) (vm.Instance, error) {
 	var inst vm.Instance

@@ -1,7 +1,8 @@
 package store
 
 import (
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,9 +14,18 @@ import (
 // records for each `labvm list` cost most of its time and left most of
 // the daemon's garbage; records change only through write transactions,
 // which update the cache when (and only if) they commit.
+//
+// Records are held by pointer and never changed in place: a commit
+// replaces the pointer. So the name-ordered slice of them can be shared
+// by every reader until the next commit, and a listing neither copies
+// nor sorts 10,000 records.
 type instanceCache struct {
 	mu   sync.RWMutex
-	byID map[string]vm.Instance
+	byID map[string]*vm.Instance
+	// sorted is byID ordered by name, built by the first reader after a
+	// change (stale says it must be); shared, never modified once built.
+	sorted []*vm.Instance
+	stale  bool
 	// onChange, when set, is told of each committed change of an
 	// instance's state (see OnInstanceChange).
 	onChange func(InstanceChange)
@@ -50,23 +60,44 @@ func (s *Store) loadInstances() error {
 		if err != nil {
 			return err
 		}
-		s.instances.byID = make(map[string]vm.Instance, len(list))
-		for _, inst := range list {
-			s.instances.byID[inst.ID] = inst
+		s.instances.byID = make(map[string]*vm.Instance, len(list))
+		for i := range list {
+			s.instances.byID[list[i].ID] = &list[i]
 		}
+		s.instances.stale = true
 		return nil
 	})
 }
 
-// list returns a copy of every instance ordered by name.
-func (c *instanceCache) list() []vm.Instance {
+// snapshot returns every instance ordered by name, as of the latest
+// commit. The slice and the records are shared: read-only.
+func (c *instanceCache) snapshot() []*vm.Instance {
 	c.mu.RLock()
-	out := make([]vm.Instance, 0, len(c.byID))
-	for _, inst := range c.byID {
-		out = append(out, inst)
+	if !c.stale {
+		defer c.mu.RUnlock()
+		return c.sorted
 	}
 	c.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stale {
+		sorted := make([]*vm.Instance, 0, len(c.byID))
+		for _, inst := range c.byID {
+			sorted = append(sorted, inst)
+		}
+		slices.SortFunc(sorted, func(a, b *vm.Instance) int { return strings.Compare(a.Name, b.Name) })
+		c.sorted, c.stale = sorted, false
+	}
+	return c.sorted
+}
+
+// list returns a copy of every instance ordered by name.
+func (c *instanceCache) list() []vm.Instance {
+	shared := c.snapshot()
+	out := make([]vm.Instance, len(shared))
+	for i, inst := range shared {
+		out[i] = *inst
+	}
 	return out
 }
 
@@ -79,10 +110,11 @@ func (t *Tx) cachePut(inst vm.Instance) {
 	t.tx.OnCommit(func() {
 		c.mu.Lock()
 		if c.byID == nil {
-			c.byID = map[string]vm.Instance{}
+			c.byID = map[string]*vm.Instance{}
 		}
 		old, had := c.byID[inst.ID]
-		c.byID[inst.ID] = inst
+		c.byID[inst.ID] = &inst
+		c.sorted, c.stale = nil, true
 		notify := c.onChange
 		c.mu.Unlock()
 		switch {
@@ -90,7 +122,7 @@ func (t *Tx) cachePut(inst vm.Instance) {
 		case !had:
 			notify(InstanceChange{New: &inst, At: time.Now().UTC()})
 		case old.State != inst.State:
-			notify(InstanceChange{Old: &old, New: &inst, At: time.Now().UTC()})
+			notify(InstanceChange{Old: old, New: &inst, At: time.Now().UTC()})
 		}
 	})
 }
@@ -105,10 +137,21 @@ func (t *Tx) cacheDelete(id string) {
 		c.mu.Lock()
 		old, had := c.byID[id]
 		delete(c.byID, id)
+		c.sorted, c.stale = nil, true
 		notify := c.onChange
 		c.mu.Unlock()
 		if notify != nil && had {
-			notify(InstanceChange{Old: &old, At: time.Now().UTC()})
+			notify(InstanceChange{Old: old, At: time.Now().UTC()})
 		}
 	})
+}
+
+// InstanceSnapshot returns every instance ordered by name, as of the
+// latest commit, without a transaction, a copy or a sort: the slice and
+// the records it points to are shared with every other reader until the
+// next commit, so callers must not modify them. It is for readers of the
+// whole fleet (the API's list) where copying 10,000 records per call was
+// the cost; Tx.Instances returns copies.
+func (s *Store) InstanceSnapshot() []*vm.Instance {
+	return s.instances.snapshot()
 }

@@ -131,3 +131,55 @@ func TestOnInstanceChange(t *testing.T) {
 		t.Fatalf("changes heard:\n got %s\nwant %s", strings.Join(got, ","), want)
 	}
 }
+
+// TestInstanceSnapshot: the shared snapshot is ordered by name, follows
+// commits, and a snapshot taken earlier is left as it was by later
+// commits (its readers may still be encoding it).
+func TestInstanceSnapshot(t *testing.T) {
+	s, _ := openTemp(t)
+	names := func(list []*vm.Instance) string {
+		var out []string
+		for _, inst := range list {
+			out = append(out, inst.Name+"="+inst.State.String())
+		}
+		return strings.Join(out, ",")
+	}
+	if got := s.InstanceSnapshot(); len(got) != 0 {
+		t.Fatalf("empty store: %d instances", len(got))
+	}
+	a := vm.Instance{ID: "aaaaaaaaaaaaaaaa", Name: "charlie", State: vm.StateCreating}
+	b := vm.Instance{ID: "bbbbbbbbbbbbbbbb", Name: "alpha", State: vm.StateCreating}
+	c := vm.Instance{ID: "cccccccccccccccc", Name: "bravo", State: vm.StateCreating}
+	if err := s.Update(func(tx *Tx) error {
+		for _, inst := range []vm.Instance{a, b, c} {
+			if err := tx.CreateInstance(inst); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first := s.InstanceSnapshot()
+	if got := names(first); got != "alpha=Creating,bravo=Creating,charlie=Creating" {
+		t.Fatalf("snapshot: %s", got)
+	}
+	if again := s.InstanceSnapshot(); &again[0] != &first[0] {
+		t.Fatal("a second snapshot without a commit in between was rebuilt")
+	}
+	a.State = vm.StateRunning
+	if err := s.Update(func(tx *Tx) error {
+		if err := tx.PutInstance(a); err != nil {
+			return err
+		}
+		return tx.DeleteInstance(b.ID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(s.InstanceSnapshot()); got != "bravo=Creating,charlie=Running" {
+		t.Fatalf("after put and delete: %s", got)
+	}
+	if got := names(first); got != "alpha=Creating,bravo=Creating,charlie=Creating" {
+		t.Fatalf("an earlier snapshot changed under its reader: %s", got)
+	}
+}
