@@ -71,7 +71,8 @@ func BenchmarkClusterList(b *testing.B) {
 }
 
 // BenchmarkReserve is a create's reservation next to 3,000 names, without
-// a quota that applies (one key compared) and with one (every name read).
+// a quota that applies and with one: both read and move the same usage
+// counters, so neither reads every name.
 func BenchmarkReserve(b *testing.B) {
 	m := benchCluster(b)
 	ctx := context.Background()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -38,105 +39,115 @@ type Reservation struct {
 	VCPUs  int
 }
 
-// reserveAttempts bounds the retries of a reservation that lost a race
-// with another host's (the transaction compares revisions).
-const reserveAttempts = 8
+// reserveAttempts bounds the retries of a reservation or a release that
+// lost a race with another one (the transaction compares revisions).
+const reserveAttempts = 32
 
 // Reserve takes r.Name for this host across the cluster, checking the
 // cluster's quota in the same transaction: the name must be free on
-// every host and the cores within the limits, counting every name held.
+// every host and the cores within the limits, as the usage counters say.
 // Concurrent reservations anywhere in the cluster are serialised by
-// etcd: the transaction commits only if no name and no limit changed
-// since they were read, else it is read and tried again.
+// etcd: the transaction commits only if the name, the limits and the
+// counters it moves are as they were read, else it is read and tried
+// again.
 func (m *Member) Reserve(ctx context.Context, r Reservation) error {
 	m.inflight(r.Name, true)
-	var err error
-	for attempt := 0; attempt < reserveAttempts; attempt++ {
-		var done bool
-		done, err = m.tryReserve(ctx, r)
-		if err != nil || done {
-			break
-		}
-		err = fmt.Errorf("name %q: too many concurrent reservations in the cluster; try again", r.Name)
-	}
+	rec := nameRecord{Host: m.cfg.Host, Owner: r.Owner, Family: r.Family, VCPUs: r.VCPUs, Reserved: time.Now().UTC()}
+	err := m.retry(ctx, fmt.Sprintf("name %q: too many concurrent reservations in the cluster; try again", r.Name), func(ctx context.Context) (bool, error) {
+		return m.putName(ctx, r.Name, rec, func(held nameRecord) error {
+			return errdefs.New(errdefs.ErrAlreadyExists, "names are unique across the cluster: pick another name (`labvm list --cluster` shows them all)",
+				"instance %q already exists in cluster %s (on host %s, owner %s)", r.Name, m.cfg.Name, held.Host, held.Owner)
+		}, func(limits quotaRecord, used usage) error {
+			return checkQuota(m.cfg.Name, limits, used, r)
+		})
+	})
 	if err != nil {
 		m.inflight(r.Name, false)
+		var e *errdefs.Error
+		if !errors.As(err, &e) {
+			err = m.createRefused(err)
+		}
 		return err
 	}
 	return nil
 }
 
-func (m *Member) tryReserve(ctx context.Context, r Reservation) (bool, error) {
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	resp, err := m.cli.Txn(rctx).Then(
-		clientv3.OpGet(m.keys.name(r.Name)),
+// retry runs try until it is done, with a short random pause after each
+// lost race; busy is the error when every attempt lost.
+func (m *Member) retry(ctx context.Context, busy string, try func(ctx context.Context) (bool, error)) error {
+	for attempt := 0; attempt < reserveAttempts; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, opTimeout)
+		done, err := try(rctx)
+		cancel()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(1+rand.IntN(5*(attempt+1))) * time.Millisecond):
+		}
+	}
+	return errdefs.New(errdefs.ErrConflict, "try again in a moment", "%s", busy)
+}
+
+// putName is one attempt to write names/<name> with rec and move the
+// usage counters of rec's family by its cores, all in one transaction
+// that holds only if the name is still free and the limits and counters
+// are as read. taken builds the error for a name already held; check
+// (nil: none) judges the limits against the usage before. It reports
+// false when the transaction lost a race (try again).
+func (m *Member) putName(ctx context.Context, name string, rec nameRecord, taken func(nameRecord) error, check func(quotaRecord, usage) error) (bool, error) {
+	totalKey, famKey := m.keys.usageTotal(), m.keys.usageFamily(rec.Family)
+	resp, err := m.cli.Txn(ctx).Then(
+		clientv3.OpGet(m.keys.name(name)),
 		clientv3.OpGet(m.keys.quota()),
+		clientv3.OpGet(totalKey),
+		clientv3.OpGet(famKey),
 	).Commit()
 	if err != nil {
-		return false, m.createRefused(err)
+		return false, err
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		var held nameRecord
 		_ = json.Unmarshal(kvs[0].Value, &held)
-		return false, errdefs.New(errdefs.ErrAlreadyExists, "names are unique across the cluster: pick another name (`labvm list --cluster` shows them all)",
-			"instance %q already exists in cluster %s (on host %s, owner %s)", r.Name, m.cfg.Name, held.Host, held.Owner)
+		return false, taken(held)
 	}
 	var limits quotaRecord
+	var quotaRev int64
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		if err := json.Unmarshal(kvs[0].Value, &limits); err != nil {
 			return false, fmt.Errorf("the cluster's quota record: %w", err)
 		}
+		quotaRev = kvs[0].ModRevision
 	}
-	rec := nameRecord{Host: m.cfg.Host, Owner: r.Owner, Family: r.Family, VCPUs: r.VCPUs, Reserved: time.Now().UTC()}
+	total, fam := counterOf(resp.Responses[2].GetResponseRange().Kvs), counterOf(resp.Responses[3].GetResponseRange().Kvs)
+	if total.rev == 0 { // no counters yet: count the names once
+		return false, m.recount(ctx)
+	}
+	if check != nil {
+		if err := check(limits, usage{total: total.n, byFamily: map[string]int{rec.Family: fam.n}}); err != nil {
+			return false, err
+		}
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return false, err
 	}
-	conds := []clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(m.keys.name(r.Name)), "=", 0),
-		clientv3.Compare(clientv3.ModRevision(m.keys.quota()), "<", resp.Header.Revision+1),
-	}
-	if limits.Total > 0 || limits.Families[r.Family] > 0 {
-		// Counting reads every name; the commit then holds only if no
-		// name changed since (a prefix compare on their revisions).
-		used, rev, err := m.coresUsed(rctx)
-		if err != nil {
-			return false, m.createRefused(err)
-		}
-		if err := checkQuota(m.cfg.Name, limits, used, r); err != nil {
-			return false, err
-		}
-		conds = append(conds, clientv3.Compare(clientv3.ModRevision(m.keys.names()), "<", rev+1).WithPrefix())
-	}
-	tr, err := m.cli.Txn(rctx).If(conds...).Then(clientv3.OpPut(m.keys.name(r.Name), string(b))).Commit()
+	tr, err := m.cli.Txn(ctx).If(
+		clientv3.Compare(clientv3.CreateRevision(m.keys.name(name)), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(m.keys.quota()), "=", quotaRev),
+		total.is(totalKey),
+		fam.is(famKey),
+	).Then(
+		clientv3.OpPut(m.keys.name(name), string(b)),
+		total.add(totalKey, rec.VCPUs),
+		fam.add(famKey, rec.VCPUs),
+	).Commit()
 	if err != nil {
-		return false, m.createRefused(err)
+		return false, err
 	}
 	return tr.Succeeded, nil
-}
-
-// usage is the cores every name of the cluster holds.
-type usage struct {
-	total    int
-	byFamily map[string]int
-}
-
-// coresUsed sums the cores of every name held, and the revision read at.
-func (m *Member) coresUsed(ctx context.Context) (usage, int64, error) {
-	resp, err := m.cli.Get(ctx, m.keys.names(), clientv3.WithPrefix())
-	if err != nil {
-		return usage{}, 0, err
-	}
-	u := usage{byFamily: map[string]int{}}
-	for _, kv := range resp.Kvs {
-		var n nameRecord
-		if json.Unmarshal(kv.Value, &n) == nil {
-			u.total += n.VCPUs
-			u.byFamily[n.Family] += n.VCPUs
-		}
-	}
-	return u, resp.Header.Revision, nil
 }
 
 func checkQuota(cluster string, limits quotaRecord, used usage, r Reservation) error {
@@ -172,21 +183,36 @@ func (m *Member) Release(ctx context.Context, name string) {
 	}
 }
 
-// releaseIfOurs deletes names/<name> if this host holds it, in one
-// transaction that compares the record's revision.
+// releaseIfOurs deletes names/<name> if this host holds it and gives
+// its cores back to the usage counters, in one transaction that compares
+// the record's and the counters' revisions.
 func (m *Member) releaseIfOurs(ctx context.Context, name string) error {
-	resp, err := m.cli.Get(ctx, m.keys.name(name))
-	if err != nil || len(resp.Kvs) == 0 {
-		return err
-	}
-	var n nameRecord
-	if json.Unmarshal(resp.Kvs[0].Value, &n) != nil || n.Host != m.cfg.Host {
-		return nil
-	}
-	_, err = m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(m.keys.name(name)), "=", resp.Kvs[0].ModRevision)).
-		Then(clientv3.OpDelete(m.keys.name(name))).Commit()
-	return err
+	return m.retry(ctx, fmt.Sprintf("release %q: too many concurrent changes in the cluster", name), func(ctx context.Context) (bool, error) {
+		resp, err := m.cli.Get(ctx, m.keys.name(name))
+		if err != nil || len(resp.Kvs) == 0 {
+			return true, err
+		}
+		var n nameRecord
+		if json.Unmarshal(resp.Kvs[0].Value, &n) != nil || n.Host != m.cfg.Host {
+			return true, nil
+		}
+		totalKey, famKey := m.keys.usageTotal(), m.keys.usageFamily(n.Family)
+		cr, err := m.cli.Txn(ctx).Then(clientv3.OpGet(totalKey), clientv3.OpGet(famKey)).Commit()
+		if err != nil {
+			return false, err
+		}
+		total, fam := counterOf(cr.Responses[0].GetResponseRange().Kvs), counterOf(cr.Responses[1].GetResponseRange().Kvs)
+		if total.rev == 0 {
+			return false, m.recount(ctx)
+		}
+		tr, err := m.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(m.keys.name(name)), "=", resp.Kvs[0].ModRevision), total.is(totalKey), fam.is(famKey)).
+			Then(clientv3.OpDelete(m.keys.name(name)), total.add(totalKey, -n.VCPUs), fam.add(famKey, -n.VCPUs)).Commit()
+		if err != nil {
+			return false, err
+		}
+		return tr.Succeeded, nil
+	})
 }
 
 // inflight marks a name whose create is between its reservation and its
@@ -259,15 +285,27 @@ func (m *Member) reconcileNames(ctx context.Context, snap Snapshot) error {
 			m.log.Error("an instance of this host has a name another host of the cluster holds; rename one of them (delete and create)", "instance", name, "other_host", n.Host)
 		default:
 			inst := local[name]
-			b, err := json.Marshal(nameRecord{Host: m.cfg.Host, Owner: inst.Owner, Family: inst.Family, VCPUs: inst.VCPUs, Reserved: time.Now().UTC()})
+			rec := nameRecord{Host: m.cfg.Host, Owner: inst.Owner, Family: inst.Family, VCPUs: inst.VCPUs, Reserved: time.Now().UTC()}
+			var other string
+			err := m.retry(rctx, "too many concurrent reservations in the cluster", func(ctx context.Context) (bool, error) {
+				done, err := m.putName(ctx, name, rec, func(held nameRecord) error {
+					other = held.Host
+					return nil
+				}, nil)
+				return done || other != "", err
+			})
 			if err != nil {
-				return err
-			}
-			if _, err := m.cli.Txn(rctx).If(clientv3.Compare(clientv3.CreateRevision(m.keys.name(name)), "=", 0)).
-				Then(clientv3.OpPut(m.keys.name(name), string(b))).Commit(); err != nil {
 				return fmt.Errorf("reserve %s: %w", name, err)
 			}
+			if other != "" && other != m.cfg.Host {
+				m.log.Error("an instance of this host has a name another host of the cluster holds; rename one of them (delete and create)", "instance", name, "other_host", other)
+			}
 		}
+	}
+	// Counters made before they existed, or moved by an older labvmd
+	// that did not keep them, are set right from the names.
+	if err := m.recount(rctx); err != nil {
+		return fmt.Errorf("recount the cluster's usage: %w", err)
 	}
 	return nil
 }
@@ -281,7 +319,7 @@ func (m *Member) Quota(ctx context.Context) (api.Quota, error) {
 	if err != nil {
 		return api.Quota{}, m.unreachable(err)
 	}
-	used, _, err := m.coresUsed(rctx)
+	used, err := m.readUsage(rctx)
 	if err != nil {
 		return api.Quota{}, m.unreachable(err)
 	}
@@ -332,7 +370,7 @@ func (m *Member) SetQuota(ctx context.Context, req api.SetQuotaRequest, families
 		if err != nil {
 			return api.Quota{}, m.unreachable(err)
 		}
-		used, _, err := m.coresUsed(rctx)
+		used, err := m.readUsage(rctx)
 		if err != nil {
 			return api.Quota{}, m.unreachable(err)
 		}

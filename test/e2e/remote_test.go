@@ -3,22 +3,18 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/test/hostreq"
 )
 
@@ -241,172 +237,6 @@ func (h *farHost) sshLeft() string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// TestRemoteHost is the story of working on another host's labvmd
-// through ssh: the far user's roles decide (a user without one is refused
-// there as they would be locally), everything works through the ssh
-// transport (create with its wait stream, exec, a forward, ssh into the
-// guest), contexts name the host, and ssh failures are explained.
-func TestRemoteHost(t *testing.T) {
-	image := requireHost(t)
-	binariesReadableByAll(t)
-	p := "lvr" + randHex(3)
-	sock := p + "sock"
-	testGroup(t, sock)
-	alice := remoteUser(t, p+"-alice", sock)
-	nobody := remoteUser(t, p+"-nobody", sock)
-	d := startDaemon(t, "--socket-group", sock)
-	d.must("image", "import", "tiny", image)
-	d.must("role", "assign", alice.name, "contributor")
-	h := startSSHD(t, alice, nobody)
-	far := []string{"--host", h.url(alice), "--socket", d.socket}
-	key := filepath.Join(h.dir, "id")
-
-	d.chapter(t, "the far daemon sees the far user, whose roles decide", func(t *testing.T) {
-		var w api.WhoAmI
-		if err := json.Unmarshal([]byte(h.must(t, append(far, "whoami", "-o", "json")...)), &w); err != nil || w.User != alice.name || w.Role != "contributor" {
-			t.Fatalf("whoami through ssh as %s = %+v, %v", alice.name, w, err)
-		}
-		asNobody := []string{"--host", h.url(nobody), "--socket", d.socket}
-		r := h.mustFail(t, "computes/write", append(asNobody, "create", "nobody-dev", "--image", "tiny", "--size", "Standard_B1s")...)
-		if !strings.Contains(r.stderr, nobody.name) && !strings.Contains(r.stderr, "role") {
-			t.Fatalf("the refusal does not say who or why: %s", r.stderr)
-		}
-		if out := d.must("list", "-o", "json"); strings.Contains(out, "nobody-dev") {
-			t.Fatalf("a refused create left an instance: %s", out)
-		}
-	})
-
-	d.chapter(t, "create waits through ssh, then list, show and exec work there", func(t *testing.T) {
-		out := h.must(t, append(far, "create", "alice-far", "--image", "tiny", "--size", "Standard_B1s", "--ssh-key", key+".pub")...)
-		if !strings.Contains(out, "Running") {
-			t.Fatalf("create through ssh printed %q", out)
-		}
-		var inst api.Instance
-		if err := json.Unmarshal([]byte(h.must(t, append(far, "show", "alice-far", "-o", "json")...)), &inst); err != nil || inst.Owner != alice.name || inst.State != api.StateRunning {
-			t.Fatalf("show through ssh = %+v, %v", inst, err)
-		}
-		if out := h.must(t, append(far, "list")...); !strings.Contains(out, "alice-far") {
-			t.Fatalf("list through ssh:\n%s", out)
-		}
-		if got := strings.TrimSpace(h.must(t, append(far, "exec", "alice-far", "--", "hostname")...)); got != "alice-far" {
-			t.Fatalf("exec hostname through ssh printed %q", got)
-		}
-		if left := h.sshLeft(); left != "" {
-			t.Fatalf("ssh processes left after the commands ended:\n%s", left)
-		}
-	})
-
-	d.chapter(t, "forward, open and ssh tunnel through the far daemon", func(t *testing.T) {
-		h.must(t, append(far, "exec", "alice-far", "--", "sh", "-c", "mkdir -p /tmp/www && echo far > /tmp/www/index.html && busybox httpd -p 8888 -h /tmp/www")...)
-		local := freeLocalPort(t)
-		cmd := exec.Command(bins.labvm, append(far, "forward", "alice-far", strconv.Itoa(local)+":8888")...)
-		cmd.Env = h.env()
-		stop, _ := runUntilInterrupted(t, cmd, "Forwarding 127.0.0.1:", []string{"forward"})
-		for i := 0; i < 3; i++ { // each connection is its own tunnel, its own ssh
-			if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(local)+"/"); body != "far\n" {
-				t.Fatalf("GET through a forward over ssh = %q", body)
-			}
-		}
-		stop()
-
-		h.must(t, append(far, "exec", "alice-far", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")...)
-		appPort := freeLocalPort(t)
-		openCmd := exec.Command(bins.labvm, append(far, "open", "alice-far", "jupyter", "--port", strconv.Itoa(appPort))...)
-		openCmd.Env = h.env()
-		stopOpen, _ := runUntilInterrupted(t, openCmd, "jupyter of alice-far is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", []string{"open"})
-		if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
-			t.Fatalf("GET through labvm open over ssh = %q", body)
-		}
-		stopOpen()
-		waitForPortRemote(t, h, far, "alice-far")
-
-		// A tunnel is one ssh process for as long as it is open; end of
-		// input reaches the guest as a half-close and ends it.
-		tun := exec.Command(bins.labvm, append(far, "tunnel", "alice-far", "22")...)
-		tun.Env = h.env()
-		in, _ := tun.StdinPipe()
-		outPipe, _ := tun.StdoutPipe()
-		if err := tun.Start(); err != nil {
-			t.Fatal(err)
-		}
-		banner := make([]byte, 4)
-		if _, err := io.ReadFull(outPipe, banner); err != nil || string(banner) != "SSH-" {
-			t.Fatalf("tunnel to port 22 through ssh read %q, %v", banner, err)
-		}
-		if out, _ := exec.Command("pgrep", "-f", "ssh -F '?"+h.sshCfg).Output(); len(out) == 0 {
-			t.Fatal("no ssh process seen while a tunnel is open: the pattern cannot see them")
-		}
-		in.Close()
-		go func() { _, _ = io.Copy(io.Discard, outPipe) }()
-		tunDone := make(chan error, 1)
-		go func() { tunDone <- tun.Wait() }()
-		select {
-		case err := <-tunDone:
-			if err != nil {
-				t.Fatalf("tunnel after its input ended: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = tun.Process.Kill()
-			t.Fatal("tunnel still open 30s after its input ended")
-		}
-		out := h.must(t, append(far, "ssh", "alice-far", "--", "-i", key, "-o", "BatchMode=yes", "id -un; hostname")...)
-		if got := strings.Fields(out); len(got) != 2 || got[1] != "alice-far" {
-			t.Fatalf("labvm ssh through the far daemon printed %q", out)
-		}
-		if left := h.sshLeft(); left != "" {
-			t.Fatalf("ssh processes left after forward and ssh ended:\n%s", left)
-		}
-	})
-
-	d.chapter(t, "a context names the far host; list marks the current one", func(t *testing.T) {
-		h.must(t, "context", "add", "far", h.url(alice), "--socket", d.socket)
-		h.mustFail(t, "exists", "context", "add", "far", h.url(alice))
-		h.mustFail(t, "only ssh://", "context", "add", "bad", "http://x")
-		h.must(t, "context", "use", "far")
-		out := h.must(t, "context", "list")
-		if !regexp.MustCompile(`(?m)^\*\s+far\s`).MatchString(out) {
-			t.Fatalf("context list does not mark far current:\n%s", out)
-		}
-		if out := h.must(t, "list"); !strings.Contains(out, "alice-far") {
-			t.Fatalf("list in context far:\n%s", out)
-		}
-		if out := h.must(t, "info"); !strings.Contains(out, h.url(alice)) {
-			t.Fatalf("info does not say it reached the far daemon:\n%s", out)
-		}
-		h.must(t, "context", "use", "default")
-		if out := h.must(t, "context", "list"); !regexp.MustCompile(`(?m)^\*\s+default\s`).MatchString(out) {
-			t.Fatalf("context list does not mark default current:\n%s", out)
-		}
-		if out := h.must(t, "--context", "far", "list"); !strings.Contains(out, "alice-far") {
-			t.Fatalf("list --context far:\n%s", out)
-		}
-		h.must(t, "context", "remove", "far")
-		h.mustFail(t, "no context named far", "--context", "far", "list")
-	})
-
-	d.chapter(t, "ssh failures are shown with ssh's words and a hint; host keys are checked", func(t *testing.T) {
-		r := h.mustFail(t, "Host key verification failed", "--host", fmt.Sprintf("ssh://%s@stranger:%d", alice.name, h.port), "--socket", d.socket, "list")
-		if !strings.Contains(r.stderr, "Hint: check that `ssh") {
-			t.Fatalf("no hint:\n%s", r.stderr)
-		}
-		t.Logf("an unknown host key:\n%s", r.stderr)
-		closed := freeLocalPort(t)
-		h.mustFail(t, "Connection refused", "--host", fmt.Sprintf("ssh://%s@127.0.0.1:%d", alice.name, closed), "list")
-		h.mustFail(t, "no socket at /nonexistent.sock", "--host", h.url(alice), "--socket", "/nonexistent.sock", "list")
-		h.mustFail(t, "password", "--host", "ssh://a:pw@127.0.0.1", "list")
-	})
-
-	d.chapter(t, "delete through ssh", func(t *testing.T) {
-		h.must(t, append(far, "delete", "alice-far", "--yes")...)
-		if out := d.must("list"); strings.Contains(out, "alice-far") {
-			t.Fatalf("alice-far still listed after delete through ssh:\n%s", out)
-		}
-		if left := h.sshLeft(); left != "" {
-			t.Fatalf("ssh processes left:\n%s", left)
-		}
-	})
 }
 
 // waitForPortRemote waits until the guest's sshd answers through the far
