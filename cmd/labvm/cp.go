@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/storage"
 	"github.com/labvm/labvm/vm"
 	"github.com/labvm/labvm/vm/guest"
 	"github.com/spf13/cobra"
@@ -475,12 +476,12 @@ func (m *copyMeter) update(n int64) {
 }
 
 func (m *copyMeter) line(n int64, elapsed time.Duration) string {
-	line := fmt.Sprintf("Copying %s: %s", safeText(m.name), bytesIEC(n))
+	line := fmt.Sprintf("Copying %s: %s", safeText(m.name), storage.FormatIEC(n))
 	if m.total > 0 {
-		line += fmt.Sprintf(" / %s (%d%%)", bytesIEC(m.total), min(100, n*100/m.total))
+		line += fmt.Sprintf(" / %s (%d%%)", storage.FormatIEC(m.total), min(100, n*100/m.total))
 	}
 	if el := elapsed.Seconds(); el > 0.5 {
-		line += fmt.Sprintf(" %s/s", bytesIEC(int64(float64(n)/el)))
+		line += fmt.Sprintf(" %s/s", storage.FormatIEC(int64(float64(n)/el)))
 	}
 	return line
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -138,9 +139,9 @@ func (m *uploadMeter) update(n int64) {
 		return
 	}
 	m.last, m.drawn = now, true
-	line := fmt.Sprintf("Uploading %s: %s / %s (%d%%)", m.name, bytesIEC(n), bytesIEC(m.total), n*100/m.total)
+	line := fmt.Sprintf("Uploading %s: %s / %s (%d%%)", m.name, storage.FormatIEC(n), storage.FormatIEC(m.total), n*100/m.total)
 	if el := now.Sub(m.start).Seconds(); el > 0.5 {
-		line += fmt.Sprintf(" %s/s", bytesIEC(int64(float64(n)/el)))
+		line += fmt.Sprintf(" %s/s", storage.FormatIEC(int64(float64(n)/el)))
 	}
 	fmt.Fprintf(m.w, "\r\x1b[K%s", line)
 }
@@ -173,7 +174,7 @@ func newImageListCommand(a *app) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(list))
 			for _, i := range list {
-				rows = append(rows, []string{i.Name, short(i.Digest), i.SourceFmt, bytesIEC(i.VirtualSize), bytesIEC(i.FileSize), fmt.Sprint(len(i.UsedBy)), ago(i.ImportedAt)})
+				rows = append(rows, []string{i.Name, short(i.Digest), i.SourceFmt, storage.FormatIEC(i.VirtualSize), storage.FormatIEC(i.FileSize), fmt.Sprint(len(i.UsedBy)), ago(i.ImportedAt)})
 			}
 			return table(a.stdout, []string{"name", "sha256", "from", "virtual", "file", "instances", "imported"}, rows)
 		},

@@ -145,24 +145,6 @@ func isTerminal(f any) bool {
 	return err == nil
 }
 
-// bytesIEC formats a byte count with binary units.
-func bytesIEC(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
-}
-
 // ago formats a past time for tables.
 func ago(t time.Time) string {
 	// strconv rather than fmt: a list prints 10,000 of these.
