@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/storage"
@@ -56,7 +55,7 @@ from the image.`,
 				return err
 			}
 			defer f.Close()
-			up := newUploadMeter(a.stderr, isTerminal(a.stderr) && !a.json(), filepath.Base(args[1]), size)
+			up := newByteMeter(a.stderr, isTerminal(a.stderr) && !a.json(), "Uploading", filepath.Base(args[1]), size)
 			op, err := a.client().ImportImage(cmd.Context(), req, &countingReader{r: f, report: up.update}, size)
 			up.stop()
 			if err != nil {
@@ -112,46 +111,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	c.report(c.n)
 	return n, err
-}
-
-// uploadMeter shows an upload's progress on one terminal line, redrawn at
-// most four times a second; off a terminal it prints nothing.
-type uploadMeter struct {
-	w     io.Writer
-	live  bool
-	name  string
-	total int64
-	start time.Time
-	last  time.Time
-	drawn bool
-}
-
-func newUploadMeter(w io.Writer, live bool, name string, total int64) *uploadMeter {
-	return &uploadMeter{w: w, live: live, name: name, total: total, start: time.Now()}
-}
-
-func (m *uploadMeter) update(n int64) {
-	if !m.live {
-		return
-	}
-	now := time.Now()
-	if now.Sub(m.last) < 250*time.Millisecond && n != m.total {
-		return
-	}
-	m.last, m.drawn = now, true
-	line := fmt.Sprintf("Uploading %s: %s / %s (%d%%)", m.name, storage.FormatIEC(n), storage.FormatIEC(m.total), n*100/m.total)
-	if el := now.Sub(m.start).Seconds(); el > 0.5 {
-		line += fmt.Sprintf(" %s/s", storage.FormatIEC(int64(float64(n)/el)))
-	}
-	fmt.Fprintf(m.w, "\r\x1b[K%s", line)
-}
-
-// stop ends the progress line, if one was drawn.
-func (m *uploadMeter) stop() {
-	if m.drawn {
-		fmt.Fprintln(m.w)
-		m.drawn = false
-	}
 }
 
 func newImageListCommand(a *app) *cobra.Command {
