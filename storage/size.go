@@ -73,3 +73,24 @@ func FormatSize(n int64) string {
 	}
 	return fmt.Sprintf("%d bytes", n)
 }
+
+// FormatIEC formats a byte count for people reading tables and progress
+// lines: the largest binary unit below it, one decimal when not whole
+// ("1.5 GiB", "512 MiB", "100 B"). Unlike FormatSize it rounds, so it is
+// for display only, never for a size to be read back.
+func FormatIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
+}

@@ -67,3 +67,25 @@ func TestFormatSizeReadsBack(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatIEC(t *testing.T) {
+	tests := []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"},
+		{1023, "1023 B"},
+		{1024, "1 KiB"},
+		{1536, "1.5 KiB"},
+		{512 << 20, "512 MiB"},
+		{3<<30 + 1<<29, "3.5 GiB"},
+		{2 << 40, "2 TiB"},
+		{1 << 60, "1 EiB"},
+		{1<<20 - 1, "1024.0 KiB"}, // rounds, never read back
+	}
+	for _, tt := range tests {
+		if got := FormatIEC(tt.n); got != tt.want {
+			t.Errorf("FormatIEC(%d) = %q, want %q", tt.n, got, tt.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/client"
+	"github.com/labvm/labvm/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -36,8 +37,8 @@ instances are kept and shown as on a lost host.`,
 			for _, h := range hosts {
 				rows = append(rows, []string{h.Name, string(h.State),
 					fmt.Sprintf("%d/%d", h.Cores-h.CoresUsed, h.Cores),
-					bytesIEC(h.MemoryAvailable) + "/" + bytesIEC(h.MemoryTotal),
-					bytesIEC(h.DiskFree), strconv.Itoa(h.Instances), ago(h.PublishedAt)})
+					storage.FormatIEC(h.MemoryAvailable) + "/" + storage.FormatIEC(h.MemoryTotal),
+					storage.FormatIEC(h.DiskFree), strconv.Itoa(h.Instances), ago(h.PublishedAt)})
 			}
 			return table(a.stdout, []string{"host", "state", "free cores", "free memory", "free disk", "instances", "published"}, rows)
 		},

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"syscall"
 
 	"github.com/labvm/labvm/daemon/client"
 	"github.com/spf13/cobra"
@@ -75,17 +74,11 @@ func updateContexts(change func(f *contextFile) error) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err := lockBeside(path)
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
+		return err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
-	}
+	defer unlock()
 	f, err := readContexts(path)
 	if err != nil {
 		return err

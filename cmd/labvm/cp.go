@@ -177,7 +177,7 @@ func (a *app) copyIn(ctx context.Context, p copyPlan, live bool) (api.CopyResult
 			body, size = f, st.Size()
 		}
 	}
-	m := newCopyMeter(a.stderr, live, label, size)
+	m := newByteMeter(a.stderr, live, "Copying", label, size)
 	res, err := a.client().CopyIn(ctx, p.remote.instance, req, &countingReader{r: body, report: m.update}, size)
 	m.stop()
 	return res, err
@@ -254,7 +254,7 @@ func (a *app) copyOut(ctx context.Context, p copyPlan, live bool) (api.CopyResul
 	defer func() { _ = s.Close() }()
 	res := api.CopyResult{Path: s.Info.Path}
 	label := p.remote.instance + ":" + s.Info.Path
-	m := newCopyMeter(a.stderr, live, label, s.Info.Size)
+	m := newByteMeter(a.stderr, live, "Copying", label, s.Info.Size)
 	defer m.stop()
 	body := &countingReader{r: s, report: m.update}
 	finish := func() error {
@@ -443,51 +443,4 @@ func localErr(err error, p string) error {
 			Hint: "labvm reads and writes local files with your own rights"}
 	}
 	return err
-}
-
-// copyMeter shows a copy's progress on one terminal line (bytes, share
-// when the total is known, rate), at most four times a second; off a
-// terminal it prints nothing.
-type copyMeter struct {
-	w     io.Writer
-	live  bool
-	name  string
-	total int64
-	start time.Time
-	last  time.Time
-	drawn bool
-}
-
-func newCopyMeter(w io.Writer, live bool, name string, total int64) *copyMeter {
-	return &copyMeter{w: w, live: live, name: name, total: total, start: time.Now()}
-}
-
-func (m *copyMeter) update(n int64) {
-	if !m.live {
-		return
-	}
-	now := time.Now()
-	if now.Sub(m.last) < 250*time.Millisecond && n != m.total {
-		return
-	}
-	m.last, m.drawn = now, true
-	fmt.Fprintf(m.w, "\r\x1b[K%s", m.line(n, now.Sub(m.start)))
-}
-
-func (m *copyMeter) line(n int64, elapsed time.Duration) string {
-	line := fmt.Sprintf("Copying %s: %s", safeText(m.name), bytesIEC(n))
-	if m.total > 0 {
-		line += fmt.Sprintf(" / %s (%d%%)", bytesIEC(m.total), min(100, n*100/m.total))
-	}
-	if el := elapsed.Seconds(); el > 0.5 {
-		line += fmt.Sprintf(" %s/s", bytesIEC(int64(float64(n)/el)))
-	}
-	return line
-}
-
-func (m *copyMeter) stop() {
-	if m.drawn {
-		fmt.Fprintln(m.w)
-		m.drawn = false
-	}
 }

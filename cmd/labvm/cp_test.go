@@ -169,14 +169,3 @@ func TestReceiveFile(t *testing.T) {
 		t.Fatalf("a failed copy left %v", ents)
 	}
 }
-
-func TestCopyMeterLine(t *testing.T) {
-	m := newCopyMeter(nil, true, "box:/x", 4<<20)
-	if got := m.line(1<<20, 2*time.Second); got != "Copying box:/x: 1 MiB / 4 MiB (25%) 512 KiB/s" {
-		t.Fatalf("line = %q", got)
-	}
-	m = newCopyMeter(nil, true, "stdin\x1b[2J", -1)
-	if got := m.line(3<<20, time.Second); got != `Copying stdin\x1b[2J: 3 MiB 3 MiB/s` {
-		t.Fatalf("line = %q", got)
-	}
-}

@@ -136,14 +136,11 @@ cluster checks them when it reserves its name. A host's own quota (without
   sudo labvm quota set --cluster --family standardBSFamily 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			get := a.client().Quota
 			if inCluster {
-				q, err := a.client().ClusterQuota(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return a.printQuota(q)
+				get = a.client().ClusterQuota
 			}
-			q, err := a.client().Quota(cmd.Context())
+			q, err := get(cmd.Context())
 			if err != nil {
 				return err
 			}

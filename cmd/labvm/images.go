@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -55,7 +55,7 @@ from the image.`,
 				return err
 			}
 			defer f.Close()
-			up := newUploadMeter(a.stderr, isTerminal(a.stderr) && !a.json(), filepath.Base(args[1]), size)
+			up := newByteMeter(a.stderr, isTerminal(a.stderr) && !a.json(), "Uploading", filepath.Base(args[1]), size)
 			op, err := a.client().ImportImage(cmd.Context(), req, &countingReader{r: f, report: up.update}, size)
 			up.stop()
 			if err != nil {
@@ -113,46 +113,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// uploadMeter shows an upload's progress on one terminal line, redrawn at
-// most four times a second; off a terminal it prints nothing.
-type uploadMeter struct {
-	w     io.Writer
-	live  bool
-	name  string
-	total int64
-	start time.Time
-	last  time.Time
-	drawn bool
-}
-
-func newUploadMeter(w io.Writer, live bool, name string, total int64) *uploadMeter {
-	return &uploadMeter{w: w, live: live, name: name, total: total, start: time.Now()}
-}
-
-func (m *uploadMeter) update(n int64) {
-	if !m.live {
-		return
-	}
-	now := time.Now()
-	if now.Sub(m.last) < 250*time.Millisecond && n != m.total {
-		return
-	}
-	m.last, m.drawn = now, true
-	line := fmt.Sprintf("Uploading %s: %s / %s (%d%%)", m.name, bytesIEC(n), bytesIEC(m.total), n*100/m.total)
-	if el := now.Sub(m.start).Seconds(); el > 0.5 {
-		line += fmt.Sprintf(" %s/s", bytesIEC(int64(float64(n)/el)))
-	}
-	fmt.Fprintf(m.w, "\r\x1b[K%s", line)
-}
-
-// stop ends the progress line, if one was drawn.
-func (m *uploadMeter) stop() {
-	if m.drawn {
-		fmt.Fprintln(m.w)
-		m.drawn = false
-	}
-}
-
 func newImageListCommand(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:     "list",
@@ -173,7 +133,7 @@ func newImageListCommand(a *app) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(list))
 			for _, i := range list {
-				rows = append(rows, []string{i.Name, short(i.Digest), i.SourceFmt, bytesIEC(i.VirtualSize), bytesIEC(i.FileSize), fmt.Sprint(len(i.UsedBy)), ago(i.ImportedAt)})
+				rows = append(rows, []string{i.Name, short(i.Digest), i.SourceFmt, storage.FormatIEC(i.VirtualSize), storage.FormatIEC(i.FileSize), fmt.Sprint(len(i.UsedBy)), ago(i.ImportedAt)})
 			}
 			return table(a.stdout, []string{"name", "sha256", "from", "virtual", "file", "instances", "imported"}, rows)
 		},

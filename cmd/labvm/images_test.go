@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,29 +49,6 @@ func TestOpenImage(t *testing.T) {
 			f.Close()
 			if size != tt.wantSize {
 				t.Fatalf("size %d, want %d", size, tt.wantSize)
-			}
-		})
-	}
-}
-
-func TestUploadMeter(t *testing.T) {
-	tests := []struct {
-		name string
-		live bool
-		want string
-	}{
-		{name: "terminal", live: true, want: "Uploading disk.img: 1 MiB / 1 MiB (100%)"},
-		{name: "not a terminal", live: false, want: ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			m := newUploadMeter(&buf, tt.live, "disk.img", 1<<20)
-			m.update(1 << 19)
-			m.update(1 << 20)
-			m.stop()
-			if got := buf.String(); tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
-				t.Fatalf("output %q, want it to contain %q", got, tt.want)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/daemon/client"
+	"github.com/labvm/labvm/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -149,12 +150,12 @@ func newShowCommand(a *app) *cobra.Command {
 			rows := [][2]string{
 				{"Name", inst.Name},
 				{"State", state},
-				{"Size", fmt.Sprintf("%s (%d vCPU, %s memory, family %s)", inst.Size.Name, inst.Size.VCPUs, bytesIEC(int64(inst.Size.MemoryMiB)<<20), inst.Size.Family)},
+				{"Size", fmt.Sprintf("%s (%d vCPU, %s memory, family %s)", inst.Size.Name, inst.Size.VCPUs, storage.FormatIEC(int64(inst.Size.MemoryMiB)<<20), inst.Size.Family)},
 				{"Image", fmt.Sprintf("%s (sha256 %s)", inst.Image, short(inst.ImageDigest))},
 				{"IP", orDash(inst.IP)},
 				{"VNet/subnet", inst.VNet + "/" + inst.Subnet + " (no port open outside the host; use labvm ssh/forward)"},
 				{"MAC", inst.MAC},
-				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", bytesIEC(inst.DiskVirtual), bytesIEC(inst.DiskUsed))},
+				{"Disk", fmt.Sprintf("%s virtual, %s used on the host", storage.FormatIEC(inst.DiskVirtual), storage.FormatIEC(inst.DiskUsed))},
 				{"SSH", ssh},
 				{"Provisioning", provisioningLine(inst)},
 				{"Scripts", scriptsLine(inst)},

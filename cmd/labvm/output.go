@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/labvm/labvm/storage"
 	"golang.org/x/sys/unix"
 )
 
@@ -145,24 +146,6 @@ func isTerminal(f any) bool {
 	return err == nil
 }
 
-// bytesIEC formats a byte count with binary units.
-func bytesIEC(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
-}
-
 // ago formats a past time for tables.
 func ago(t time.Time) string {
 	// strconv rather than fmt: a list prints 10,000 of these.
@@ -198,4 +181,57 @@ func safeLines(s string) string {
 		lines[i] = strings.Join(parts, "\t")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// byteMeter shows a transfer's progress on one terminal line: "<verb>
+// <label>: <bytes>", then " / <total> (<share>%)" when the total is known
+// (> 0) and the rate once half a second has passed. It redraws at most
+// four times a second (and always at the total); off a terminal (live
+// false) it prints nothing. The label is escaped: it may name a guest's
+// file.
+type byteMeter struct {
+	w     io.Writer
+	live  bool
+	verb  string
+	label string
+	total int64
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newByteMeter(w io.Writer, live bool, verb, label string, total int64) *byteMeter {
+	return &byteMeter{w: w, live: live, verb: verb, label: label, total: total, start: time.Now()}
+}
+
+// update draws n bytes done, unless the last draw was under 250 ms ago.
+func (m *byteMeter) update(n int64) {
+	if !m.live {
+		return
+	}
+	now := time.Now()
+	if now.Sub(m.last) < 250*time.Millisecond && n != m.total {
+		return
+	}
+	m.last, m.drawn = now, true
+	fmt.Fprintf(m.w, "\r\x1b[K%s", m.line(n, now.Sub(m.start)))
+}
+
+func (m *byteMeter) line(n int64, elapsed time.Duration) string {
+	line := fmt.Sprintf("%s %s: %s", m.verb, safeText(m.label), storage.FormatIEC(n))
+	if m.total > 0 {
+		line += fmt.Sprintf(" / %s (%d%%)", storage.FormatIEC(m.total), min(100, n*100/m.total))
+	}
+	if el := elapsed.Seconds(); el > 0.5 {
+		line += fmt.Sprintf(" %s/s", storage.FormatIEC(int64(float64(n)/el)))
+	}
+	return line
+}
+
+// stop ends the progress line, if one was drawn.
+func (m *byteMeter) stop() {
+	if m.drawn {
+		fmt.Fprintln(m.w)
+		m.drawn = false
+	}
 }

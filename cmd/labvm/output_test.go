@@ -130,3 +130,59 @@ func TestAgo(t *testing.T) {
 		}
 	}
 }
+
+func TestByteMeterLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		verb    string
+		label   string
+		total   int64
+		n       int64
+		elapsed time.Duration
+		want    string
+	}{
+		{"known total with rate", "Copying", "box:/x", 4 << 20, 1 << 20, 2 * time.Second, "Copying box:/x: 1 MiB / 4 MiB (25%) 512 KiB/s"},
+		{"unknown total, label escaped", "Copying", "stdin\x1b[2J", -1, 3 << 20, time.Second, `Copying stdin\x1b[2J: 3 MiB 3 MiB/s`},
+		{"too early for a rate", "Uploading", "disk.img", 1 << 20, 1 << 19, 100 * time.Millisecond, "Uploading disk.img: 512 KiB / 1 MiB (50%)"},
+		{"share never above 100%", "Uploading", "disk.img", 1 << 20, 2 << 20, 0, "Uploading disk.img: 2 MiB / 1 MiB (100%)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newByteMeter(nil, true, tt.verb, tt.label, tt.total)
+			if got := m.line(tt.n, tt.elapsed); got != tt.want {
+				t.Fatalf("line = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestByteMeterDraws(t *testing.T) {
+	tests := []struct {
+		name string
+		live bool
+		want string
+	}{
+		{name: "terminal", live: true, want: "\r\x1b[KUploading disk.img: 1 MiB / 1 MiB (100%)\n"},
+		{name: "not a terminal", live: false, want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			m := newByteMeter(&buf, tt.live, "Uploading", "disk.img", 1<<20)
+			m.update(1 << 19) // drawn: the first update always is
+			m.update(3 << 18) // skipped: under 250 ms since the last draw
+			m.update(1 << 20) // drawn: the total always is
+			m.stop()
+			got := buf.String()
+			if tt.want == "" {
+				if got != "" {
+					t.Fatalf("off a terminal the meter printed %q", got)
+				}
+				return
+			}
+			if strings.Count(got, "\r") != 2 || strings.Contains(got, "768 KiB") || !strings.HasSuffix(got, tt.want) {
+				t.Fatalf("output %q: want two draws (the throttled one skipped) ending in %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/labvm/labvm/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -22,7 +23,7 @@ func newSizesCommand(a *app) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(sizes))
 			for _, s := range sizes {
-				rows = append(rows, []string{s.Name, fmt.Sprint(s.VCPUs), bytesIEC(int64(s.MemoryMiB) << 20), s.Family})
+				rows = append(rows, []string{s.Name, fmt.Sprint(s.VCPUs), storage.FormatIEC(int64(s.MemoryMiB) << 20), s.Family})
 			}
 			return table(a.stdout, []string{"name", "vcpus", "memory", "family"}, rows)
 		},

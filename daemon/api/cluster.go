@@ -13,19 +13,26 @@ const (
 	HostLost HostState = "lost"
 )
 
+// HostCapacity is what a cluster host has and what its instances hold,
+// as it publishes it (memory and disk in bytes).
+type HostCapacity struct {
+	// Cores is the host's CPU count; CoresUsed the cores its instances
+	// hold (every instance counts, whatever its state).
+	Cores           int   `json:"cores"`
+	CoresUsed       int   `json:"cores_used"`
+	MemoryTotal     int64 `json:"memory_total"`
+	MemoryAvailable int64 `json:"memory_available"`
+	DiskFree        int64 `json:"disk_free"`
+}
+
 // ClusterHost is one host of the cluster as its labvmd last published it.
+// HostCapacity's fields sit at the top level of its JSON.
 type ClusterHost struct {
 	Name  string    `json:"name"`
 	State HostState `json:"state"`
-	// Cores is the host's CPU count; CoresUsed the cores its instances
-	// hold (every instance counts, whatever its state).
-	Cores           int      `json:"cores"`
-	CoresUsed       int      `json:"cores_used"`
-	MemoryTotal     int64    `json:"memory_total"`
-	MemoryAvailable int64    `json:"memory_available"`
-	DiskFree        int64    `json:"disk_free"`
-	Instances       int      `json:"instances"`
-	Images          []string `json:"images"`
+	HostCapacity
+	Instances int      `json:"instances"`
+	Images    []string `json:"images"`
 	// SSH and Socket reach the host's labvmd (labvm --host SSH --socket Socket).
 	SSH         string    `json:"ssh"`
 	Socket      string    `json:"socket"`

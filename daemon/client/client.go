@@ -161,6 +161,32 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
+// upload streams size bytes (-1: unknown) of body as the request's body
+// and decodes the JSON answer into out; what names the call in a decode
+// error. It asks for 100-continue: the daemon checks the request before
+// it reads a byte, so a refused upload costs no transfer.
+func (c *Client) upload(ctx context.Context, method, path, contentType string, body io.Reader, size int64, what string, out any) error {
+	hreq, err := http.NewRequestWithContext(ctx, method, "http://labvmd"+path, io.NopCloser(body))
+	if err != nil {
+		return err
+	}
+	hreq.ContentLength = size
+	if size == 0 {
+		hreq.Body = http.NoBody
+	}
+	hreq.Header.Set("Content-Type", contentType)
+	hreq.Header.Set("Expect", "100-continue")
+	resp, err := c.send(ctx, hreq)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response of %s: %w", what, err)
+	}
+	return nil
+}
+
 func esc(s string) string { return url.PathEscape(s) }
 
 // Info describes the daemon and who it thinks you are.
@@ -197,22 +223,7 @@ func (c *Client) ImportImage(ctx context.Context, req api.ImportImageRequest, bo
 	if size <= 0 {
 		return out, &api.Error{Code: api.CodeInvalidArgument, Message: fmt.Sprintf("image of %d bytes: nothing to import", size)}
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://labvmd/v1/images?"+req.Query().Encode(), io.NopCloser(body))
-	if err != nil {
-		return out, err
-	}
-	hreq.ContentLength = size
-	hreq.Header.Set("Content-Type", api.ImportContentType)
-	hreq.Header.Set("Expect", "100-continue")
-	resp, err := c.send(ctx, hreq)
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return out, fmt.Errorf("decode response of image import: %w", err)
-	}
-	return out, nil
+	return out, c.upload(ctx, http.MethodPost, "/v1/images?"+req.Query().Encode(), api.ImportContentType, body, size, "image import", &out)
 }
 
 // ImportImageFile opens path with this process's own rights and streams

@@ -15,27 +15,7 @@ import (
 // a file, or with req.Kind dir a tar of a directory.
 func (c *Client) CopyIn(ctx context.Context, name string, req api.CopyInRequest, body io.Reader, size int64) (api.CopyResult, error) {
 	var out api.CopyResult
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://labvmd/v1/instances/"+esc(name)+"/files?"+req.Query().Encode(), io.NopCloser(body))
-	if err != nil {
-		return out, err
-	}
-	hreq.ContentLength = size
-	if size == 0 {
-		hreq.Body = http.NoBody
-	}
-	hreq.Header.Set("Content-Type", "application/octet-stream")
-	// The daemon checks the target before it reads a byte: a refused
-	// copy costs no upload.
-	hreq.Header.Set("Expect", "100-continue")
-	resp, err := c.send(ctx, hreq)
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return out, fmt.Errorf("decode response of copy into %s: %w", name, err)
-	}
-	return out, nil
+	return out, c.upload(ctx, http.MethodPut, "/v1/instances/"+esc(name)+"/files?"+req.Query().Encode(), "application/octet-stream", body, size, "copy into "+name, &out)
 }
 
 // CopyOutStream is a copy out in progress: Info, then Body until EOF,

@@ -9,14 +9,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/labvm/labvm/daemon/api"
 	"golang.org/x/sys/unix"
 )
 
 // HostCapacity reads what this host has: its CPUs, memory (total and
 // the kernel's MemAvailable) and the data dir's free space. Cores used
 // come from the instances, so the caller fills them in.
-func HostCapacity(dataDir string) (Capacity, error) {
-	c := Capacity{Cores: runtime.NumCPU()}
+func HostCapacity(dataDir string) (api.HostCapacity, error) {
+	c := api.HostCapacity{Cores: runtime.NumCPU()}
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return c, err

@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +39,7 @@ func (f *fakeHost) source() (Snapshot, error) {
 	for _, i := range f.insts {
 		used += i.VCPUs
 	}
-	return Snapshot{Capacity: Capacity{Cores: 8, CoresUsed: used, MemoryTotal: 32 << 30, MemoryAvailable: 16 << 30, DiskFree: 100 << 30},
+	return Snapshot{Capacity: api.HostCapacity{Cores: 8, CoresUsed: used, MemoryTotal: 32 << 30, MemoryAvailable: 16 << 30, DiskFree: 100 << 30},
 		Instances: append([]Instance(nil), f.insts...)}, nil
 }
 
@@ -305,7 +308,7 @@ func TestPlacement(t *testing.T) {
 	for _, h := range hosts {
 		h := h
 		src := func() (Snapshot, error) {
-			return Snapshot{Capacity: Capacity{Cores: 8, CoresUsed: h.used, MemoryTotal: 32 << 30, MemoryAvailable: h.memGiB << 30, DiskFree: 1 << 40}, Images: h.images}, nil
+			return Snapshot{Capacity: api.HostCapacity{Cores: 8, CoresUsed: h.used, MemoryTotal: 32 << 30, MemoryAvailable: h.memGiB << 30, DiskFree: 1 << 40}, Images: h.images}, nil
 		}
 		m, _ := runMember(t, testConfig(t, e, cl, h.name), src)
 		members = append(members, m)
@@ -344,5 +347,50 @@ func TestPlacement(t *testing.T) {
 	p, err := members[1].Place(ctx, "debian", small)
 	if err != nil || !p.Local || p.SSH != "ssh://idle" {
 		t.Fatalf("Place from idle itself = %+v, %v; want local, ssh://idle", p, err)
+	}
+}
+
+// TestHostJSONIsFlat: the capacity both the etcd record and the API's
+// ClusterHost embed must keep its fields at their top level, under the
+// names hosts of other labvmd versions read and write.
+func TestHostJSONIsFlat(t *testing.T) {
+	capa := api.HostCapacity{Cores: 8, CoresUsed: 2, MemoryTotal: 32 << 30, MemoryAvailable: 16 << 30, DiskFree: 1 << 40}
+	tests := []struct {
+		name string
+		v    any
+		want []string
+	}{
+		{"etcd record", hostRecord{Name: "h1", HostCapacity: capa, Instances: 1, Images: []string{"img"}, SSH: "ssh://h1", Socket: "/s", Version: "v"},
+			[]string{"name", "cores", "cores_used", "memory_total", "memory_available", "disk_free", "instances", "images", "ssh", "socket", "version", "published_at"}},
+		{"API host", api.ClusterHost{Name: "h1", State: api.HostUp, HostCapacity: capa, Images: []string{}},
+			[]string{"name", "state", "cores", "cores_used", "memory_total", "memory_available", "disk_free", "instances", "images", "ssh", "socket", "version", "published_at"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(tt.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]json.RawMessage
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			keys := slices.Sorted(maps.Keys(got))
+			want := slices.Sorted(slices.Values(tt.want))
+			if !slices.Equal(keys, want) {
+				t.Fatalf("keys %v, want %v", keys, want)
+			}
+			if string(got["memory_available"]) != "17179869184" || string(got["cores_used"]) != "2" {
+				t.Fatalf("capacity not at the top level: %s", b)
+			}
+		})
+	}
+	// An old labvmd's record reads back into the new one.
+	var rec hostRecord
+	if err := json.Unmarshal([]byte(`{"name":"h0","cores":4,"cores_used":1,"memory_total":1,"memory_available":2,"disk_free":3,"instances":0,"version":"old","published_at":"2026-01-01T00:00:00Z"}`), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.HostCapacity != (api.HostCapacity{Cores: 4, CoresUsed: 1, MemoryTotal: 1, MemoryAvailable: 2, DiskFree: 3}) {
+		t.Fatalf("read %+v", rec.HostCapacity)
 	}
 }

@@ -14,15 +14,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// Capacity is what a host has and what its instances hold.
-type Capacity struct {
-	Cores           int
-	CoresUsed       int
-	MemoryTotal     int64
-	MemoryAvailable int64
-	DiskFree        int64
-}
-
 // Instance is what the cluster is told of one instance.
 type Instance struct {
 	Name   string
@@ -35,7 +26,7 @@ type Instance struct {
 
 // Snapshot is this host as it is now.
 type Snapshot struct {
-	Capacity  Capacity
+	Capacity  api.HostCapacity
 	Instances []Instance
 	// Images are the names of the images this host has.
 	Images []string
@@ -45,16 +36,14 @@ type Snapshot struct {
 // its engines.
 type Source func() (Snapshot, error)
 
-// hostRecord is hosts/<host>.
+// hostRecord is hosts/<host>. The capacity's fields sit at its top
+// level, as in the API's ClusterHost (whose State and Instances the
+// readers work out themselves).
 type hostRecord struct {
-	Name            string   `json:"name"`
-	Cores           int      `json:"cores"`
-	CoresUsed       int      `json:"cores_used"`
-	MemoryTotal     int64    `json:"memory_total"`
-	MemoryAvailable int64    `json:"memory_available"`
-	DiskFree        int64    `json:"disk_free"`
-	Instances       int      `json:"instances"`
-	Images          []string `json:"images,omitempty"`
+	Name string `json:"name"`
+	api.HostCapacity
+	Instances int      `json:"instances"`
+	Images    []string `json:"images,omitempty"`
 	// SSH and Socket are how users reach this host's labvmd.
 	SSH         string    `json:"ssh,omitempty"`
 	Socket      string    `json:"socket,omitempty"`
@@ -357,8 +346,7 @@ func (m *Member) publish(ctx context.Context, lease clientv3.LeaseID, published 
 		}
 		changes = changes[n:]
 	}
-	rec := hostRecord{Name: m.cfg.Host, Cores: snap.Capacity.Cores, CoresUsed: snap.Capacity.CoresUsed,
-		MemoryTotal: snap.Capacity.MemoryTotal, MemoryAvailable: snap.Capacity.MemoryAvailable, DiskFree: snap.Capacity.DiskFree,
+	rec := hostRecord{Name: m.cfg.Host, HostCapacity: snap.Capacity,
 		Instances: len(snap.Instances), Images: snap.Images, SSH: m.cfg.sshURL(), Socket: m.cfg.Socket,
 		Version: m.cfg.Version, PublishedAt: time.Now().UTC()}
 	b, err := json.Marshal(rec)

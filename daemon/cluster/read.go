@@ -101,8 +101,7 @@ func (m *Member) Hosts(ctx context.Context) ([]api.ClusterHost, error) {
 	}
 	out := make([]api.ClusterHost, 0, len(v.hosts))
 	for name, h := range v.hosts {
-		out = append(out, api.ClusterHost{Name: name, State: v.state(name), Cores: h.Cores, CoresUsed: h.CoresUsed,
-			MemoryTotal: h.MemoryTotal, MemoryAvailable: h.MemoryAvailable, DiskFree: h.DiskFree,
+		out = append(out, api.ClusterHost{Name: name, State: v.state(name), HostCapacity: h.HostCapacity,
 			Instances: v.counts[name], Images: orEmpty(h.Images), SSH: h.SSH, Socket: h.Socket, Version: h.Version, PublishedAt: h.PublishedAt})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

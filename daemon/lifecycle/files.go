@@ -51,6 +51,24 @@ func (e *Engine) copySession(inst vm.Instance) (*copyCtx, error) {
 	return &copyCtx{e: e, inst: inst, user: user}, nil
 }
 
+// startCopy opens a copy with inst (access checked) and resolves path in
+// the guest, with base looked up inside it.
+func (e *Engine) startCopy(ctx context.Context, inst vm.Instance, path, base string) (*copyCtx, guest.GuestPath, guest.Probe, error) {
+	c, err := e.copySession(inst)
+	if err != nil {
+		return nil, guest.GuestPath{}, guest.Probe{}, err
+	}
+	gp, err := guest.ParseGuestPath(path)
+	if err != nil {
+		return nil, gp, guest.Probe{}, errdefs.Invalidf("%v", err)
+	}
+	pr, err := c.probe(ctx, gp, base)
+	if err != nil {
+		return nil, gp, pr, err
+	}
+	return c, gp, pr, nil
+}
+
 // run runs a guest command of the copy and fails unless it exits 0.
 func (c *copyCtx) run(ctx context.Context, what string, req vm.ExecRequest) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, copyStepTimeout)
@@ -119,15 +137,7 @@ func token() string {
 // failure removes it.
 func (e *Engine) CopyIn(ctx context.Context, inst vm.Instance, req api.CopyInRequest, body io.Reader) (api.CopyResult, error) {
 	var res api.CopyResult
-	c, err := e.copySession(inst)
-	if err != nil {
-		return res, err
-	}
-	gp, err := guest.ParseGuestPath(req.Path)
-	if err != nil {
-		return res, errdefs.Invalidf("%v", err)
-	}
-	pr, err := c.probe(ctx, gp, req.Name)
+	c, gp, pr, err := e.startCopy(ctx, inst, req.Path, req.Name)
 	if err != nil {
 		return res, err
 	}
@@ -430,15 +440,7 @@ func randUint16() uint16 {
 // packed into a temporary archive in the guest first and removed after.
 func (e *Engine) CopyOut(ctx context.Context, inst vm.Instance, req api.CopyOutRequest, start func(api.CopyOutInfo) io.Writer) (api.CopyResult, error) {
 	var res api.CopyResult
-	c, err := e.copySession(inst)
-	if err != nil {
-		return res, err
-	}
-	gp, err := guest.ParseGuestPath(req.Path)
-	if err != nil {
-		return res, errdefs.Invalidf("%v", err)
-	}
-	pr, err := c.probe(ctx, gp, "")
+	c, gp, pr, err := e.startCopy(ctx, inst, req.Path, "")
 	if err != nil {
 		return res, err
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/labvm/labvm/daemon/api"
+	"github.com/labvm/labvm/storage"
 )
 
 //go:embed assets
@@ -37,8 +38,8 @@ var css, cssHash = func() (template.CSS, string) {
 var tmpl = template.Must(template.New("studio").Funcs(template.FuncMap{
 	"when":    when,
 	"ago":     ago,
-	"bytes":   bytesIEC,
-	"memory":  func(mib int) string { return bytesIEC(int64(mib) << 20) },
+	"bytes":   storage.FormatIEC,
+	"memory":  func(mib int) string { return storage.FormatIEC(int64(mib) << 20) },
 	"stage":   currentStage,
 	"elapsed": elapsed,
 	"busy":    func(s api.InstanceState) bool { return transient[s] },
@@ -530,21 +531,4 @@ func currentStage(op *api.Operation) string {
 		return st.Name + ": " + st.Detail
 	}
 	return st.Name
-}
-
-func bytesIEC(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
