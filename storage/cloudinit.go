@@ -240,6 +240,15 @@ func UserData(s SeedSpec) ([]byte, error) {
 	// and neither installing nor starting it fails the boot: the daemon
 	// reports a missing agent on its own.
 	runcmd := []string{installAgent, "systemctl enable --now qemu-guest-agent || true"}
+	if s.User != "" || !s.Scripts.empty() {
+		b.WriteString("write_files:\n")
+	}
+	if s.User != "" {
+		// Names the instance's user and address for images that start
+		// applications as that user (the data-science image); write_files
+		// runs once per instance, and the file stays for later boots.
+		writeFile(&b, guest.InstanceEnvPath, "0644", guest.InstanceEnv(s.User, s.Address.Addr()))
+	}
 	if !s.Scripts.empty() {
 		runcmd = append(runcmd, writeScripts(&b, s.Scripts)...)
 	}

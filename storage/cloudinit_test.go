@@ -149,6 +149,11 @@ users:
     lock_passwd: true
     ssh_authorized_keys:
       - "` + testKey + `"
+write_files:
+  - path: "/etc/labvm/instance.env"
+    permissions: "0644"
+    encoding: "b64"
+    content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
@@ -168,6 +173,11 @@ users:
     shell: "/bin/bash"
     sudo: "ALL=(ALL) NOPASSWD:ALL"
     lock_passwd: true
+write_files:
+  - path: "/etc/labvm/instance.env"
+    permissions: "0644"
+    encoding: "b64"
+    content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
   - "systemctl enable --now qemu-guest-agent || true"
@@ -339,7 +349,7 @@ json.dump({k: yaml.safe_load(v) for k, v in docs.items()}, sys.stdout)`)
 		t.Fatal(err)
 	}
 	keys := slices.Sorted(maps.Keys(top["user"]))
-	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users"}
+	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users", "write_files"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Fatalf("user-data has top-level keys %v, want %v", keys, wantKeys)
 	}

@@ -157,9 +157,9 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	if inst.AssignedTo == c.Name {
 		inst.AssignedTo, inst.AssignedUID = "", nil
 	}
-	if len(keys) > 0 {
-		inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
-	}
+	// The guest account is always the instance's user (SSH or not): the
+	// image's applications run as it (guest.InstanceEnvPath).
+	inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 
 	err = e.store.Update(func(tx *store.Tx) error {
