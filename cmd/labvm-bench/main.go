@@ -51,6 +51,9 @@ type options struct {
 	skipQEMU      bool
 	skipScale     bool
 	profileDir    string
+	dsImage       string
+	dsSize        string
+	dsOut         string
 }
 
 func main() {
@@ -69,6 +72,9 @@ func main() {
 	flag.BoolVar(&o.skipQEMU, "skip-qemu", false, "skip the figures that boot QEMU")
 	flag.BoolVar(&o.skipScale, "skip-scale", false, "skip the test-driver scale figures")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
+	flag.StringVar(&o.dsImage, "ds-image", "", "also boot this data-science image (`make ds-image`: images/out/ds-debian-12.qcow2) through labvm and as a plain domain, and write that section to -ds-out")
+	flag.StringVar(&o.dsSize, "ds-size", "Standard_B2s", "instance size for the data-science image's boots")
+	flag.StringVar(&o.dsOut, "ds-out", "docs/BENCHMARKS-ds.md", "where the data-science image's section goes (empty: stdout only)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "labvm-bench: %v\n", err)
@@ -193,6 +199,28 @@ func run(o options) error {
 	if !o.skipScale {
 		if err := e.scaleFigures(); err != nil {
 			return err
+		}
+	}
+	if o.dsImage != "" {
+		if o.dsImage, err = filepath.Abs(o.dsImage); err != nil {
+			return err
+		}
+		e.o.dsImage = o.dsImage
+		if err := e.dsFigures(); err != nil {
+			return err
+		}
+		md := "# labvm benchmarks: the data-science image\n\n" +
+			"Written by `cmd/labvm-bench -ds-image` (`sudo make bench` runs it when `make ds-image` has built the image).\n" +
+			"Load average at the end: " + loadavg() + ".\n\n" + e.report.ds.markdown()
+		fmt.Print(md)
+		if o.dsOut != "" {
+			if err := os.WriteFile(o.dsOut, []byte(md), 0o644); err != nil {
+				return err
+			}
+			e.logf("wrote %s", o.dsOut)
+		}
+		if o.skipQEMU && o.skipScale {
+			return nil
 		}
 	}
 	e.report.took = time.Since(start)

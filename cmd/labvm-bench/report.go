@@ -45,6 +45,8 @@ type report struct {
 	freshDiskScale                     int64
 	parallel                           sample
 	parallelFailed                     []string
+
+	ds *dsReport
 }
 
 func newReport(o options) *report { return &report{o: o, stages: map[string]*sample{}} }

@@ -43,7 +43,7 @@ PACKAGES=(
 	linux-image-cloud-amd64 initramfs-tools systemd-sysv udev dbus
 	cloud-init cloud-guest-utils ifupdown isc-dhcp-client netbase iproute2
 	qemu-guest-agent openssh-server sudo ca-certificates less procps
-	python3 jupyter-notebook python3-numpy python3-pandas python3-scipy
+	python3 jupyter-notebook jupyter-client python3-numpy python3-pandas python3-scipy
 	python3-sklearn python3-matplotlib python3-terminado python3-venv
 	python3-ipykernel python3-pip
 	r-base-core r-cran-irkernel

@@ -12,6 +12,7 @@ packages=(
 	nftables iproute2 openssh-client procps util-linux
 	xorriso genisoimage fuseiso python3-yaml systemd iptables
 	python3-pytest python3-venv python3-setuptools python3-pip
+	mmdebstrap chromium
 )
 
 if [ "$(id -u)" -ne 0 ]; then
