@@ -181,7 +181,16 @@ func NetworkConfig(s SeedSpec) []byte {
 		fmt.Fprintf(&b, "      - %s\n", yamlQuote(s.Address.String()))
 		if s.Gateway.IsValid() {
 			b.WriteString("    routes:\n")
-			b.WriteString("      - to: \"default\"\n")
+			// The default route as a prefix, not netplan's "default":
+			// cloud-init before 23.x (Debian 12's 22.4) parses v2 routes
+			// itself for its ENI and networkd renderers and rejects
+			// "default" ("Address default is not a valid ip address"),
+			// which leaves the NIC unconfigured.
+			def := "0.0.0.0/0"
+			if s.Gateway.Is6() {
+				def = "::/0"
+			}
+			fmt.Fprintf(&b, "      - to: %s\n", yamlQuote(def))
 			fmt.Fprintf(&b, "        via: %s\n", yamlQuote(s.Gateway.String()))
 		}
 	}

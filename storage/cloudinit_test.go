@@ -62,6 +62,8 @@ func TestNetworkConfig(t *testing.T) {
 	upper := testSpec()
 	upper.MAC = "52:54:00:AB:CD:EF"
 	upper.DNS = append(upper.DNS, netip.MustParseAddr("2001:db8::53"))
+	v6 := testSpec()
+	v6.Address, v6.Gateway, v6.DNS = netip.MustParsePrefix("2001:db8::10/64"), netip.MustParseAddr("2001:db8::1"), nil
 
 	tests := []struct {
 		name string
@@ -76,7 +78,7 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
     nameservers:
       addresses:
@@ -90,7 +92,7 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
 `},
 		{name: "no address falls back to DHCP", spec: dhcp, want: `version: 2
@@ -108,12 +110,23 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
     nameservers:
       addresses:
         - "10.177.0.1"
         - "2001:db8::53"
+`},
+		{name: "IPv6 default route as ::/0", spec: v6, want: `version: 2
+ethernets:
+  "nic0":
+    match:
+      macaddress: "52:54:00:12:34:56"
+    addresses:
+      - "2001:db8::10/64"
+    routes:
+      - to: "::/0"
+        via: "2001:db8::1"
 `},
 	}
 	for _, tc := range tests {

@@ -51,16 +51,16 @@ func TestDataScienceInstance(t *testing.T) {
 
 	t.Log("an admin creates a data-science instance for Alice (TCG: minutes)")
 	start := time.Now()
-	d.must("create", "ds", "--image", "ds", "--size", "Standard_B2s", "--assign-to", alice.name)
+	d.mustSlow(20*time.Minute, "create", "alice-ds", "--image", "ds", "--size", "Standard_B2s", "--assign-to", alice.name)
 	t.Logf("create → Running in %s", time.Since(start).Round(time.Second))
 	var inst api.Instance
-	d.jsonOut(&inst, "show", "ds")
+	d.jsonOut(&inst, "show", "alice-ds")
 	if inst.GuestUser != alice.name {
 		t.Fatalf("guest user %q, want %q", inst.GuestUser, alice.name)
 	}
 
 	port := freeLocalPort(t)
-	stopOpen := d.openAs(t, alice, "ds", port)
+	stopOpen := d.openAs(t, alice, "alice-ds", port)
 	defer func() { stopOpen() }()
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	b := newBrowser(t, chromium, alice)
@@ -106,7 +106,7 @@ func TestDataScienceInstance(t *testing.T) {
 	})
 
 	d.chapter(t, "Carol's labvm open is refused and her browser gets nothing from Alice's port", func(t *testing.T) {
-		r := d.as(carol, "open", "ds", "jupyter", "--port", strconv.Itoa(freeLocalPort(t)))
+		r := d.as(carol, "open", "alice-ds", "jupyter", "--port", strconv.Itoa(freeLocalPort(t)))
 		if r.code == 0 || !strings.Contains(r.stderr, alice.name) {
 			t.Fatalf("carol's open: exit %d, stderr %q", r.code, r.stderr)
 		}
@@ -124,11 +124,11 @@ func TestDataScienceInstance(t *testing.T) {
 	d.chapter(t, "after stop and start, the notebooks, the venv kernel and the R package are still there", func(t *testing.T) {
 		stopOpen()
 		stopOpen = func() {}
-		d.must("stop", "ds")
+		d.mustSlow(5*time.Minute, "stop", "alice-ds")
 		start := time.Now()
-		d.must("start", "ds")
+		d.mustSlow(20*time.Minute, "start", "alice-ds")
 		t.Logf("start → Running in %s", time.Since(start).Round(time.Second))
-		stopOpen = d.openAs(t, alice, "ds", port)
+		stopOpen = d.openAs(t, alice, "alice-ds", port)
 		b.open(t, base+"/tree")
 		var nb struct {
 			Content struct {
@@ -191,6 +191,19 @@ func checkEnvs(t *testing.T, b *browser) {
 	out = b.notebook(t, "use-rpkg.ipynb", "ir", "library(labvmhello); hello()")
 	if !strings.Contains(out, "hello from labvmhello") {
 		t.Fatalf("the R package printed %q", out)
+	}
+}
+
+// mustSlow runs labvm as root like must, with a longer limit: a full
+// Debian boot under TCG takes minutes.
+func (d *labvmd) mustSlow(limit time.Duration, args ...string) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.labvm, args...)
+	cmd.Env = append(os.Environ(), d.cliEnv()...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		d.t.Fatalf("labvm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
