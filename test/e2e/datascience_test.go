@@ -72,6 +72,11 @@ func TestDataScienceInstance(t *testing.T) {
 		if who["type"] != "directory" {
 			t.Fatalf("contents of Alice's home: %v", who)
 		}
+		// The image lists only what it has.
+		r := d.as(alice, "open", "alice-ds", "rstudio")
+		if r.code == 0 || !strings.Contains(r.stderr, `no application "rstudio"`) || !strings.Contains(r.stderr, "its applications: jupyter") {
+			t.Fatalf("open rstudio: exit %d, stderr %q", r.code, r.stderr)
+		}
 	})
 
 	d.chapter(t, "a Python notebook runs pandas and scikit-learn, and is saved", func(t *testing.T) {
