@@ -60,8 +60,7 @@ func TestDataScienceInstance(t *testing.T) {
 	}
 
 	port := freeLocalPort(t)
-	stopOpen := d.openAs(t, alice, "alice-ds", port)
-	defer func() { stopOpen() }()
+	stopOpen, openStderr := d.openAs(t, alice, "alice-ds", port)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	b := newBrowser(t, chromium, alice)
 
@@ -124,17 +123,27 @@ func TestDataScienceInstance(t *testing.T) {
 			title, _ := chromedp.Run(ctx, chromedp.Title())
 			t.Fatalf("carol's browser at Alice's port: err %v, page title %q; want a network error", err, title)
 		}
+		// The listener names the refusal on stderr just after closing it.
+		for wait := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			msg := openStderr()
+			if strings.Contains(msg, "refused a connection") && strings.Contains(msg, carol.name) {
+				break
+			}
+			if time.Now().After(wait) {
+				t.Fatalf("Alice's labvm open did not name Carol's refused connection: %q", msg)
+			}
+		}
 		t.Logf("carol's browser: %v", err)
 	})
 
+	stopOpen()
+
 	d.chapter(t, "after stop and start, the notebooks, the venv kernel and the R package are still there", func(t *testing.T) {
-		stopOpen()
-		stopOpen = func() {}
 		d.mustSlow(5*time.Minute, "stop", "alice-ds")
 		start := time.Now()
 		d.mustSlow(20*time.Minute, "start", "alice-ds")
 		t.Logf("start → Running in %s", time.Since(start).Round(time.Second))
-		stopAgain := d.openAs(t, alice, "alice-ds", port)
+		stopAgain, _ := d.openAs(t, alice, "alice-ds", port)
 		defer stopAgain()
 		b.open(t, base+"/tree")
 		var nb struct {
@@ -215,14 +224,13 @@ func (d *labvmd) mustSlow(limit time.Duration, args ...string) {
 }
 
 // openAs runs `labvm open NAME jupyter` as u on a fixed local port until
-// the returned func interrupts it.
-func (d *labvmd) openAs(t *testing.T, u unixUser, name string, port int) (stop func()) {
+// the returned func interrupts it; stderr returns what it printed there.
+func (d *labvmd) openAs(t *testing.T, u unixUser, name string, port int) (stop func(), stderr func() string) {
 	t.Helper()
 	args := []string{"open", name, "jupyter", "--port", strconv.Itoa(port)}
 	cmd := exec.Command("setpriv", append([]string{"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--init-groups", bins.labvm}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LABVM_SOCKET=" + d.socket, "HOME=/nonexistent"}
-	stop, _ = runUntilInterrupted(t, cmd, "jupyter of "+name+" is at http://127.0.0.1:"+strconv.Itoa(port)+"/tree", args)
-	return stop
+	return runUntilInterrupted(t, cmd, "jupyter of "+name+" is at http://127.0.0.1:"+strconv.Itoa(port)+"/tree", args)
 }
 
 // browser is a headless Chromium run as one Unix user, with a fresh
