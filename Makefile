@@ -28,7 +28,7 @@ image: host
 
 ## ds-image: build (or take from the cache) the data-science image from
 ## Debian packages: Jupyter, numpy/pandas/scipy/scikit-learn, R + IRkernel
-## (cold: a few minutes and ~700 MB downloaded; cached by recipe hash)
+## (cold: ~8-9 min on a busy 2-core host; then cached by recipe hash)
 ds-image: host
 	bash images/ds/build.sh $(DS_IMAGE_DIR)
 
