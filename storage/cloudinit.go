@@ -248,7 +248,7 @@ func UserData(s SeedSpec) ([]byte, error) {
 	// missing (cloud-init's packages: would run apt at every first boot),
 	// and neither installing nor starting it fails the boot: the daemon
 	// reports a missing agent on its own.
-	runcmd := []string{installAgent, "systemctl enable --now qemu-guest-agent || true"}
+	runcmd := []string{installAgent, startAgent}
 	if s.User != "" || !s.Scripts.empty() {
 		b.WriteString("write_files:\n")
 	}
@@ -287,6 +287,12 @@ const installAgent = `[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || com
 	`{ command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || ` +
 	`{ command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || ` +
 	`echo "labvm: could not install qemu-guest-agent" >&2`
+
+// startAgent enables and starts qemu-guest-agent only when it is not
+// running already: on Debian, where udev starts it, `systemctl enable`
+// goes through its SysV script (update-rc.d) and a daemon reload, ~20 s
+// of a TCG first boot (docs/BENCHMARKS-ds.md).
+const startAgent = "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 
 // setupCheck fails runcmd when the setup script did not exit 0, reading
 // the status its runner wrote ("EXIT BOOT_ID").

@@ -169,7 +169,7 @@ write_files:
     content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 phone_home:
   url: "http://10.177.0.1:8080/phone-home/i-0123abcd"
   post:
@@ -193,7 +193,7 @@ write_files:
     content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 		{name: "no user", spec: noUser, want: `#cloud-config
 hostname: "dev1"
@@ -202,7 +202,7 @@ ssh_pwauth: false
 disable_root: true
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 	}
 	for _, tc := range tests {
