@@ -195,7 +195,16 @@ func NetworkConfig(s SeedSpec) []byte {
 		fmt.Fprintf(&b, "      - %s\n", yamlQuote(s.Address.String()))
 		if s.Gateway.IsValid() {
 			b.WriteString("    routes:\n")
-			b.WriteString("      - to: \"default\"\n")
+			// The default route as a prefix, not netplan's "default":
+			// cloud-init before 23.x (Debian 12's 22.4) parses v2 routes
+			// itself for its ENI and networkd renderers and rejects
+			// "default" ("Address default is not a valid ip address"),
+			// which leaves the NIC unconfigured.
+			def := "0.0.0.0/0"
+			if s.Gateway.Is6() {
+				def = "::/0"
+			}
+			fmt.Fprintf(&b, "      - to: %s\n", yamlQuote(def))
 			fmt.Fprintf(&b, "        via: %s\n", yamlQuote(s.Gateway.String()))
 		}
 	}
@@ -264,7 +273,16 @@ func UserData(s SeedSpec) ([]byte, error) {
 	// missing (cloud-init's packages: would run apt at every first boot),
 	// and neither installing nor starting it fails the boot: the daemon
 	// reports a missing agent on its own.
-	runcmd := []string{installAgent, "systemctl enable --now qemu-guest-agent || true"}
+	runcmd := []string{installAgent, startAgent}
+	if s.User != "" || !s.Scripts.empty() {
+		b.WriteString("write_files:\n")
+	}
+	if s.User != "" {
+		// Names the instance's user and address for images that start
+		// applications as that user (the data-science image); write_files
+		// runs once per instance, and the file stays for later boots.
+		writeFile(&b, guest.InstanceEnvPath, "0644", guest.InstanceEnv(s.User, s.Address.Addr()))
+	}
 	if !s.Scripts.empty() {
 		runcmd = append(runcmd, writeScripts(&b, s.Scripts)...)
 	}
@@ -294,6 +312,12 @@ const installAgent = `[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || com
 	`{ command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || ` +
 	`{ command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || ` +
 	`echo "labvm: could not install qemu-guest-agent" >&2`
+
+// startAgent enables and starts qemu-guest-agent only when it is not
+// running already: on Debian, where udev starts it, `systemctl enable`
+// goes through its SysV script (update-rc.d) and a daemon reload, ~20 s
+// of a TCG first boot (docs/BENCHMARKS-ds.md).
+const startAgent = "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 
 // setupCheck fails runcmd when the setup script did not exit 0, reading
 // the status its runner wrote ("EXIT BOOT_ID").

@@ -63,6 +63,8 @@ func TestNetworkConfig(t *testing.T) {
 	upper := testSpec()
 	upper.MAC = "52:54:00:AB:CD:EF"
 	upper.DNS = append(upper.DNS, netip.MustParseAddr("2001:db8::53"))
+	v6 := testSpec()
+	v6.Address, v6.Gateway, v6.DNS = netip.MustParsePrefix("2001:db8::10/64"), netip.MustParseAddr("2001:db8::1"), nil
 
 	tests := []struct {
 		name string
@@ -77,7 +79,7 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
     nameservers:
       addresses:
@@ -91,7 +93,7 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
 `},
 		{name: "no address falls back to DHCP", spec: dhcp, want: `version: 2
@@ -109,12 +111,23 @@ ethernets:
     addresses:
       - "10.177.0.10/24"
     routes:
-      - to: "default"
+      - to: "0.0.0.0/0"
         via: "10.177.0.1"
     nameservers:
       addresses:
         - "10.177.0.1"
         - "2001:db8::53"
+`},
+		{name: "IPv6 default route as ::/0", spec: v6, want: `version: 2
+ethernets:
+  "nic0":
+    match:
+      macaddress: "52:54:00:12:34:56"
+    addresses:
+      - "2001:db8::10/64"
+    routes:
+      - to: "::/0"
+        via: "2001:db8::1"
 `},
 	}
 	for _, tc := range tests {
@@ -150,9 +163,14 @@ users:
     lock_passwd: true
     ssh_authorized_keys:
       - "` + testKey + `"
+write_files:
+  - path: "/etc/labvm/instance.env"
+    permissions: "0644"
+    encoding: "b64"
+    content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 phone_home:
   url: "http://10.177.0.1:8080/phone-home/i-0123abcd"
   post:
@@ -169,9 +187,14 @@ users:
     shell: "/bin/bash"
     sudo: "ALL=(ALL) NOPASSWD:ALL"
     lock_passwd: true
+write_files:
+  - path: "/etc/labvm/instance.env"
+    permissions: "0644"
+    encoding: "b64"
+    content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 		{name: "no user", spec: noUser, want: `#cloud-config
 hostname: "dev1"
@@ -180,7 +203,7 @@ ssh_pwauth: false
 disable_root: true
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 	}
 	for _, tc := range tests {
@@ -344,7 +367,7 @@ json.dump({k: yaml.safe_load(v) for k, v in docs.items()}, sys.stdout)`)
 		t.Fatal(err)
 	}
 	keys := slices.Sorted(maps.Keys(top["user"]))
-	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users"}
+	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users", "write_files"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Fatalf("user-data has top-level keys %v, want %v", keys, wantKeys)
 	}

@@ -156,9 +156,14 @@ disable_root: true
     lock_passwd: true
     ssh_authorized_keys:
       - "` + testKey + `"
+write_files:
+  - path: "/etc/labvm/instance.env"
+    permissions: "0644"
+    encoding: "b64"
+    content: "IyB3cml0dGVuIGJ5IGxhYnZtIGF0IHRoZSBpbnN0YW5jZSdzIGZpcnN0IGJvb3QKTEFCVk1fVVNFUj1hbGljZQpMQUJWTV9BRERSRVNTPTEwLjE3Ny4wLjEwCg=="
 runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 		{name: "host key without a user", spec: noUser, want: `#cloud-config
 hostname: "dev1"
@@ -167,7 +172,7 @@ ssh_pwauth: false
 disable_root: true
 ` + keys + `runcmd:
   - "[ -x /usr/sbin/qemu-ga ] || [ -x /usr/bin/qemu-ga ] || command -v qemu-ga >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-guest-agent; } || { command -v dnf >/dev/null 2>&1 && dnf install -y -q qemu-guest-agent; } || echo \"labvm: could not install qemu-guest-agent\" >&2"
-  - "systemctl enable --now qemu-guest-agent || true"
+  - "systemctl is-active --quiet qemu-guest-agent || systemctl enable --now qemu-guest-agent || true"
 `},
 	}
 	for _, tt := range tests {

@@ -29,13 +29,7 @@ func (s Scripts) empty() bool { return len(s.Setup) == 0 && len(s.Startup) == 0 
 // Files travel base64-encoded, so no script byte is ever YAML.
 func writeScripts(b *bytes.Buffer, s Scripts) (runcmd []string) {
 	timeout := strconv.Itoa(int(s.Timeout.Seconds()))
-	file := func(path, perm string, content []byte) {
-		fmt.Fprintf(b, "  - path: %s\n", yamlQuote(path))
-		fmt.Fprintf(b, "    permissions: %s\n", yamlQuote(perm))
-		b.WriteString("    encoding: \"b64\"\n")
-		fmt.Fprintf(b, "    content: %s\n", yamlQuote(base64.StdEncoding.EncodeToString(content)))
-	}
-	b.WriteString("write_files:\n")
+	file := func(path, perm string, content []byte) { writeFile(b, path, perm, content) }
 	file(guest.RunnerPath, "0755", []byte(guest.Runner()))
 	if len(s.Setup) > 0 {
 		file(guest.ScriptSetup.ScriptPath(), "0700", s.Setup)
@@ -51,4 +45,13 @@ func writeScripts(b *bytes.Buffer, s Scripts) (runcmd []string) {
 		file(guest.PerBootHookPath, "0755", []byte(hook))
 	}
 	return runcmd
+}
+
+// writeFile renders one write_files entry (the caller wrote the
+// "write_files:" key), its content base64 so no byte of it is YAML.
+func writeFile(b *bytes.Buffer, path, perm string, content []byte) {
+	fmt.Fprintf(b, "  - path: %s\n", yamlQuote(path))
+	fmt.Fprintf(b, "    permissions: %s\n", yamlQuote(perm))
+	b.WriteString("    encoding: \"b64\"\n")
+	fmt.Fprintf(b, "    content: %s\n", yamlQuote(base64.StdEncoding.EncodeToString(content)))
 }

@@ -58,6 +58,9 @@ type options struct {
 	only          string
 	scaleURI      string
 	profileDir    string
+	dsImage       string
+	dsSize        string
+	dsOut         string
 }
 
 func main() {
@@ -83,6 +86,9 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only this part: qemu, scale, copy or cluster (the report then has only its figures; -skip-* say the same)")
 	flag.StringVar(&o.scaleURI, "scale-uri", "test+unix:///default", "libvirt URI of the scale figures' simulated hypervisor: libvirtd's test driver by default, so the simulated domains live outside labvmd as real ones do (test:///default runs them inside labvmd, where 10,000 of them take ~105 MB of its RSS)")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the benchmark, profile an in-process daemon on the test driver (create, list, show) and write cpu.pprof and heap.pprof here")
+	flag.StringVar(&o.dsImage, "ds-image", "", "also boot this data-science image (`make ds-image`: images/out/ds-debian-12.qcow2) through labvm and as a plain domain, and write that section to -ds-out")
+	flag.StringVar(&o.dsSize, "ds-size", "Standard_B2s", "instance size for the data-science image's boots")
+	flag.StringVar(&o.dsOut, "ds-out", "docs/BENCHMARKS-ds.md", "where the data-science image's section goes (empty: stdout only)")
 	flag.Parse()
 	if o.only != "" {
 		parts := map[string]*bool{"qemu": &o.skipQEMU, "scale": &o.skipScale, "copy": &o.skipCopy, "cluster": &o.skipCluster}
@@ -227,6 +233,28 @@ func run(o options) error {
 	if !o.skipCluster {
 		if err := e.clusterFigures(); err != nil {
 			return err
+		}
+	}
+	if o.dsImage != "" {
+		if o.dsImage, err = filepath.Abs(o.dsImage); err != nil {
+			return err
+		}
+		e.o.dsImage = o.dsImage
+		if err := e.dsFigures(); err != nil {
+			return err
+		}
+		md := "# labvm benchmarks: the data-science image\n\n" +
+			"Written by `cmd/labvm-bench -ds-image` (`sudo make bench` runs it when `make ds-image` has built the image).\n" +
+			"Load average at the end: " + loadavg() + ".\n\n" + e.report.ds.markdown()
+		fmt.Print(md)
+		if o.dsOut != "" {
+			if err := os.WriteFile(o.dsOut, []byte(md), 0o644); err != nil {
+				return err
+			}
+			e.logf("wrote %s", o.dsOut)
+		}
+		if o.skipQEMU && o.skipScale && o.skipCopy && o.skipCluster {
+			return nil
 		}
 	}
 	e.report.took = time.Since(start)

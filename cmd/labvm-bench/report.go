@@ -57,6 +57,8 @@ type report struct {
 	clusterList, clusterLocalList sample
 	clusterPlaced, clusterHere    sample
 	clusterSingle                 sample
+
+	ds *dsReport
 }
 
 func newReport(o options) *report { return &report{o: o, stages: map[string]*sample{}} }

@@ -21,10 +21,12 @@ func newOpenCommand(a *app) *cobra.Command {
 and print the URL to open. Only the instance's own user may do this. The
 applications come from the instance's image (defaults: jupyter on 8888 /tree,
 jupyterlab on 8888 /lab, rstudio on 8787 /); the application itself must be
-running in the guest. As with ` + "`labvm forward`" + `, only you can use the local
-port. Runs until interrupted.`,
-		Example: `  labvm open alice-dev jupyterlab
-  labvm open alice-dev rstudio --browser`,
+running in the guest: the data-science image (` + "`make ds-image`" + `) starts
+Jupyter as the instance's user before the instance is Running. As with
+` + "`labvm forward`" + `, only you can use the local port, so Jupyter needs no token;
+its kernels and terminals (websockets) pass through. Runs until interrupted.`,
+		Example: `  labvm open alice-ds jupyter --browser
+  labvm open alice-dev jupyterlab --port 8888`,
 		GroupID: "access",
 		Args:    exactArgs(2, "NAME and APP"),
 		RunE: func(cmd *cobra.Command, args []string) error {

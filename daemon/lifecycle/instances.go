@@ -171,9 +171,10 @@ func (e *Engine) Create(c authz.Caller, req api.CreateInstanceRequest) (store.Op
 	if inst.AssignedTo == c.Name {
 		inst.AssignedTo, inst.AssignedUID = "", nil
 	}
-	// Every instance gets its user's account, keys or not: `labvm cp`
-	// creates files as that user in its home. Without a key nobody can
-	// log in to it (its password is locked), so SSH stays closed.
+	// Every instance gets its user's account, keys or not: the image's
+	// applications run as it (guest.InstanceEnvPath), and `labvm cp`
+	// creates files as it in its home. Without a key nobody can log in
+	// to it (its password is locked), so SSH stays closed.
 	inst.GuestUser = guestUser(inst.Owner(), inst.Owner() == "root")
 	inst.Domain = vm.DomainName(inst.Name, inst.ID)
 

@@ -14,7 +14,7 @@ packages=(
 	python3-pytest python3-venv python3-setuptools python3-pip
 	openssh-server etcd-server
 	lintian dpkg-dev prometheus
-	chromium
+	chromium mmdebstrap
 )
 
 if [ "$(id -u)" -ne 0 ]; then
