@@ -376,6 +376,7 @@ func (e *env) startDaemon(kind string, subnetBits int, extra ...string) (*daemon
 	e.onCleanup(func() {
 		_ = exec.Command("ip", "link", "del", d.bridge).Run()
 		_ = network.RemoveFirewall(context.Background(), table)
+		_ = network.FirewallRegistry{Dir: network.DefaultFirewallOwners}.Forget(table)
 	})
 	if d.log, err = os.Create(filepath.Join(dir, "labvmd.log")); err != nil {
 		return nil, err

@@ -54,6 +54,7 @@ func profile(o options) error {
 	cfg.BridgePrefix = "lp" + randHex(2)
 	defer func() {
 		_ = network.RemoveFirewall(context.Background(), cfg.FirewallTable)
+		_ = network.FirewallRegistry{Dir: network.DefaultFirewallOwners}.Forget(cfg.FirewallTable)
 		_ = exec.Command("ip", "link", "del", cfg.VNet.Bridge).Run()
 	}()
 
