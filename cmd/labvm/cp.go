@@ -362,10 +362,23 @@ func receiveTree(r io.Reader, target string, mode fs.FileMode, finish func() err
 		err = os.Rename(stage, target)
 	}
 	if err != nil {
-		_ = os.RemoveAll(stage)
+		removeStage(stage)
 		return n, err
 	}
 	return n, nil
+}
+
+// removeStage removes a half-received tree. Its directories already carry
+// the guest's modes, read-only ones included, which would stop a user
+// (not root) from removing what is in them: make them writable first.
+func removeStage(stage string) {
+	_ = filepath.WalkDir(stage, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(path, 0o700)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(stage)
 }
 
 func unpackTree(r io.Reader, root string) (int64, error) {

@@ -93,6 +93,9 @@ func hostileTar(t *testing.T, entries ...*tar.Header) []byte {
 // the target nor anything outside it.
 func TestReceiveTree(t *testing.T) {
 	dir := t.TempDir()
+	// The received trees keep their read-only directories; a user other
+	// than root could not remove the temporary directory otherwise.
+	t.Cleanup(func() { removeStage(dir) })
 	outside := filepath.Join(dir, "outside")
 	if err := os.Mkdir(outside, 0o755); err != nil {
 		t.Fatal(err)

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -274,6 +276,9 @@ func NewAtWith(t testing.TB, dir string, hv daemon.Hypervisor, opts daemon.Optio
 			t.Fatal(err)
 		}
 		if err := d.Store().Update(func(tx *store.Tx) error {
+			if err := ownerUnlessRoot(tx); err != nil {
+				return err
+			}
 			return tx.CreateImage(store.Image{Name: "tiny", Digest: strings.Repeat("a", 64), Path: base, VirtualSize: 512 << 20})
 		}); err != nil {
 			t.Fatal(err)
@@ -300,6 +305,22 @@ func NewAtWith(t testing.TB, dir string, hv daemon.Hypervisor, opts daemon.Optio
 		}
 	})
 	return td
+}
+
+// ownerUnlessRoot makes the test's own user an owner when it is not root.
+// Tests run as root (make test) call the daemon as root, an owner by
+// nature; a plain `go test ./...` by another user must read the same, so
+// that user gets the owner role root has without one.
+func ownerUnlessRoot(tx *store.Tx) error {
+	uid := os.Getuid()
+	if uid == 0 {
+		return nil
+	}
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return fmt.Errorf("look up the test's user: %w", err)
+	}
+	return tx.PutRole(store.RoleAssignment{Principal: u.Username, UID: &uid, Role: "owner", AssignedBy: "daemontest", AssignedAt: time.Now().UTC()})
 }
 
 // Stop ends the daemon and returns Run's result (tests of restarts); it

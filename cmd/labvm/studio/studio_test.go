@@ -26,8 +26,13 @@ import (
 )
 
 // otherUser is an account every Debian host has, to own instances that
-// are not the test's.
-const otherUser = "nobody"
+// are not the test's: nobody, or daemon when the test runs as nobody.
+var otherUser = func() string {
+	if u, err := user.Current(); err == nil && u.Username == "nobody" {
+		return "daemon"
+	}
+	return "nobody"
+}()
 
 // newStudio starts a daemon over the fake hypervisor where the test's
 // own user is an owner, and a page server on it.
