@@ -23,9 +23,9 @@ type instanceCache struct {
 	mu   sync.RWMutex
 	byID map[string]*vm.Instance
 	// sorted is byID ordered by name, built by the first reader after a
-	// change (stale says it must be); shared, never modified once built.
+	// change (nil until then; built, it is never nil, even when empty);
+	// shared, never modified once built.
 	sorted []*vm.Instance
-	stale  bool
 	// onChange, when set, is told of each committed change of an
 	// instance's state (see OnInstanceChange).
 	onChange func(InstanceChange)
@@ -64,7 +64,7 @@ func (s *Store) loadInstances() error {
 		for i := range list {
 			s.instances.byID[list[i].ID] = &list[i]
 		}
-		s.instances.stale = true
+		s.instances.sorted = nil
 		return nil
 	})
 }
@@ -73,20 +73,20 @@ func (s *Store) loadInstances() error {
 // commit. The slice and the records are shared: read-only.
 func (c *instanceCache) snapshot() []*vm.Instance {
 	c.mu.RLock()
-	if !c.stale {
+	if c.sorted != nil {
 		defer c.mu.RUnlock()
 		return c.sorted
 	}
 	c.mu.RUnlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stale {
+	if c.sorted == nil {
 		sorted := make([]*vm.Instance, 0, len(c.byID))
 		for _, inst := range c.byID {
 			sorted = append(sorted, inst)
 		}
 		slices.SortFunc(sorted, func(a, b *vm.Instance) int { return strings.Compare(a.Name, b.Name) })
-		c.sorted, c.stale = sorted, false
+		c.sorted = sorted
 	}
 	return c.sorted
 }
@@ -114,7 +114,7 @@ func (t *Tx) cachePut(inst vm.Instance) {
 		}
 		old, had := c.byID[inst.ID]
 		c.byID[inst.ID] = &inst
-		c.sorted, c.stale = nil, true
+		c.sorted = nil
 		notify := c.onChange
 		c.mu.Unlock()
 		switch {
@@ -137,7 +137,7 @@ func (t *Tx) cacheDelete(id string) {
 		c.mu.Lock()
 		old, had := c.byID[id]
 		delete(c.byID, id)
-		c.sorted, c.stale = nil, true
+		c.sorted = nil
 		notify := c.onChange
 		c.mu.Unlock()
 		if notify != nil && had {
