@@ -9,8 +9,14 @@ import "time"
 type DomainStats struct {
 	Name       string
 	InstanceID string
-	// CPUTime is the CPU time the domain's QEMU used, all vCPUs together.
+	// CPUTime is the CPU time the domain's QEMU used, all threads
+	// together: the vCPUs and QEMU's own emulator and I/O threads.
 	CPUTime time.Duration
+	// VCPUTime is the time the vCPU threads ran, all vCPUs together: the
+	// guest's own use, without QEMU's overhead around it (which is most
+	// of an idle guest's CPUTime under TCG). 0 when libvirt did not
+	// report it.
+	VCPUTime time.Duration
 	// MemoryBytes is the guest's memory as the balloon reports it now,
 	// MaxMemoryBytes its ceiling, RSSBytes what QEMU holds on the host.
 	MemoryBytes    uint64

@@ -259,11 +259,23 @@ func TestIdleShutdown(t *testing.T) {
 		if got := waitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 10*60 {
 			t.Fatalf("idle %ds after a session 10 minutes ago", got.IdleShutdown.IdleSeconds)
 		}
-		// Then the guest is busy: 30 s of CPU per minute on 1 vCPU, 50%.
-		cpu := time.Duration(0)
+		// QEMU's own threads busy (10% of a core) while the guest's
+		// vCPU idles (1%): that is not use.
+		cpu, vcpu := time.Duration(0), time.Duration(0)
+		for i := 0; i < 4; i++ {
+			cpu += 6 * time.Second
+			vcpu += 600 * time.Millisecond
+			hv.SetStats(inst.Domain, vm.DomainStats{CPUTime: cpu, VCPUTime: vcpu})
+			clock.step(t, time.Minute)
+		}
+		if got := waitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 14*60 {
+			t.Fatalf("idle %ds with only QEMU's threads busy, want 840 (%+v)", got.IdleShutdown.IdleSeconds, got.IdleShutdown)
+		}
+		// Then the guest is busy: 30 s of vCPU per minute on 1 vCPU, 50%.
 		for i := 0; i < 20; i++ {
-			cpu += 30 * time.Second
-			hv.SetStats(inst.Domain, vm.DomainStats{CPUTime: cpu})
+			cpu += 31 * time.Second
+			vcpu += 30 * time.Second
+			hv.SetStats(inst.Domain, vm.DomainStats{CPUTime: cpu, VCPUTime: vcpu})
 			clock.step(t, time.Minute)
 		}
 		got := waitState(t, td.Client, "bob-dev", api.StateRunning)

@@ -11,9 +11,10 @@ import (
 )
 
 // statsGroups are the groups of virConnectGetAllDomainStats read for
-// metrics: CPU time, the balloon (memory), block counters and sizes
+// metrics and the idle policy: CPU time (all of QEMU's, and per vCPU),
+// the balloon (memory), block counters and sizes
 // (allocation, capacity, physical), interface counters.
-const statsGroups = virt.DOMAIN_STATS_CPU_TOTAL | virt.DOMAIN_STATS_BALLOON |
+const statsGroups = virt.DOMAIN_STATS_CPU_TOTAL | virt.DOMAIN_STATS_VCPU | virt.DOMAIN_STATS_BALLOON |
 	virt.DOMAIN_STATS_BLOCK | virt.DOMAIN_STATS_INTERFACE
 
 // DomainStats reads the counters of every running domain of labvm's in
@@ -59,6 +60,11 @@ func domainStatsOf(od vm.OwnedDomain, r virt.DomainStats) vm.DomainStats {
 	s := vm.DomainStats{Name: od.Name, InstanceID: od.InstanceID}
 	if r.Cpu != nil && r.Cpu.TimeSet {
 		s.CPUTime = time.Duration(r.Cpu.Time)
+	}
+	for _, v := range r.Vcpu {
+		if v.TimeSet {
+			s.VCPUTime += time.Duration(v.Time)
+		}
 	}
 	if b := r.Balloon; b != nil {
 		if b.CurrentSet {

@@ -101,7 +101,9 @@ func TestDomainStatsClosed(t *testing.T) {
 // nanoseconds, unnamed devices skipped.
 func TestDomainStatsOf(t *testing.T) {
 	rec := virt.DomainStats{
-		Cpu:     &virt.DomainStatsCPU{TimeSet: true, Time: 2_500_000_000},
+		Cpu: &virt.DomainStatsCPU{TimeSet: true, Time: 2_500_000_000},
+		// Two vCPUs summed; one libvirt could not read adds nothing.
+		Vcpu:    []virt.DomainStatsVcpu{{TimeSet: true, Time: 1_000_000_000}, {TimeSet: true, Time: 500_000_000}, {Time: 7}},
 		Balloon: &virt.DomainStatsBalloon{CurrentSet: true, Current: 1024, MaximumSet: true, Maximum: 2048, RssSet: true, Rss: 512},
 		Block: []virt.DomainStatsBlock{
 			{NameSet: true, Name: "vda", RdBytesSet: true, RdBytes: 10, WrBytesSet: true, WrBytes: 20, RdReqsSet: true, RdReqs: 1, WrReqsSet: true, WrReqs: 2,
@@ -115,7 +117,7 @@ func TestDomainStatsOf(t *testing.T) {
 	got := domainStatsOf(vm.OwnedDomain{Name: "labvm-a-01234567", InstanceID: "0123456789abcdef"}, rec)
 	want := vm.DomainStats{
 		Name: "labvm-a-01234567", InstanceID: "0123456789abcdef",
-		CPUTime:     2500 * time.Millisecond,
+		CPUTime: 2500 * time.Millisecond, VCPUTime: 1500 * time.Millisecond,
 		MemoryBytes: 1 << 20, MaxMemoryBytes: 2 << 20, RSSBytes: 512 << 10,
 		Disks: []vm.DiskStats{
 			{Device: "vda", ReadBytes: 10, WriteBytes: 20, ReadRequests: 1, WriteRequests: 2,
