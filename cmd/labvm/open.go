@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
 
 	"github.com/labvm/labvm/daemon/api"
@@ -42,14 +41,12 @@ its kernels and terminals (websockets) pass through. Runs until interrupted.`,
 				url := fmt.Sprintf("http://127.0.0.1:%d%s", port, app.Path)
 				fmt.Fprintf(a.stdout, "%s of %s is at %s (Ctrl-C to stop)\n", app.Name, inst.Name, url)
 				if browser {
-					if err := exec.Command("xdg-open", url).Start(); err != nil {
-						fmt.Fprintf(a.stderr, "cannot start a browser (%v); open the URL yourself\n", err)
-					}
+					a.announceBrowser(url)
 				}
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&browser, "browser", false, "also open the URL in a browser (xdg-open)")
+	cmd.Flags().BoolVar(&browser, "browser", false, "also open the URL in a browser ($BROWSER, else xdg-open)")
 	cmd.Flags().IntVar(&local, "port", 0, "local port (default: a free one)")
 	return cmd
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -74,14 +73,12 @@ Runs until interrupted.`,
 			url := fmt.Sprintf("http://127.0.0.1:%d/", ln.Addr().(*net.TCPAddr).Port)
 			fmt.Fprintf(a.stdout, "labvm studio is at %s (Ctrl-C to stop)\n", url)
 			if browser {
-				if err := exec.Command("xdg-open", url).Start(); err != nil {
-					fmt.Fprintf(a.stderr, "cannot start a browser (%v); open the URL yourself\n", err)
-				}
+				a.announceBrowser(url)
 			}
 			return srv.Serve(ctx, ln)
 		},
 	}
-	cmd.Flags().BoolVar(&browser, "browser", false, "also open the page in a browser (xdg-open)")
+	cmd.Flags().BoolVar(&browser, "browser", false, "also open the page in a browser ($BROWSER, else xdg-open)")
 	cmd.Flags().IntVar(&port, "port", 0, "local port (default: a free one)")
 	return cmd
 }

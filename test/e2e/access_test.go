@@ -91,10 +91,32 @@ func TestAccessThroughTheDaemon(t *testing.T) {
 		stopForward()
 	})
 
-	d.chapter(t, "labvm open reaches the image's jupyter at its URL path", func(t *testing.T) {
+	d.chapter(t, "labvm open reaches the image's jupyter at its URL path, in the browser it starts", func(t *testing.T) {
 		d.must("exec", "alice-dev", "--", "sh", "-c", "mkdir -p /tmp/www/tree && echo notebook > /tmp/www/tree/index.html")
 		appPort := freeLocalPort(t)
-		stopOpen := d.untilInterrupted(t, "jupyter of alice-dev is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", "open", "alice-dev", "jupyter", "--port", strconv.Itoa(appPort))
+		// --browser starts $BROWSER on the URL; this "browser" loads the
+		// page and keeps what it got.
+		dir := t.TempDir()
+		page := filepath.Join(dir, "page")
+		browser := filepath.Join(dir, "browser")
+		script := "#!/bin/sh\nexec /usr/bin/python3 -c 'import sys, urllib.request; open(sys.argv[2], \"wb\").write(urllib.request.urlopen(sys.argv[1] + \"/\").read())' \"$1\" " + page + "\n"
+		if err := os.WriteFile(browser, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"open", "alice-dev", "jupyter", "--port", strconv.Itoa(appPort), "--browser"}
+		cmd := exec.Command(bins.labvm, args...)
+		cmd.Env = append(append(os.Environ(), d.cliEnv()...), "BROWSER="+browser)
+		stopOpen, stderr := runUntilInterrupted(t, cmd, "jupyter of alice-dev is at http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree", args)
+		var body []byte
+		for deadline := time.Now().Add(30 * time.Second); len(body) == 0 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			body, _ = os.ReadFile(page)
+		}
+		if string(body) != "notebook\n" {
+			t.Fatalf("the browser labvm open --browser started loaded %q; labvm said: %s", body, stderr())
+		}
+		if !strings.Contains(stderr(), "Opened http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree in "+browser) {
+			t.Errorf("labvm open --browser did not say which browser it started: %s", stderr())
+		}
 		if body := httpGet(t, "http://127.0.0.1:"+strconv.Itoa(appPort)+"/tree/"); body != "notebook\n" {
 			t.Fatalf("GET through labvm open = %q", body)
 		}
