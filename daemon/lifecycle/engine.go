@@ -37,6 +37,9 @@ type Hypervisor interface {
 	Destroy(ctx context.Context, name string) error
 	DomainState(ctx context.Context, name string) (vm.DomainStatus, error)
 	OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error)
+	// ActiveDomainNames is the set of running domains' names, in one
+	// call however many run: the guest watcher's look.
+	ActiveDomainNames(ctx context.Context) (map[string]bool, error)
 	AgentPing(ctx context.Context, name string) error
 	Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error)
 }
@@ -94,6 +97,9 @@ type Config struct {
 	Accel           vm.Accel
 	// Idle is the host's idle shutdown bounds and default.
 	Idle IdleConfig
+	// GuestWatch is how often the guest watcher looks for guests that
+	// powered themselves off (0: DefaultGuestWatch).
+	GuestWatch time.Duration
 }
 
 // Paths are where an instance's files live in the data dir.
