@@ -2,7 +2,8 @@
 // restart and delete as operations; readiness (the guest agent, cloud-init
 // phone-home, the setup and startup scripts); reconciling the store with
 // libvirt and the data dir at start and recovering interrupted work; the
-// manifests beside each disk; host shutdown and autostart; the host guards
+// guest watcher, which records as Stopped an instance whose guest powered
+// itself off (guestwatch.go); the manifests beside each disk; host shutdown and autostart; the host guards
 // (disk, memory); and core quota. Stop waits for the guest here
 // (shutdownDomain), and the steps each operation reports are the Step
 // constants in steps.go.
