@@ -190,6 +190,22 @@ func TestGuestWatcherLeavesAlone(t *testing.T) {
 		}
 	})
 
+	t.Run("everything, while libvirt cannot be listed", func(t *testing.T) {
+		// A failed listing is no list at all, never "every domain gone".
+		td, hv := guestWatchDaemon(t)
+		inst := createRunning(t, td, "blind-dev")
+		if err := hv.Destroy(context.Background(), inst.Domain); err != nil {
+			t.Fatal(err)
+		}
+		hv.SetDown(true)
+		looks(t, hv, 3)
+		if got, _ := td.Client.Instance(context.Background(), "blind-dev"); got.State != api.StateRunning {
+			t.Errorf("blind-dev is %s while libvirt cannot be listed, want Running", got.State)
+		}
+		hv.SetDown(false)
+		waitInstanceState(t, td.Client, "blind-dev", api.StateStopped)
+	})
+
 	t.Run("a record that changed between the look and the action", func(t *testing.T) {
 		td, hv := guestWatchDaemon(t)
 		ctx := context.Background()

@@ -130,6 +130,9 @@ func (e *Engine) guestGone(seen vm.Instance) (store.Operation, error) {
 	// A cheap look before the claim keeps a record changed meanwhile
 	// from leaving a failed operation behind; the claim checks again.
 	cur, err := e.instanceByID(seen.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Operation{}, fmt.Errorf("%w: deleted", ErrRecordChanged)
+	}
 	if err != nil {
 		return store.Operation{}, err
 	}

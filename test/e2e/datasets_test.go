@@ -302,6 +302,9 @@ func TestDatasets(t *testing.T) {
 		if _, ok, err := dataset.MountOptions(mounts.Path(inst.ID, name)); err != nil || !ok {
 			t.Fatalf("no host mount before the poweroff, so the test proves nothing: %v", err)
 		}
+		// A job runs when the guest goes: it must not stay "running".
+		d.must("job", "submit", "bob-dev", "--", "sleep", "600")
+		d.jobStates("bob-dev", time.Minute, api.JobRunning)
 		// busybox's poweroff signals init and returns; the agent may die
 		// before exec hears back, so only the outcome below counts.
 		r := d.labvm("exec", "bob-dev", "--", "poweroff")
@@ -327,6 +330,8 @@ func TestDatasets(t *testing.T) {
 		if ids, _ := mounts.Instances(); len(ids) != 0 {
 			t.Errorf("mounts left after the guest's poweroff: %v", ids)
 		}
+		jobs := d.jobStates("bob-dev", 30*time.Second, anyEnded)
+		t.Logf("the job after the guest's poweroff: %s (%s)", jobs.Jobs[0].State, jobs.Jobs[0].Reason)
 		// It was the guest that shut down, and `labvm logs` tells so.
 		if out := d.must("logs", "bob-dev"); !strings.Contains(out, "labvm-test-image: shutting down") {
 			t.Errorf("the console log does not show the guest shutting down:\n%s", tail([]byte(out), 600))
