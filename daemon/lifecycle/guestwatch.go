@@ -78,8 +78,8 @@ type guestWatch struct {
 	failing bool
 }
 
-// lookForGoneGuests is one look; it returns the operations it began.
-func (e *Engine) lookForGoneGuests(ctx context.Context, w *guestWatch) []store.Operation {
+// lookForGoneGuests is one look.
+func (e *Engine) lookForGoneGuests(ctx context.Context, w *guestWatch) {
 	// Records first (see the rule above). The snapshot is shared and
 	// costs no copy; the candidates are copied out of it.
 	var candidates []vm.Instance
@@ -89,7 +89,7 @@ func (e *Engine) lookForGoneGuests(ctx context.Context, w *guestWatch) []store.O
 		}
 	}
 	if len(candidates) == 0 {
-		return nil // nothing runs: no call to libvirt either
+		return // nothing runs: no call to libvirt either
 	}
 	active, err := e.hv.ActiveDomainNames(ctx)
 	if err != nil {
@@ -97,13 +97,12 @@ func (e *Engine) lookForGoneGuests(ctx context.Context, w *guestWatch) []store.O
 			e.log.Warn("guest watcher: cannot list the running domains; trying again at every look", "error", err)
 		}
 		w.failing = true
-		return nil
+		return
 	}
 	if w.failing {
 		e.log.Info("guest watcher: libvirt answers again")
 		w.failing = false
 	}
-	var began []store.Operation
 	for _, inst := range candidates {
 		if active[inst.Domain] {
 			continue
@@ -111,16 +110,10 @@ func (e *Engine) lookForGoneGuests(ctx context.Context, w *guestWatch) []store.O
 		if _, busy := e.ops.Holder(inst.ID); busy {
 			continue // the operation decides; the next look sees its outcome
 		}
-		op, err := e.guestGone(inst)
-		if err != nil {
-			if !errors.Is(err, ErrRecordChanged) && !errors.Is(err, ops.ErrBusy) {
-				e.log.Warn("guest watcher: could not record a vanished guest as stopped; trying again at the next look", "instance", inst.Name, "error", err)
-			}
-			continue
+		if _, err := e.guestGone(inst); err != nil && !errors.Is(err, ErrRecordChanged) && !errors.Is(err, ops.ErrBusy) {
+			e.log.Warn("guest watcher: could not record a vanished guest as stopped; trying again at the next look", "instance", inst.Name, "error", err)
 		}
-		began = append(began, op)
 	}
-	return began
 }
 
 // guestGone stops an instance whose domain vanished: an ordinary stop
