@@ -95,6 +95,10 @@ type Config struct {
 	// IdleCPUThreshold is the guest CPU use, in percent of its vCPUs,
 	// that counts as use (0: policy.DefaultCPUThreshold).
 	IdleCPUThreshold float64
+	// GuestWatch is how often labvmd looks for guests that powered
+	// themselves off (or whose QEMU died), to record them Stopped
+	// (0: lifecycle.DefaultGuestWatch, 5s).
+	GuestWatch time.Duration
 	// TestIdleMinimum is TEST-ONLY (labvmd --test-idle-minimum): it lowers
 	// the idle shutdown's 15-minute minimum, and the idle policy samples
 	// six times per minimum. Zero in production.

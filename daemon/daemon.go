@@ -169,7 +169,8 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		DataDir: cfg.DataDir, DefaultDiskSize: cfg.DefaultDiskSize, ReadyTimeout: cfg.ReadyTimeout, ReadyProbe: cfg.ReadyProbe,
 		StopTimeout: cfg.StopTimeout, ExecTimeout: cfg.ExecTimeout, PhoneHomePort: cfg.PhoneHomePort, Host: cfg.Host,
 		Quota: cfg.Quota, MinFreeDisk: cfg.MinFreeDisk, Nameservers: cfg.Nameservers, Accel: accel,
-		Idle: lifecycle.IdleConfig{Bounds: cfg.idleBounds(), Default: cfg.IdleDefault},
+		Idle:       lifecycle.IdleConfig{Bounds: cfg.idleBounds(), Default: cfg.IdleDefault},
+		GuestWatch: cfg.GuestWatch,
 	}, lifecycle.Deps{Log: log, Store: st, Hypervisor: hv, Ops: d.ops, Sizes: sizes, Images: files, Jobs: d.jobs, Networks: d.vnets, Datasets: d.datasets, Names: names})
 	d.vnets.OnSync(d.lc.NetworksChanged)
 	stats, _ := hv.(policy.DomainStatser)
@@ -389,6 +390,10 @@ func (d *Daemon) Run(ctx context.Context, ln net.Listener, onReady func()) error
 	// are; they stop with ctx, before the wait for operations.
 	waitPolicy := d.policy.Run(ctx)
 	defer waitPolicy()
+	// The guest watcher too: it records as Stopped the instances whose
+	// guest powered itself off, and stops with ctx.
+	waitGuests := d.lc.WatchGuests(ctx)
+	defer waitGuests()
 	d.log.Info("labvmd ready", "socket", d.cfg.SocketPath, "data_dir", d.cfg.DataDir,
 		"accelerator", d.api.Info.Accelerator, "why", d.api.Info.AccelReason, "bridge", d.cfg.VNet.Bridge, "subnet", d.cfg.VNet.Subnet)
 	if onReady != nil {

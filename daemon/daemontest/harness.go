@@ -41,8 +41,13 @@ type FakeHypervisor struct {
 	StartGate chan struct{}
 	// stats are what DomainStats reports for a running domain, by name.
 	stats map[string]vm.DomainStats
-	// down makes OwnedDomains and DomainStats fail as with libvirtd gone.
+	// down makes OwnedDomains, ActiveDomainNames and DomainStats fail as
+	// with libvirtd gone.
 	down bool
+	// namesCalls counts ActiveDomainNames calls; afterList runs after
+	// each (SetAfterList).
+	namesCalls int
+	afterList  func(names map[string]bool)
 }
 
 var _ daemon.Hypervisor = (*FakeHypervisor)(nil)
@@ -118,6 +123,43 @@ func (f *FakeHypervisor) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, er
 	return out, nil
 }
 
+// ActiveDomainNames lists the running domains' names; it fails like
+// OwnedDomains while SetDown holds, and counts its calls (NamesCalls).
+func (f *FakeHypervisor) ActiveDomainNames(ctx context.Context) (map[string]bool, error) {
+	f.mu.Lock()
+	f.namesCalls++
+	if f.down {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("fake libvirtd is down: %w", vm.ErrUnavailable)
+	}
+	out := make(map[string]bool, len(f.domains))
+	for name := range f.domains {
+		out[name] = true
+	}
+	after := f.afterList
+	f.mu.Unlock()
+	if after != nil {
+		after(out)
+	}
+	return out, nil
+}
+
+// SetAfterList makes fn run after each ActiveDomainNames has made its
+// list and before it returns it: a test does there what may happen
+// between the guest watcher's look and its action.
+func (f *FakeHypervisor) SetAfterList(fn func(names map[string]bool)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.afterList = fn
+}
+
+// NamesCalls counts the ActiveDomainNames calls so far.
+func (f *FakeHypervisor) NamesCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.namesCalls
+}
+
 func (f *FakeHypervisor) AgentPing(ctx context.Context, name string) error {
 	if st, _ := f.DomainState(ctx, name); st != vm.DomainRunning {
 		return vm.ErrAgentUnavailable
@@ -154,8 +196,8 @@ func (f *FakeHypervisor) SetStats(domain string, s vm.DomainStats) {
 	f.stats[domain] = s
 }
 
-// SetDown makes libvirt look gone (true) or back (false) to OwnedDomains
-// and DomainStats.
+// SetDown makes libvirt look gone (true) or back (false) to OwnedDomains,
+// ActiveDomainNames and DomainStats.
 func (f *FakeHypervisor) SetDown(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -2,7 +2,8 @@
 // restart and delete as operations; readiness (the guest agent, cloud-init
 // phone-home, the setup and startup scripts); reconciling the store with
 // libvirt and the data dir at start and recovering interrupted work; the
-// manifests beside each disk; host shutdown and autostart; the host guards
+// guest watcher, which records as Stopped an instance whose guest powered
+// itself off (guestwatch.go); the manifests beside each disk; host shutdown and autostart; the host guards
 // (disk, memory); and core quota. Stop waits for the guest here
 // (shutdownDomain), and the steps each operation reports are the Step
 // constants in steps.go.
@@ -37,6 +38,9 @@ type Hypervisor interface {
 	Destroy(ctx context.Context, name string) error
 	DomainState(ctx context.Context, name string) (vm.DomainStatus, error)
 	OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error)
+	// ActiveDomainNames is the set of running domains' names, in one
+	// call however many run: the guest watcher's look.
+	ActiveDomainNames(ctx context.Context) (map[string]bool, error)
 	AgentPing(ctx context.Context, name string) error
 	Exec(ctx context.Context, name string, req vm.ExecRequest) (vm.ExecResult, error)
 }
@@ -94,6 +98,9 @@ type Config struct {
 	Accel           vm.Accel
 	// Idle is the host's idle shutdown bounds and default.
 	Idle IdleConfig
+	// GuestWatch is how often the guest watcher looks for guests that
+	// powered themselves off (0: DefaultGuestWatch).
+	GuestWatch time.Duration
 }
 
 // Paths are where an instance's files live in the data dir.

@@ -296,7 +296,7 @@ func (e *Engine) act(c authz.Caller, inst vm.Instance, act vm.Action, kind api.O
 	if act == vm.ActionStop || act == vm.ActionDelete {
 		e.cancelWait(inst, kind, c)
 	}
-	return e.actAs(who(c), inst, act, kind, nil, run)
+	return e.actAs(who(c), inst, act, kind, actPrecondition{}, run)
 }
 
 // PolicyAction is a start or stop the daemon's own policies (idle
@@ -311,24 +311,58 @@ type PolicyAction struct {
 	OnlyFrom []vm.State
 	// Reason is kept as the state reason of an instance it stopped.
 	Reason string
+	// Unchanged, when set, acts only if the record re-read under the
+	// operation's claim is the one the caller decided on (the same
+	// UpdatedAt): the guest watcher's rule, so an instance a start or
+	// restart changed meanwhile is never taken for a vanished guest.
+	Unchanged bool
 }
 
 // ActFor runs a policy's start or stop as an ordinary operation. Unlike a
 // user's stop it never cancels another operation: a busy instance is an
 // ops.ErrBusy conflict, a state it cannot act from vm.ErrIllegalTransition.
 func (e *Engine) ActFor(p PolicyAction, inst vm.Instance) (store.Operation, error) {
+	pre := actPrecondition{onlyFrom: p.OnlyFrom}
+	if p.Unchanged {
+		pre.seen = &inst
+	}
 	switch p.Action {
 	case vm.ActionStart:
-		return e.actAs(p.Who, inst, p.Action, api.OpStart, p.OnlyFrom, e.runStart)
+		return e.actAs(p.Who, inst, p.Action, api.OpStart, pre, e.runStart)
 	case vm.ActionStop:
-		return e.actAs(p.Who, inst, p.Action, api.OpStop, p.OnlyFrom, func(ctx context.Context, op *ops.Op, inst vm.Instance) error {
+		return e.actAs(p.Who, inst, p.Action, api.OpStop, pre, func(ctx context.Context, op *ops.Op, inst vm.Instance) error {
 			return e.stopWithReason(ctx, op, inst, p.Reason)
 		})
 	}
 	return store.Operation{}, fmt.Errorf("policy action %s: only start and stop", p.Action)
 }
 
-func (e *Engine) actAs(w ops.Who, inst vm.Instance, act vm.Action, kind api.OperationKind, onlyFrom []vm.State,
+// actPrecondition is what a policy's action asks of the record re-read
+// under its claim, beyond the state machine.
+type actPrecondition struct {
+	// onlyFrom, when set, are the states it may act from.
+	onlyFrom []vm.State
+	// seen, when set, is the record the caller decided on: the action
+	// proceeds only if the record has not changed since.
+	seen *vm.Instance
+}
+
+// ErrRecordChanged refuses a policy's action on a record that changed
+// since the policy looked; its next look decides again.
+var ErrRecordChanged = errors.New("the instance changed since it was looked at")
+
+func (p actPrecondition) check(act vm.Action, cur vm.Instance) error {
+	if len(p.onlyFrom) > 0 && !slices.Contains(p.onlyFrom, cur.State) {
+		return fmt.Errorf("cannot %s: instance is %s: %w", act, cur.State, vm.ErrIllegalTransition)
+	}
+	if p.seen != nil && !cur.UpdatedAt.Equal(p.seen.UpdatedAt) {
+		return fmt.Errorf("%w (was %s at %s, now %s at %s)", ErrRecordChanged,
+			p.seen.State, p.seen.UpdatedAt.Format(time.RFC3339Nano), cur.State, cur.UpdatedAt.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+func (e *Engine) actAs(w ops.Who, inst vm.Instance, act vm.Action, kind api.OperationKind, pre actPrecondition,
 	run func(ctx context.Context, op *ops.Op, inst vm.Instance) error) (store.Operation, error) {
 	if act == vm.ActionStart {
 		if err := e.checkHost(inst.Size); err != nil {
@@ -344,8 +378,8 @@ func (e *Engine) actAs(w ops.Who, inst vm.Instance, act vm.Action, kind api.Oper
 	if inst, err = e.InstanceByName(inst.Name); err == nil {
 		err = inst.State.Check(act)
 	}
-	if err == nil && len(onlyFrom) > 0 && !slices.Contains(onlyFrom, inst.State) {
-		err = fmt.Errorf("cannot %s: instance is %s: %w", act, inst.State, vm.ErrIllegalTransition)
+	if err == nil {
+		err = pre.check(act, inst)
 	}
 	if err != nil {
 		op.Finish(err)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labvm/labvm/daemon/api"
 	"github.com/labvm/labvm/storage/dataset"
@@ -17,7 +18,9 @@ import (
 // setuid files, remount it writable, or reach host files beside it; the
 // dataset is back after a stop and start and after labvmd restarts; it
 // cannot be removed while his instance exists; a start whose directory
-// is gone fails and says why, leaving nothing mounted.
+// is gone fails and says why, leaving nothing mounted; when his guest
+// powers itself off, labvm shows it Stopped (done by "guest") and its
+// mounts go, and a start brings them back.
 func TestDatasets(t *testing.T) {
 	image := requireHost(t)
 	binariesReadableByAll(t)
@@ -291,6 +294,66 @@ func TestDatasets(t *testing.T) {
 		d.must("start", "bob-dev")
 		if out := d.must("exec", "bob-dev", "--", "cat", dir+"/hello.txt"); out != "hello from the host\n" {
 			t.Errorf("cat after the directory came back: %q", out)
+		}
+	})
+
+	d.chapter(t, "the guest powers itself off: labvm shows Stopped, the mounts are gone, and start brings them back", func(t *testing.T) {
+		d.jsonOut(&inst, "show", "bob-dev")
+		if _, ok, err := dataset.MountOptions(mounts.Path(inst.ID, name)); err != nil || !ok {
+			t.Fatalf("no host mount before the poweroff, so the test proves nothing: %v", err)
+		}
+		// A job runs when the guest goes: it must not stay "running".
+		d.must("job", "submit", "bob-dev", "--", "sleep", "600")
+		d.jobStates("bob-dev", time.Minute, api.JobRunning)
+		// busybox's poweroff signals init and returns; the agent may die
+		// before exec hears back, so only the outcome below counts.
+		r := d.labvm("exec", "bob-dev", "--", "poweroff")
+		t.Logf("exec poweroff: exit %d %s", r.code, strings.TrimSpace(r.stderr))
+		start := time.Now()
+		waitFor(t, 90*time.Second, "bob-dev to show Stopped after its guest powered off", func() bool {
+			d.jsonOut(&inst, "show", "bob-dev")
+			return inst.State == api.StateStopped
+		})
+		t.Logf("Stopped %s after the guest's poweroff", time.Since(start).Round(100*time.Millisecond))
+		if !strings.Contains(inst.StateReason, "the guest powered itself off") || !strings.Contains(inst.StateReason, "labvm start bob-dev") {
+			t.Errorf("state reason: %q", inst.StateReason)
+		}
+		if inst.IP == "" {
+			t.Errorf("the address went with the poweroff; a stop keeps it")
+		}
+		if doms := d.domains(); len(doms) != 0 {
+			t.Errorf("domains after the guest's poweroff: %v", doms)
+		}
+		if _, err := os.Stat(mounts.Dir(inst.ID)); !os.IsNotExist(err) {
+			t.Errorf("host mounts of the powered-off instance are still there: %v", err)
+		}
+		if ids, _ := mounts.Instances(); len(ids) != 0 {
+			t.Errorf("mounts left after the guest's poweroff: %v", ids)
+		}
+		jobs := d.jobStates("bob-dev", 30*time.Second, anyEnded)
+		t.Logf("the job after the guest's poweroff: %s (%s)", jobs.Jobs[0].State, jobs.Jobs[0].Reason)
+		// It was the guest that shut down, and `labvm logs` tells so.
+		if out := d.must("logs", "bob-dev"); !strings.Contains(out, "labvm-test-image: shutting down") {
+			t.Errorf("the console log does not show the guest shutting down:\n%s", tail([]byte(out), 600))
+		}
+		// An ordinary stop operation, done by "guest".
+		var opsList []api.Operation
+		d.jsonOut(&opsList, "operations", "--instance", "bob-dev")
+		found := false
+		for _, op := range opsList {
+			if op.Caller == "guest" && op.Target == "bob-dev" && op.Kind == api.OpStop && op.Status == api.OperationSucceeded {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no succeeded stop of bob-dev by guest in `labvm operations`: %+v", opsList)
+		}
+		d.must("start", "bob-dev")
+		if out := d.must("exec", "bob-dev", "--", "cat", dir+"/hello.txt"); out != "hello from the host\n" {
+			t.Errorf("cat after start: %q", out)
+		}
+		if _, ok, err := dataset.MountOptions(mounts.Path(inst.ID, name)); err != nil || !ok {
+			t.Errorf("no host mount after start: %v", err)
 		}
 	})
 

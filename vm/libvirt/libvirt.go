@@ -355,6 +355,38 @@ func (l *Driver) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error) {
 	return owned, nil
 }
 
+// ActiveDomainNames is the set of running domains' names, labvm's or
+// not: one ListAllDomains call, and GetName reads the name libvirt sent
+// with the list (no call per domain). It is the guest watcher's look,
+// cheap at 10,000 domains where OwnedDomains makes two calls per domain.
+func (l *Driver) ActiveDomainNames(ctx context.Context) (map[string]bool, error) {
+	var names map[string]bool
+	err := l.do(ctx, func(c *virt.Connect) error {
+		doms, err := c.ListAllDomains(virt.CONNECT_LIST_DOMAINS_ACTIVE)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for i := range doms {
+				doms[i].Free()
+			}
+		}()
+		names = make(map[string]bool, len(doms))
+		for i := range doms {
+			name, err := doms[i].GetName()
+			if err != nil {
+				return fmt.Errorf("domain name: %w", err)
+			}
+			names[name] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list active domains: %w", err)
+	}
+	return names, nil
+}
+
 // ownedDomain reads one domain's metadata. A domain that vanished since it
 // was listed is simply not reported.
 func ownedDomain(d *virt.Domain) (vm.OwnedDomain, bool, error) {

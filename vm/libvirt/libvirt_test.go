@@ -224,6 +224,37 @@ func TestOwnedDomains(t *testing.T) {
 	}
 }
 
+func TestActiveDomainNames(t *testing.T) {
+	l := newTestDriver(t)
+	ours := testSpec("labvm-active-0000abab", "0000abab11112222", vm.AccelTCG)
+	startTestDomain(t, l, ours)
+	gone := testSpec("labvm-active-0000acac", "0000acac11112222", vm.AccelTCG)
+	startTestDomain(t, l, gone)
+	if err := l.Destroy(t.Context(), gone.Name); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+
+	names, err := l.ActiveDomainNames(t.Context())
+	if err != nil {
+		t.Fatalf("ActiveDomainNames: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{ours.Name, true},
+		// The test driver's own running domain: every active domain is
+		// listed, labvm's or not; the caller compares names it knows.
+		{"test", true},
+		{gone.Name, false},
+		{"labvm-never-made", false},
+	} {
+		if names[tc.name] != tc.want {
+			t.Errorf("ActiveDomainNames()[%q] = %v, want %v (got %v)", tc.name, names[tc.name], tc.want, names)
+		}
+	}
+}
+
 func TestAgentOnTestDriver(t *testing.T) {
 	l := newTestDriver(t)
 	spec := testSpec("labvm-agent-0000eeee", "0000eeee11112222", vm.AccelTCG)
