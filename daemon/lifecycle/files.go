@@ -314,7 +314,7 @@ func (c *copyCtx) tryStream(ctx context.Context, mode guest.StreamMode, p string
 		conn, err := dialer.DialContext(dctx, "tcp", addr)
 		cancel()
 		if err == nil {
-			if err = handshake(conn, tok, deadline); err == nil {
+			if err = handshake(conn, tok); err == nil {
 				g.conn = conn.(*net.TCPConn)
 				return g, nil
 			}
@@ -343,8 +343,8 @@ func (c *copyCtx) tryStream(ctx context.Context, mode guest.StreamMode, p string
 // handshake sends the copy's token and reads the guest end's answer, a
 // line of its own, so a service that happened to hold the port is never
 // taken for it.
-func handshake(conn net.Conn, tok string, deadline time.Time) error {
-	_ = conn.SetDeadline(deadline)
+func handshake(conn net.Conn, tok string) error {
+	_ = conn.SetDeadline(time.Now().Add(copyDialTimeout))
 	_, err := io.WriteString(conn, tok+"\n")
 	if err == nil {
 		err = readAck(conn)
@@ -430,6 +430,18 @@ func (g *guestEnd) verdict(moved error) error {
 	}
 	if moved != nil {
 		return fmt.Errorf("copy with %s: %w", name, moved)
+	}
+	// Connections it refused: someone in the guest or a peer went for
+	// the copy's port.
+	var refused []string
+	for _, l := range strings.Split(string(end.res.Stderr), "\n") {
+		if strings.HasPrefix(l, guest.StreamRefusedPrefix) {
+			refused = append(refused, l)
+		}
+	}
+	if len(refused) > 0 {
+		g.c.e.log.Info("the guest end of a copy refused connections before the daemon's", "instance", name,
+			"refused", len(refused), "last", clip(refused[len(refused)-1]))
 	}
 	return nil
 }

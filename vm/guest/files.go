@@ -236,6 +236,10 @@ func procNetHex(a netip.Addr) string {
 	return fmt.Sprintf("%02X%02X%02X%02X", b[3], b[2], b[1], b[0])
 }
 
+// StreamRefusedPrefix starts each line the busybox end writes to stderr
+// for a connection it closed: not the daemon's, or without the token.
+const StreamRefusedPrefix = "labvm cp: refused "
+
 // StreamTimeout bounds how long the guest end waits for the daemon's
 // connection; the daemon gives up dialling well before.
 const StreamTimeout = 120 * time.Second
@@ -271,10 +275,10 @@ const streamShell = `ino=$(readlink /proc/$$/fd/0); ino=${ino#socket:?}; ino=${i
 peer=$(awk -v i="$ino" '$10 == i { sub(/:.*/, "", $3); print $3; exit }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
 case $peer in
 "$3"|0000000000000000FFFF0000"$3") ;;
-*) echo "labvm cp: dropped a connection from another address ($peer)" >&2; exit 97 ;;
+*) echo "labvm cp: refused a connection from another address ($peer)" >&2; exit 97 ;;
 esac
-read -r tok || exit 97
-[ "$tok" = "$LABVM_CP_TOKEN" ] || { echo "labvm cp: a connection without the copy's token" >&2; exit 97; }
+read -r tok || { echo "labvm cp: refused a connection closed before the token" >&2; exit 97; }
+[ "$tok" = "$LABVM_CP_TOKEN" ] || { echo "labvm cp: refused a connection without the copy's token" >&2; exit 97; }
 echo "labvm-cp ok"
 case $1 in
 in) cat >"$2" ;;

@@ -241,8 +241,13 @@ func TestStreamEndsRefuseOthers(t *testing.T) {
 			hello(t, c, tok)
 			got, err := io.ReadAll(c)
 			c.Close()
-			if msg, werr := wait(); werr != nil || err != nil || !bytes.Equal(got, payload) {
+			msg, werr := wait()
+			if werr != nil || err != nil || !bytes.Equal(got, payload) {
 				t.Fatalf("the copy after the neighbour: %d of %d bytes (%v), guest end: %v: %s", len(got), len(payload), err, werr, msg)
+			}
+			// busybox says what it refused, which the daemon logs.
+			if n := strings.Count(msg, StreamRefusedPrefix+"a connection from another address"); e.name == "busybox nc" && n != 2 {
+				t.Fatalf("the busybox end reported %d refused connections from %s, want 2:\n%s", n, other, msg)
 			}
 		})
 	}
