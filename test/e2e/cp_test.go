@@ -184,6 +184,20 @@ func TestCopy(t *testing.T) {
 		// which a peer instance could only do by scanning 20,000 ports,
 		// far too slowly under TCG. The guest end drops a connection
 		// from any address but the gateway's, a peer's included.
+		// The guest end accepts only the gateway's address, which the
+		// daemon dials from; the host's route to the guest picks the
+		// same one.
+		var vnet api.VNet
+		d.jsonOut(&vnet, "network", "show", inst.VNet)
+		gateway := ""
+		for _, sn := range vnet.Subnets {
+			if sn.Name == inst.Subnet {
+				gateway = sn.Gateway
+			}
+		}
+		if route, err := exec.Command("ip", "-o", "-4", "route", "get", inst.IP).CombinedOutput(); err != nil || gateway == "" || !strings.Contains(string(route), " src "+gateway+" ") {
+			t.Fatalf("the host's route to %s does not use the gateway %q of %s/%s as source: %s %v", inst.IP, gateway, inst.VNet, inst.Subnet, route, err)
+		}
 		gexec("sh", "-c", `rm -f /tmp/rival.stop /tmp/rival.log; setsid sh -c "$1" rival "$2" </dev/null >/dev/null 2>&1 &`, "start", rivalScript, inst.IP)
 		defer gexec("touch", "/tmp/rival.stop")
 		src := filepath.Join(dir, "race.bin")
