@@ -157,6 +157,10 @@ func TestPortSecurity(t *testing.T) {
 		{"a spoofs b's IP to host", a, "host", func(m []byte) []byte {
 			return ethFrame(bridgeMAC, a.mac, 0x0800, ipv4(b.ip, gw, 17, udp(4000, 9999, m)))
 		}, none},
+		// labvm cp's guest end trusts a connection from the gateway.
+		{"a spoofs the gateway's IP to b", a, "b", func(m []byte) []byte {
+			return ethFrame(b.mac, a.mac, 0x0800, ipv4(gw, b.ip, 17, udp(4000, 9999, m)))
+		}, none},
 		{"a spoofs an unused IP to b", a, "b", func(m []byte) []byte {
 			return ethFrame(b.mac, a.mac, 0x0800, ipv4(netip.MustParseAddr("10.250.1.99"), b.ip, 17, udp(4000, 9999, m)))
 		}, none},

@@ -41,8 +41,8 @@ func (e *Engine) copySession(inst vm.Instance) (*copyCtx, error) {
 	if err := CheckAccess(inst); err != nil {
 		return nil, err
 	}
-	if !inst.IP.IsValid() {
-		return nil, fmt.Errorf("copy with %s: no address recorded for it", inst.Name)
+	if !inst.IP.IsValid() || !inst.Gateway.Is4() {
+		return nil, fmt.Errorf("copy with %s: no address or gateway recorded for it", inst.Name)
 	}
 	user := inst.GuestUser
 	if user == "" {
@@ -295,26 +295,39 @@ var errPortTaken = errors.New("the port is taken in the guest")
 func (c *copyCtx) tryStream(ctx context.Context, mode guest.StreamMode, p string) (*guestEnd, error) {
 	tok := token() + token()
 	port := 40000 + int(randUint16()%20000)
+	// The guest end accepts only the host's address on the instance's
+	// bridge: dialling from the gateway, rather than letting the route
+	// pick, makes that the address it sees.
+	host := c.inst.Gateway
 	execCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	g := &guestEnd{c: c, p: p, done: make(chan guestEndResult, 1), stop: stop}
 	go func() {
-		res, err := c.e.hv.Exec(execCtx, c.inst.Domain, guest.StreamRequest(mode, port, p, tok))
+		res, err := c.e.hv.Exec(execCtx, c.inst.Domain, guest.StreamRequest(mode, port, p, tok, host))
 		g.done <- guestEndResult{res, err}
 	}()
 	addr := net.JoinHostPort(c.inst.IP.String(), strconv.Itoa(port))
+	dialer := guestDialer()
+	dialer.LocalAddr = &net.TCPAddr{IP: host.AsSlice()}
 	deadline := time.Now().Add(copyDialTimeout)
 	for {
 		dctx, cancel := context.WithTimeout(ctx, guestDialTimeout)
-		conn, err := guestDialer().DialContext(dctx, "tcp", addr)
+		conn, err := dialer.DialContext(dctx, "tcp", addr)
 		cancel()
 		if err == nil {
-			g.conn = conn.(*net.TCPConn)
-			break
+			if err = handshake(conn, tok); err == nil {
+				g.conn = conn.(*net.TCPConn)
+				return g, nil
+			}
+			// A guest end that took a connection from elsewhere
+			// first listens again (busybox nc); keep dialling while
+			// it runs.
+			_ = conn.Close()
+			err = fmt.Errorf("the guest end did not answer on %s: %w", addr, err)
 		}
 		select {
 		case end := <-g.done:
 			g.done <- end
-			return nil, g.verdict(fmt.Errorf("the guest end exited before it listened"))
+			return nil, g.verdict(fmt.Errorf("the guest end exited before it took the copy: %w", err))
 		case <-ctx.Done():
 			stop()
 			return nil, ctx.Err()
@@ -325,19 +338,19 @@ func (c *copyCtx) tryStream(ctx context.Context, mode guest.StreamMode, p string
 			return nil, errdefs.New(errdefs.ErrUnavailable, "", "copy with %s: cannot reach the guest end of the copy on %s: %v", c.inst.Name, addr, err)
 		}
 	}
-	// The guest end answers the token with a line of its own, so a
-	// service that happened to hold the port is never taken for it.
-	_ = g.conn.SetDeadline(time.Now().Add(copyDialTimeout))
-	_, err := io.WriteString(g.conn, tok+"\n")
+}
+
+// handshake sends the copy's token and reads the guest end's answer, a
+// line of its own, so a service that happened to hold the port is never
+// taken for it.
+func handshake(conn net.Conn, tok string) error {
+	_ = conn.SetDeadline(time.Now().Add(copyDialTimeout))
+	_, err := io.WriteString(conn, tok+"\n")
 	if err == nil {
-		err = readAck(g.conn)
+		err = readAck(conn)
 	}
-	_ = g.conn.SetDeadline(time.Time{})
-	if err != nil {
-		_ = g.conn.Close()
-		return nil, g.verdict(fmt.Errorf("the guest end did not answer on %s: %w", addr, err))
-	}
-	return g, nil
+	_ = conn.SetDeadline(time.Time{})
+	return err
 }
 
 // readAck reads the guest end's answer to the token, byte by byte so
@@ -417,6 +430,18 @@ func (g *guestEnd) verdict(moved error) error {
 	}
 	if moved != nil {
 		return fmt.Errorf("copy with %s: %w", name, moved)
+	}
+	// Connections it refused: someone in the guest or a peer went for
+	// the copy's port.
+	var refused []string
+	for _, l := range strings.Split(string(end.res.Stderr), "\n") {
+		if strings.HasPrefix(l, guest.StreamRefusedPrefix) {
+			refused = append(refused, l)
+		}
+	}
+	if len(refused) > 0 {
+		g.c.e.log.Info("the guest end of a copy refused connections before the daemon's", "instance", name,
+			"refused", len(refused), "last", clip(refused[len(refused)-1]))
 	}
 	return nil
 }

@@ -178,6 +178,60 @@ func TestCopy(t *testing.T) {
 		}
 	})
 
+	d.chapter(t, "someone racing the daemon to the copy's port (connecting first, then stalling) cannot stop or steal a copy", func(t *testing.T) {
+		// The rival runs in the guest and connects from the guest's own
+		// address: to race the daemon it must see the listener appear,
+		// which a peer instance could only do by scanning 20,000 ports,
+		// far too slowly under TCG. The guest end drops a connection
+		// from any address but the gateway's, a peer's included.
+		// The guest end accepts only the gateway's address, which the
+		// daemon dials from; the host's route to the guest picks the
+		// same one.
+		var vnet api.VNet
+		d.jsonOut(&vnet, "network", "show", inst.VNet)
+		gateway := ""
+		for _, sn := range vnet.Subnets {
+			if sn.Name == inst.Subnet {
+				gateway = sn.Gateway
+			}
+		}
+		if route, err := exec.Command("ip", "-o", "-4", "route", "get", inst.IP).CombinedOutput(); err != nil || gateway == "" || !strings.Contains(string(route), " src "+gateway+" ") {
+			t.Fatalf("the host's route to %s does not use the gateway %q of %s/%s as source: %s %v", inst.IP, gateway, inst.VNet, inst.Subnet, route, err)
+		}
+		gexec("sh", "-c", `rm -f /tmp/rival.stop /tmp/rival.log; setsid sh -c "$1" rival "$2" </dev/null >/dev/null 2>&1 &`, "start", rivalScript, inst.IP)
+		defer gexec("touch", "/tmp/rival.stop")
+		src := filepath.Join(dir, "race.bin")
+		sum := writeRandomFile(t, src, 2<<20)
+		var reached, rounds int
+		for rounds < 12 && (rounds < 3 || reached == 0) {
+			rounds++
+			d.must("cp", "-q", src, "box:/tmp/race.bin")
+			if got := strings.Fields(gexec("sha256sum", "/tmp/race.bin"))[0]; got != sum {
+				t.Fatalf("round %d: sha256 in the guest %s, want %s", rounds, got, sum)
+			}
+			back := filepath.Join(dir, "race-back.bin")
+			d.must("cp", "-q", "box:/tmp/race.bin", back)
+			if got := fileSHA256(t, back); got != sum {
+				t.Fatalf("round %d: sha256 of the copy out %s, want %s", rounds, got, sum)
+			}
+			// Each line is a port and nc's exit: 0 when the guest end
+			// had accepted the rival's connection, 1 when refused (the
+			// daemon's connection was first).
+			reached = 0
+			log := gexec("sh", "-c", "sleep 4; cat /tmp/rival.log 2>/dev/null || true")
+			for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
+				if strings.HasSuffix(l, " 0") {
+					reached++
+				}
+			}
+			t.Logf("after %d rounds (%d copies) the rival reached the guest end first %d times:\n%s", rounds, 2*rounds, reached, log)
+		}
+		if reached == 0 {
+			t.Fatalf("in %d rounds the rival never reached the guest end before the daemon: the race was not run", rounds)
+		}
+		_ = os.Remove(src)
+	})
+
 	d.chapter(t, "wrong paths are refused with what is wrong", func(t *testing.T) {
 		local := filepath.Join(dir, "small.txt")
 		mustWrite(t, local, "small\n", 0o644)
@@ -243,6 +297,25 @@ func TestCopy(t *testing.T) {
 		}
 	})
 }
+
+// rivalScript watches the guest's listening TCP sockets and connects to
+// each new one on a port a copy may use (40000-59999) at the address in
+// $1, sending nothing for 3 s; it logs "PORT RC" to /tmp/rival.log, RC 0
+// when the connection was accepted. It stops when /tmp/rival.stop
+// exists.
+const rivalScript = `ip=$1 seen=
+while [ ! -e /tmp/rival.stop ]; do
+	for f in /proc/net/tcp /proc/net/tcp6; do
+		while read -r sl local rem st tx tr rt uid to ino rest; do
+			[ "$st" = 0A ] || continue
+			port=$((0x${local##*:}))
+			[ "$port" -ge 40000 ] && [ "$port" -lt 60000 ] || continue
+			case " $seen " in *" $ino "*) continue ;; esac
+			seen="$seen $ino"
+			( sleep 3 | busybox nc "$ip" "$port" >/dev/null 2>&1; echo "$port $?" >>/tmp/rival.log ) &
+		done <"$f"
+	done
+done`
 
 // withInput runs labvm as root with stdin.
 func (d *labvmd) withInput(stdin string, args ...string) result {

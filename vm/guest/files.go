@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labvm/labvm/vm"
 )
@@ -210,30 +212,73 @@ const StreamAck = "labvm-cp ok"
 const TokenEnv = "LABVM_CP_TOKEN"
 
 // StreamRequest starts the guest end of a copy: a listener on port that
-// takes the first connection that sends token and a newline, then moves
-// the bytes (mode) between it and p, and exits non-zero on any failure
-// with the reason on stderr. It uses python3 (every cloud image has it
-// for cloud-init) or else busybox nc.
-func StreamRequest(mode StreamMode, port int, p, token string) vm.ExecRequest {
+// takes the first connection from host (the daemon's address on the
+// instance's bridge, its gateway) that sends token and a newline, then
+// moves the bytes (mode) between it and p, and exits non-zero on any
+// failure with the reason on stderr. Connections from any other address
+// (a peer guest on a VNet that allows peer traffic, a process in the
+// guest itself) are closed at once and change nothing; the bridge's port
+// security keeps a guest from sending with the gateway's address. It uses
+// python3 (every cloud image has it for cloud-init) or else busybox nc.
+func StreamRequest(mode StreamMode, port int, p, token string, host netip.Addr) vm.ExecRequest {
 	return vm.ExecRequest{
 		Path: "/bin/sh",
-		Args: []string{"-c", streamScript, "labvm-cp", string(mode), strconv.Itoa(port), p, streamPython, streamShell},
+		Args: []string{"-c", streamScript, "labvm-cp", string(mode), strconv.Itoa(port), p, host.String(), procNetHex(host), streamPython, streamBusybox, streamShell},
 		Env:  []string{TokenEnv + "=" + token, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"},
 	}
 }
 
-const streamScript = `if command -v python3 >/dev/null 2>&1; then exec python3 -c "$4" "$1" "$2" "$3"; fi
+// procNetHex is how /proc/net/tcp writes an IPv4 address on a
+// little-endian machine (x86_64 and aarch64 guests): the four bytes as
+// one native 32-bit word, in hex.
+func procNetHex(a netip.Addr) string {
+	b := a.Unmap().As4()
+	return fmt.Sprintf("%02X%02X%02X%02X", b[3], b[2], b[1], b[0])
+}
+
+// StreamRefusedPrefix starts each line the busybox end writes to stderr
+// for a connection it closed: not the daemon's, or without the token.
+const StreamRefusedPrefix = "labvm cp: refused "
+
+// StreamTimeout bounds how long the guest end waits for the daemon's
+// connection; the daemon gives up dialling well before.
+const StreamTimeout = 120 * time.Second
+
+const streamScript = `if command -v python3 >/dev/null 2>&1; then exec python3 -c "$6" "$1" "$2" "$3" "$4"; fi
 if command -v busybox >/dev/null 2>&1 && busybox nc --help 2>&1 | grep -q -- '-e PROG'; then
-	exec busybox nc -l -p "$2" -e /bin/sh -c "$5" labvm-cp "$1" "$3"
+	exec /bin/sh -c "$7" labvm-cp "$1" "$2" "$3" "$5" "$8"
 fi
 echo "labvm cp needs python3 or busybox nc in the guest" >&2
 exit 127`
 
-// streamShell is the busybox nc end: nc hands it the one connection it
-// accepted as stdin and stdout. sh's read takes the line byte by byte,
-// so nothing after the token is consumed.
-const streamShell = `read -r tok || exit 3
-[ "$tok" = "$LABVM_CP_TOKEN" ] || { echo "labvm cp: a connection without the copy's token" >&2; exit 3; }
+// streamBusybox is the busybox nc end (the tiny test image; cloud images
+// have python3). busybox nc -l takes one connection, closes its listener
+// and runs streamShell on it; it cannot filter by source address. So
+// streamShell checks the peer itself and exits 97 for a connection that is
+// not the daemon's (another address, or no token), and this loop listens
+// again, until StreamTimeout. Arguments: mode, port, path, the host's
+// address as /proc/net/tcp writes it, streamShell.
+var streamBusybox = `end=$(( $(date +%s) + ` + strconv.Itoa(int(StreamTimeout/time.Second)) + ` ))
+while :; do
+	busybox nc -l -p "$2" -e /bin/sh -c "$5" labvm-cp "$1" "$3" "$4"
+	rc=$?
+	[ "$rc" -eq 97 ] || exit "$rc"
+	if [ "$(date +%s)" -ge "$end" ]; then echo "labvm cp: no connection from the host with the copy's token" >&2; exit 3; fi
+done`
+
+// streamShell runs on the one connection busybox nc accepted, as stdin
+// and stdout. The peer's address is found by the socket's inode in
+// /proc/net/tcp (or tcp6, IPv4-mapped, when nc listens on ::); anything
+// but the host is closed before a byte is read. sh's read takes the line
+// byte by byte, so nothing after the token is consumed.
+const streamShell = `ino=$(readlink /proc/$$/fd/0); ino=${ino#socket:?}; ino=${ino%?}
+peer=$(awk -v i="$ino" '$10 == i { sub(/:.*/, "", $3); print $3; exit }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+case $peer in
+"$3"|0000000000000000FFFF0000"$3") ;;
+*) echo "labvm cp: refused a connection from another address ($peer)" >&2; exit 97 ;;
+esac
+read -r tok || { echo "labvm cp: refused a connection closed before the token" >&2; exit 97; }
+[ "$tok" = "$LABVM_CP_TOKEN" ] || { echo "labvm cp: refused a connection without the copy's token" >&2; exit 97; }
 echo "labvm-cp ok"
 case $1 in
 in) cat >"$2" ;;
@@ -242,32 +287,67 @@ untar) tar -x -f - -C "$2" ;;
 tar) tar -c -f - -C "$2" . ;;
 esac`
 
-const streamPython = `import hmac, os, socket, subprocess, sys
-mode, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+// streamPython is the python3 end. It accepts without blocking on any one
+// connection: a connection from an address other than the host is closed
+// at once and not counted; the host's connections (at most 8 pending,
+// 64 in all) each have 10 s to send the token while the others are
+// served, so nothing a peer does stalls the copy until StreamTimeout. The
+// token is compared in constant time.
+var streamPython = `import hmac, os, select, socket, subprocess, sys, time
+mode, port, path, host = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tok = (os.environ["LABVM_CP_TOKEN"] + "\n").encode()
 ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(("0.0.0.0", port))
-ls.listen(8)
-ls.settimeout(120)
-for _ in range(16):
-    c, _ = ls.accept()
-    c.settimeout(30)
-    got = b""
-    try:
-        while len(got) < len(tok):
-            b = c.recv(len(tok) - len(got))
-            if not b:
-                break
-            got += b
-    except OSError:
-        got = b""
-    if hmac.compare_digest(got, tok):
-        break
-    c.close()
-else:
-    sys.exit("labvm cp: no connection with the copy's token")
+ls.listen(64)
+ls.setblocking(False)
+end = time.monotonic() + ` + strconv.Itoa(int(StreamTimeout/time.Second)) + `
+pend = {}
+tries = 0
+c = None
+while c is None:
+    now = time.monotonic()
+    if now >= end or (tries >= 64 and not pend):
+        sys.exit("labvm cp: no connection from the host with the copy's token")
+    for s in [s for s in pend if pend[s][0] <= now]:
+        s.close()
+        del pend[s]
+    r, _, _ = select.select([ls] + list(pend), [], [], min(1.0, end - now))
+    for s in r:
+        if s is ls:
+            for _ in range(64):
+                try:
+                    n, a = ls.accept()
+                except OSError:
+                    break
+                if a[0] != host or len(pend) >= 8 or tries >= 64:
+                    n.close()
+                    continue
+                tries += 1
+                n.setblocking(False)
+                pend[n] = [now + 10, b""]
+            continue
+        st = pend.get(s)
+        if st is None:
+            continue
+        try:
+            b = s.recv(len(tok) - len(st[1]))
+        except BlockingIOError:
+            continue
+        except OSError:
+            b = b""
+        st[1] += b
+        if b and len(st[1]) < len(tok):
+            continue
+        del pend[s]
+        if b and hmac.compare_digest(st[1], tok):
+            c = s
+            break
+        s.close()
+for s in pend:
+    s.close()
 ls.close()
+c.setblocking(True)
 c.sendall(b"labvm-cp ok\n")
 c.settimeout(600)
 def pump_in(w):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,9 +32,17 @@ func runStreamEnd(t *testing.T, path string, args []string, env []string) func()
 
 func dialRetry(t *testing.T, port int) *net.TCPConn {
 	t.Helper()
+	return dialFrom(t, loopbackHost, port)
+}
+
+// dialFrom connects to the guest end from the local address from, once
+// it listens.
+func dialFrom(t *testing.T, from netip.Addr, port int) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from.AsSlice()}}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			return c.(*net.TCPConn)
 		}
@@ -66,30 +75,42 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestStreamEnds runs both guest ends (python3, and busybox nc where the
-// host has busybox) through every mode against a local connection: a
-// wrong token gets nothing, the right one moves the bytes.
-func TestStreamEnds(t *testing.T) {
-	type end struct {
-		name string
-		run  func(mode StreamMode, port int, p, tok string) (string, []string, []string)
-	}
-	var ends []end
+// loopbackHost is the "host" the guest ends accept in these tests; the
+// other clients connect from another loopback address.
+var loopbackHost = netip.MustParseAddr("127.0.0.1")
+
+type streamEnd struct {
+	name string
+	run  func(mode StreamMode, port int, p, tok string) (string, []string, []string)
+}
+
+// streamEnds are the guest ends this host can run: python3, and busybox
+// nc where the host has busybox, each started as the guest would start it.
+func streamEnds(t *testing.T) []streamEnd {
+	var ends []streamEnd
 	if _, err := exec.LookPath("python3"); err == nil {
-		ends = append(ends, end{"python3", func(mode StreamMode, port int, p, tok string) (string, []string, []string) {
-			req := StreamRequest(mode, port, p, tok)
+		ends = append(ends, streamEnd{"python3", func(mode StreamMode, port int, p, tok string) (string, []string, []string) {
+			req := StreamRequest(mode, port, p, tok, loopbackHost)
 			return req.Path, req.Args, req.Env
 		}})
 	}
 	if out, err := exec.Command("busybox", "nc", "--help").CombinedOutput(); err == nil || strings.Contains(string(out), "-e PROG") {
-		ends = append(ends, end{"busybox nc", func(mode StreamMode, port int, p, tok string) (string, []string, []string) {
-			req := StreamRequest(mode, port, p, tok)
-			return "busybox", []string{"nc", "-l", "-p", fmt.Sprint(port), "-e", "/bin/sh", "-c", streamShell, "labvm-cp", string(mode), p}, req.Env
+		ends = append(ends, streamEnd{"busybox nc", func(mode StreamMode, port int, p, tok string) (string, []string, []string) {
+			req := StreamRequest(mode, port, p, tok, loopbackHost)
+			return "/bin/sh", []string{"-c", streamBusybox, "labvm-cp", string(mode), fmt.Sprint(port), p, procNetHex(loopbackHost), streamShell}, req.Env
 		}})
 	}
 	if len(ends) == 0 {
 		t.Skip("neither python3 nor busybox on this host")
 	}
+	return ends
+}
+
+// TestStreamEnds runs both guest ends (python3, and busybox nc where the
+// host has busybox) through every mode against a local connection: a
+// wrong token gets nothing, the right one moves the bytes.
+func TestStreamEnds(t *testing.T) {
+	ends := streamEnds(t)
 	payload := make([]byte, 3<<20+17)
 	_, _ = rand.Read(payload)
 	for _, e := range ends {
@@ -115,8 +136,8 @@ func TestStreamEnds(t *testing.T) {
 			if got, _ := os.ReadFile(dst); !bytes.Equal(got, payload) {
 				t.Fatalf("in: wrote %d bytes, want the %d sent", len(got), len(payload))
 			}
-			// out, after a connection with a wrong token (python keeps
-			// listening; busybox nc takes one connection and refuses it)
+			// out, after a connection with a wrong token: both ends keep
+			// listening
 			port = freePort(t)
 			path, args, env = e.run(StreamRead, port, dst, tok)
 			wait = runStreamEnd(t, path, args, env)
@@ -126,12 +147,6 @@ func TestStreamEnds(t *testing.T) {
 				t.Fatalf("a wrong token got %d bytes", len(got))
 			}
 			c.Close()
-			if e.name == "busybox nc" {
-				if _, err := wait(); err == nil {
-					t.Fatal("busybox end exited 0 after a wrong token")
-				}
-				wait = runStreamEnd(t, path, args, env)
-			}
 			c = dialRetry(t, port)
 			hello(t, c, tok)
 			got, _ := io.ReadAll(c)
@@ -171,5 +186,81 @@ func TestStreamEnds(t *testing.T) {
 				t.Fatalf("untar: sub/x: %v, %v", st, err)
 			}
 		})
+	}
+}
+
+// TestStreamEndsRefuseOthers is a hostile neighbour against the guest
+// end: connections from another address, stalling or even carrying the
+// right token, and (python3) one from the host that stalls, all come
+// before the daemon's; the copy still goes through, and the neighbour
+// gets nothing.
+func TestStreamEndsRefuseOthers(t *testing.T) {
+	other := netip.MustParseAddr("127.0.0.2")
+	payload := make([]byte, 1<<20+3)
+	_, _ = rand.Read(payload)
+	for _, e := range streamEnds(t) {
+		t.Run(e.name, func(t *testing.T) {
+			const tok = "fedcba9876543210fedcba9876543210"
+			src := filepath.Join(t.TempDir(), "src.bin")
+			if err := os.WriteFile(src, payload, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			port := freePort(t)
+			path, args, env := e.run(StreamRead, port, src, tok)
+			wait := runStreamEnd(t, path, args, env)
+
+			// A neighbour that connects and sends nothing is closed
+			// at once, before anything is read.
+			staller := dialFrom(t, other, port)
+			defer staller.Close()
+			_ = staller.SetReadDeadline(time.Now().Add(10 * time.Second))
+			start := time.Now()
+			if n, err := staller.Read(make([]byte, 1)); n != 0 || err == nil {
+				t.Fatalf("a silent connection from %s: read %d bytes, %v; want it closed", other, n, err)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Fatalf("a silent connection from %s was closed only after %s", other, took)
+			}
+			// One from elsewhere with the right token gets no answer
+			// and no data.
+			thief := dialFrom(t, other, port)
+			_, _ = io.WriteString(thief, tok+"\n")
+			_ = thief.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if got, err := io.ReadAll(thief); len(got) != 0 {
+				t.Fatalf("a connection from %s with the token got %d bytes (%v)", other, len(got), err)
+			}
+			thief.Close()
+			if e.name == "python3" {
+				// The host's own connections are served side by
+				// side: one that stalls holds up nothing.
+				slow := dialFrom(t, loopbackHost, port)
+				defer slow.Close()
+			}
+			c := dialRetry(t, port)
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			hello(t, c, tok)
+			got, err := io.ReadAll(c)
+			c.Close()
+			msg, werr := wait()
+			if werr != nil || err != nil || !bytes.Equal(got, payload) {
+				t.Fatalf("the copy after the neighbour: %d of %d bytes (%v), guest end: %v: %s", len(got), len(payload), err, werr, msg)
+			}
+			// busybox says what it refused, which the daemon logs.
+			if n := strings.Count(msg, StreamRefusedPrefix+"a connection from another address"); e.name == "busybox nc" && n != 2 {
+				t.Fatalf("the busybox end reported %d refused connections from %s, want 2:\n%s", n, other, msg)
+			}
+		})
+	}
+}
+
+func TestProcNetHex(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"127.0.0.1", "0100007F"},
+		{"10.177.0.1", "0100B10A"},
+		{"192.168.122.254", "FE7AA8C0"},
+	} {
+		if got := procNetHex(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("procNetHex(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
 	}
 }
