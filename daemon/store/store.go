@@ -1,5 +1,6 @@
-// Package store keeps labvmd's state in bbolt: instances, images,
-// operations and IP allocations, under a schema version with migrations.
+// Package store keeps labvmd's state in bbolt: instances (each record
+// and, apart, its user's policy), images, operations and IP allocations,
+// under a schema version with migrations.
 // It is the source of truth for desired state; nothing about an instance
 // lives only in memory.
 package store
