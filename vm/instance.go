@@ -72,8 +72,12 @@ type Instance struct {
 	// image without cloud-init (its agent's first answer is its ready).
 	Provisioning *Provisioning `json:"provisioning,omitempty"`
 
-	// Policy is the idle shutdown; only store.Tx.SetPolicy changes it.
-	Policy Policy `json:"policy,omitempty"`
+	// Policy is the idle shutdown: the user's, set at any time, even
+	// while an operation holds the instance. The store keeps it apart
+	// from the rest of the record and writes it only in
+	// store.Tx.SetPolicy (and CreateInstance); store.Tx.PutInstance does
+	// not write it. Absent from the JSON when zero.
+	Policy Policy `json:"policy,omitzero"`
 }
 
 // InstanceScripts records which scripts the instance was given (their

@@ -9,9 +9,10 @@ import (
 )
 
 // Policy is what an instance's own user set about how it runs on its own:
-// for now the idle shutdown. The store keeps it apart from the state an
-// operation writes (store.Tx.PutInstance never changes it), so setting it
-// while an operation runs is never undone by that operation.
+// for now the idle shutdown. The store keeps it in its own bucket, apart
+// from the record an operation writes (store.Tx.PutInstance does not
+// write it; store.Tx.SetPolicy does), so setting it while an operation
+// runs is never undone by that operation.
 type Policy struct {
 	// IdleShutdown stops the instance after this long without use; zero
 	// is off.

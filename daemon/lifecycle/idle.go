@@ -42,7 +42,8 @@ func (e *Engine) idleBounds() vm.IdleBounds {
 func (e *Engine) IdleBounds() vm.IdleBounds { return e.idleBounds() }
 
 // SetIdleShutdown sets or clears (off) an instance's idle shutdown. It
-// changes only the record's policy, so it may be set while an operation
+// changes only the instance's policy, which the store keeps apart from
+// the record an operation writes, so it may be set while an operation
 // runs, and takes effect at the idle policy's next look.
 func (e *Engine) SetIdleShutdown(inst vm.Instance, value string) (vm.Instance, error) {
 	if value == "" {

@@ -451,24 +451,26 @@ func (e *Engine) Exec(ctx context.Context, inst vm.Instance, req api.ExecRequest
 	return out, nil
 }
 
-// setState persists a state change of inst.
+// setState persists a state change of inst. The operation owns the
+// record it writes; the policy is the user's and may have changed since
+// inst was read, so inst takes the stored one, which the manifest must
+// keep for `labvm doctor --rebuild`.
 func (e *Engine) setState(inst *vm.Instance, s vm.State, reason string) error {
 	inst.SetState(s, reason, time.Now().UTC())
 	snapshot := *inst
-	var saved vm.Instance
+	var policy vm.Policy
 	if err := e.store.Update(func(tx *store.Tx) error {
 		if err := tx.PutInstance(snapshot); err != nil {
 			return err
 		}
-		// As stored: PutInstance keeps a policy set since inst was read.
 		var err error
-		saved, err = tx.Instance(snapshot.ID)
+		policy, err = tx.Policy(snapshot.ID)
 		return err
 	}); err != nil {
 		return err
 	}
-	inst.Policy = saved.Policy
-	e.KeepManifest(saved)
+	inst.Policy = policy
+	e.KeepManifest(*inst)
 	return nil
 }
 

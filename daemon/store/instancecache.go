@@ -56,7 +56,7 @@ func (s *Store) OnInstanceChange(fn func(InstanceChange)) {
 // anyone else can use the store.
 func (s *Store) loadInstances() error {
 	return s.db.View(func(btx *bolt.Tx) error {
-		list, err := list[vm.Instance](&Tx{tx: btx}, bucketInstances)
+		list, err := (&Tx{tx: btx}).decodeInstances()
 		if err != nil {
 			return err
 		}

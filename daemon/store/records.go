@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -9,9 +10,69 @@ import (
 	"github.com/labvm/labvm/vm"
 )
 
-// Instance returns the instance with the given id.
+// An instance is kept in two buckets, one per owner of its fields: the
+// record (bucket instances), written by whoever holds the instance's
+// claim (create, operations, reconcile), and its policy (bucket policies,
+// absent when zero), which is the user's and changes at any time, even
+// while an operation runs, through SetPolicy only. The record as stored
+// never holds the policy (encodeInstance); every read joins it back, so
+// above the store an instance is one vm.Instance.
+
+// encodeInstance is inst as bucket instances holds it: without its
+// policy (vm.Instance's "policy" is omitzero, so the key is absent).
+func encodeInstance(inst vm.Instance) ([]byte, error) {
+	inst.Policy = vm.Policy{}
+	raw, err := json.Marshal(inst)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s/%s: %w", bucketInstances, inst.ID, err)
+	}
+	return raw, nil
+}
+
+// decodeInstance reads a stored record and joins its policy.
+func (t *Tx) decodeInstance(id, raw []byte) (vm.Instance, error) {
+	var inst vm.Instance
+	if err := json.Unmarshal(raw, &inst); err != nil {
+		return inst, fmt.Errorf("decode %s/%s: %w", bucketInstances, id, err)
+	}
+	p, err := t.policy(id)
+	inst.Policy = p
+	return inst, err
+}
+
+// policy is the stored policy of instance id; zero when none is stored.
+func (t *Tx) policy(id []byte) (vm.Policy, error) {
+	var p vm.Policy
+	raw := t.tx.Bucket(bucketPolicies).Get(id)
+	if raw == nil {
+		return p, nil
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return p, fmt.Errorf("decode %s/%s: %w", bucketPolicies, id, err)
+	}
+	return p, nil
+}
+
+// putPolicy stores p as instance id's policy; a zero policy is stored
+// as no entry.
+func (t *Tx) putPolicy(id string, p vm.Policy) error {
+	if p == (vm.Policy{}) {
+		return t.tx.Bucket(bucketPolicies).Delete([]byte(id))
+	}
+	return put(t, bucketPolicies, []byte(id), p)
+}
+
+func (t *Tx) instanceExists(id string) bool {
+	return t.tx.Bucket(bucketInstances).Get([]byte(id)) != nil
+}
+
+// Instance returns the instance with the given id, its policy joined.
 func (t *Tx) Instance(id string) (vm.Instance, error) {
-	return get[vm.Instance](t, bucketInstances, []byte(id))
+	raw := t.tx.Bucket(bucketInstances).Get([]byte(id))
+	if raw == nil {
+		return vm.Instance{}, ErrNotFound
+	}
+	return t.decodeInstance([]byte(id), raw)
 }
 
 // InstanceByName returns the instance with the given name.
@@ -23,7 +84,17 @@ func (t *Tx) InstanceByName(name string) (vm.Instance, error) {
 	return t.Instance(string(id))
 }
 
-// CreateInstance stores a new instance; its name must be free.
+// Policy returns the stored policy of instance id: what an operation
+// holding an older copy of the record reads to learn the policy now.
+func (t *Tx) Policy(id string) (vm.Policy, error) {
+	if !t.instanceExists(id) {
+		return vm.Policy{}, fmt.Errorf("instance %s: %w", id, ErrNotFound)
+	}
+	return t.policy([]byte(id))
+}
+
+// CreateInstance stores a new instance, its record and its policy; its
+// name must be free.
 func (t *Tx) CreateInstance(inst vm.Instance) error {
 	names := t.tx.Bucket(bucketNames)
 	if names.Get([]byte(inst.Name)) != nil {
@@ -32,45 +103,60 @@ func (t *Tx) CreateInstance(inst vm.Instance) error {
 	if err := names.Put([]byte(inst.Name), []byte(inst.ID)); err != nil {
 		return err
 	}
-	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
-		return err
-	}
-	t.cachePut(inst)
-	return nil
-}
-
-// PutInstance updates an existing instance. It keeps the stored
-// inst.Policy whatever inst says: operations write the copy they read
-// when they began, and must not undo a policy set meanwhile (SetPolicy).
-func (t *Tx) PutInstance(inst vm.Instance) error {
-	cur, err := t.Instance(inst.ID)
+	raw, err := encodeInstance(inst)
 	if err != nil {
-		return fmt.Errorf("instance %s: %w", inst.ID, err)
+		return err
 	}
-	inst.Policy = cur.Policy
-	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
+	if err := t.tx.Bucket(bucketInstances).Put([]byte(inst.ID), raw); err != nil {
+		return err
+	}
+	if err := t.putPolicy(inst.ID, inst.Policy); err != nil {
 		return err
 	}
 	t.cachePut(inst)
 	return nil
 }
 
-// SetPolicy changes an instance's policy (the idle shutdown) and returns
-// the record as stored.
+// PutInstance writes an existing instance's record as inst has it. The
+// policy is not part of the record: inst.Policy is not written (SetPolicy
+// does that), so an operation writing the copy it read when it began
+// cannot undo a policy set meanwhile.
+func (t *Tx) PutInstance(inst vm.Instance) error {
+	if !t.instanceExists(inst.ID) {
+		return fmt.Errorf("instance %s: %w", inst.ID, ErrNotFound)
+	}
+	raw, err := encodeInstance(inst)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketInstances).Put([]byte(inst.ID), raw); err != nil {
+		return err
+	}
+	// Readers see the record with the policy as stored.
+	if inst.Policy, err = t.policy([]byte(inst.ID)); err != nil {
+		return err
+	}
+	t.cachePut(inst)
+	return nil
+}
+
+// SetPolicy changes an instance's policy (the idle shutdown), and nothing
+// else, and returns the instance as now stored.
 func (t *Tx) SetPolicy(id string, p vm.Policy) (vm.Instance, error) {
 	inst, err := t.Instance(id)
 	if err != nil {
 		return inst, fmt.Errorf("instance %s: %w", id, err)
 	}
-	inst.Policy = p
-	if err := put(t, bucketInstances, []byte(inst.ID), inst); err != nil {
+	if err := t.putPolicy(id, p); err != nil {
 		return inst, err
 	}
+	inst.Policy = p
 	t.cachePut(inst)
 	return inst, nil
 }
 
-// DeleteInstance removes an instance record and its name.
+// DeleteInstance removes an instance: its record, its name and its
+// policy.
 func (t *Tx) DeleteInstance(id string) error {
 	inst, err := t.Instance(id)
 	if err != nil {
@@ -80,6 +166,9 @@ func (t *Tx) DeleteInstance(id string) error {
 		return err
 	}
 	if err := t.tx.Bucket(bucketInstances).Delete([]byte(id)); err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketPolicies).Delete([]byte(id)); err != nil {
 		return err
 	}
 	t.cacheDelete(id)
@@ -93,8 +182,22 @@ func (t *Tx) Instances() ([]vm.Instance, error) {
 	if !t.tx.Writable() && t.cache != nil {
 		return t.cache.list(), nil
 	}
-	out, err := list[vm.Instance](t, bucketInstances)
+	out, err := t.decodeInstances()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// decodeInstances decodes every instance, policies joined, in id order.
+func (t *Tx) decodeInstances() ([]vm.Instance, error) {
+	var out []vm.Instance
+	err := t.tx.Bucket(bucketInstances).ForEach(func(k, raw []byte) error {
+		inst, err := t.decodeInstance(k, raw)
+		if err != nil {
+			return err
+		}
+		out = append(out, inst)
+		return nil
+	})
 	return out, err
 }
 

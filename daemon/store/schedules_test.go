@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/labvm/labvm/vm"
 )
 
 // TestSchedulesSurviveReopen: schedules and their last run are kept
@@ -77,45 +75,5 @@ func TestSchedulesSurviveReopen(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].InstanceID != "bbbb" || got[1].ID != 4 {
 		t.Fatalf("left: %+v", got)
-	}
-}
-
-// TestPutInstanceKeepsPolicy: an operation writing the record it read
-// before the policy changed does not undo the change.
-func TestPutInstanceKeepsPolicy(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "labvm.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	inst := vm.Instance{ID: "aaaa", Name: "alice-dev", State: vm.StateRunning}
-	if err := s.Update(func(tx *Tx) error { return tx.CreateInstance(inst) }); err != nil {
-		t.Fatal(err)
-	}
-	stale := inst // an operation's copy
-	if err := s.Update(func(tx *Tx) error {
-		_, err := tx.SetPolicy(inst.ID, vm.Policy{IdleShutdown: 30 * time.Minute})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stale.State = vm.StateStopped
-	if err := s.Update(func(tx *Tx) error { return tx.PutInstance(stale) }); err != nil {
-		t.Fatal(err)
-	}
-	for _, read := range []func(tx *Tx) (vm.Instance, error){
-		func(tx *Tx) (vm.Instance, error) { return tx.Instance(inst.ID) },
-		func(tx *Tx) (vm.Instance, error) { l, err := tx.Instances(); return l[0], err }, // the cache
-	} {
-		var got vm.Instance
-		if err := s.View(func(tx *Tx) error { got, err = read(tx); return err }); err != nil {
-			t.Fatal(err)
-		}
-		if got.State != vm.StateStopped || got.Policy.IdleShutdown != 30*time.Minute {
-			t.Fatalf("state %s, idle shutdown %s; want Stopped and 30m kept", got.State, got.Policy.IdleShutdown)
-		}
-	}
-	if err := s.Update(func(tx *Tx) error { _, err := tx.SetPolicy("nope", vm.Policy{}); return err }); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("SetPolicy of a missing instance: %v", err)
 	}
 }

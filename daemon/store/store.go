@@ -1,10 +1,12 @@
-// Package store keeps labvmd's state in bbolt: instances, images,
-// operations and IP allocations, under a schema version with migrations.
+// Package store keeps labvmd's state in bbolt: instances (each record
+// and, apart, its user's policy), images, operations and IP allocations,
+// under a schema version with migrations.
 // It is the source of truth for desired state; nothing about an instance
 // lives only in memory.
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,13 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labvm/labvm/vm"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the layout this code reads and writes. Open migrates
 // older databases forward and refuses newer ones.
-const SchemaVersion = 6
+const SchemaVersion = 7
 
 var (
 	bucketMeta       = []byte("meta")
@@ -36,6 +39,9 @@ var (
 	bucketIPHints    = []byte("ip_hints")
 	bucketDatasets   = []byte("datasets")
 	bucketSchedules  = []byte("schedules")
+	// bucketPolicies holds each instance's policy by instance id, apart
+	// from its record (see records.go).
+	bucketPolicies = []byte("policies")
 
 	keySchema = []byte("schema_version")
 )
@@ -145,6 +151,66 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// 6→7: each instance's policy moves out of its record into bucket
+	// policies, so writing the record cannot write the policy.
+	6: movePolicies,
+}
+
+// movePolicies takes the "policy" out of every instance record that has
+// one and stores it, when not zero, in bucket policies. Every other field
+// of the record is kept as it was. It runs in migrate's one transaction
+// (all records move or none), and running it again changes nothing: no
+// record has a policy left to move.
+func movePolicies(tx *bolt.Tx) error {
+	policies, err := tx.CreateBucketIfNotExists(bucketPolicies)
+	if err != nil {
+		return err
+	}
+	instances := tx.Bucket(bucketInstances)
+	type move struct{ id, record, policy []byte }
+	var moves []move
+	// bbolt forbids writing a bucket during its ForEach: collect first.
+	err = instances.ForEach(func(id, raw []byte) error {
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			return fmt.Errorf("decode %s/%s: %w", bucketInstances, id, err)
+		}
+		old, ok := fields["policy"]
+		if !ok {
+			return nil
+		}
+		var p vm.Policy
+		if err := json.Unmarshal(old, &p); err != nil {
+			return fmt.Errorf("decode the policy in %s/%s: %w", bucketInstances, id, err)
+		}
+		delete(fields, "policy")
+		m := move{id: bytes.Clone(id)}
+		if m.record, err = json.Marshal(fields); err != nil {
+			return err
+		}
+		if p != (vm.Policy{}) {
+			if m.policy, err = json.Marshal(p); err != nil {
+				return err
+			}
+		}
+		moves = append(moves, m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, m := range moves {
+		if err := instances.Put(m.id, m.record); err != nil {
+			return err
+		}
+		if m.policy == nil {
+			continue
+		}
+		if err := policies.Put(m.id, m.policy); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) migrate() error {

@@ -29,9 +29,15 @@ func TestDoctorRebuild(t *testing.T) {
 	d.must("image", "import", "tiny", image, "--sha256", readSHA256(t, image))
 	d.must("create", "keep-run", "--image", "tiny", "--size", "Standard_B1s")
 	d.must("create", "keep-stop", "--image", "tiny", "--size", "Standard_B2s", "--assign-to", "nobody")
+	// The idle shutdown is set apart from the record (its own bucket); the
+	// stop's state change writes the manifest after it, which must keep it.
+	d.must("idle-shutdown", "keep-stop", "2h")
 	d.must("stop", "keep-stop")
 	var before []api.Instance
 	d.jsonOut(&before, "list")
+	if i := slices.IndexFunc(before, func(in api.Instance) bool { return in.Name == "keep-stop" }); i < 0 || before[i].IdleShutdown.Limit != "2h" {
+		t.Fatalf("keep-stop before the loss: %+v, want idle shutdown 2h", before)
+	}
 
 	t.Log("the database is lost; labvmd starts empty and doctor sees what is left")
 	d.stop()
@@ -54,7 +60,7 @@ func TestDoctorRebuild(t *testing.T) {
 		t.Errorf("doctor would repair away recoverable instances: %+v", rep.Findings)
 	}
 
-	t.Log("--rebuild brings every instance back with its owner, size, address and disk")
+	t.Log("--rebuild brings every instance back with its owner, size, address, idle shutdown and disk")
 	out := d.must("doctor", "--rebuild")
 	if !strings.Contains(out, "recovered instance keep-run") || !strings.Contains(out, "No problems remain") {
 		t.Errorf("doctor --rebuild says:\n%s", out)
@@ -66,7 +72,8 @@ func TestDoctorRebuild(t *testing.T) {
 	}
 	for i, b := range before {
 		a := after[i]
-		if a.ID != b.ID || a.Owner != b.Owner || a.Creator != b.Creator || a.Size != b.Size || a.IP != b.IP || a.Image != b.Image || a.ImageDigest != b.ImageDigest {
+		if a.ID != b.ID || a.Owner != b.Owner || a.Creator != b.Creator || a.Size != b.Size || a.IP != b.IP || a.Image != b.Image || a.ImageDigest != b.ImageDigest ||
+			a.IdleShutdown.Limit != b.IdleShutdown.Limit {
 			t.Errorf("rebuilt %+v\nwas     %+v", a, b)
 		}
 		if a.State != b.State {
