@@ -108,7 +108,9 @@ func TestPolicies(t *testing.T) {
 		time.Sleep(35 * time.Second)
 		d.expectState("alice-dev", api.StateRunning, "35 s into a busy loop (limit 30 s)")
 		d.jsonOut(&inst, "show", "alice-dev")
-		if inst.IdleShutdown.Jobs != 0 || inst.IdleShutdown.CPUPercent == nil || *inst.IdleShutdown.CPUPercent < 50 || inst.IdleShutdown.IdleSeconds > 5 {
+		// Over the 5% threshold is what counts; how far over depends on
+		// the host's load (a loop on a loaded 2-core host got under 50%).
+		if inst.IdleShutdown.Jobs != 0 || inst.IdleShutdown.CPUPercent == nil || *inst.IdleShutdown.CPUPercent < 5 || inst.IdleShutdown.IdleSeconds > 5 {
 			t.Errorf("during the busy loop: %+v", inst.IdleShutdown)
 		}
 		// The loop ends at 45 s; 30 s later the instance is idle.
