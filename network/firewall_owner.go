@@ -153,17 +153,29 @@ func (o FirewallOwner) Alive() bool {
 		return err != nil // cannot tell: count it alive
 	}
 	start, err := processStart(o.PID)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, errProcessExited) {
 		return false
 	}
 	return err != nil || start == o.Start
 }
 
+// errProcessExited: the pid is a zombie (exited, not yet reaped by its
+// parent) or dead. A labvmd killed a moment ago is one until its parent
+// waits for it, and its successor must be able to take its table over.
+var errProcessExited = errors.New("process exited")
+
+// processStart reads the start time of pid (field 22 of
+// /proc/PID/stat), or errProcessExited when the process has exited
+// (state Z or X, field 3) even though its pid is not yet reaped.
 func processStart(pid int) (uint64, error) {
 	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
 	}
+	return parseProcessStart(pid, raw)
+}
+
+func parseProcessStart(pid int, raw []byte) (uint64, error) {
 	// The command name (field 2) is in parentheses and may hold spaces
 	// or parentheses itself: count fields after the last ')'.
 	i := bytes.LastIndexByte(raw, ')')
@@ -174,6 +186,9 @@ func processStart(pid int) (uint64, error) {
 	const startField = 22 - 3 // fields after the name begin at field 3
 	if len(fields) <= startField {
 		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(fields)+2)
+	}
+	if state := fields[0]; state == "Z" || state == "X" {
+		return 0, fmt.Errorf("pid %d: %w (state %s)", pid, errProcessExited, state)
 	}
 	return strconv.ParseUint(fields[startField], 10, 64)
 }

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // deadOwner is a record of a process that ran and is gone: its pid and
@@ -27,6 +30,38 @@ func deadOwner(t *testing.T, table string) FirewallOwner {
 		t.Fatal(err)
 	}
 	o.Table, o.DataDir = table, "/var/lib/labvm-gone"
+	return o
+}
+
+// zombieOwner is a record of a process that was killed and not yet
+// waited for: its pid and start time are still in /proc, state Z, as a
+// labvmd killed a moment ago is until its parent reaps it.
+func zombieOwner(t *testing.T, table string) FirewallOwner {
+	t.Helper()
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	o, err := ProcessOwner(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Kill()
+	stat := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		raw, err := os.ReadFile(stat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.LastIndexByte(raw, ')'); i > 0 && strings.HasPrefix(string(raw[i+1:]), " Z") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d never became a zombie: %s", cmd.Process.Pid, raw)
+		}
+	}
+	o.Table, o.DataDir = table, "/var/lib/labvm-killed"
 	return o
 }
 
@@ -77,6 +112,7 @@ func TestFirewallOwnerAlive(t *testing.T) {
 		{"this process", me, true},
 		{"live other process", liveOwner(t, "t"), true},
 		{"exited process", deadOwner(t, "t"), false},
+		{"killed, not yet reaped (zombie)", zombieOwner(t, "t"), false},
 		{"pid reused", reused, false},
 		{"an earlier boot", otherBoot, false},
 	} {
@@ -106,6 +142,11 @@ func TestFirewallRegistryRegister(t *testing.T) {
 	}
 	if got, _ := r.read("labvm-b"); got.PID != os.Getpid() {
 		t.Fatalf("dead owner's record not replaced: %+v", got)
+	}
+	// So is a killed one's its parent has not reaped yet.
+	writeOwner(t, r, zombieOwner(t, "labvm-z"))
+	if err := r.Register("labvm-z", "/var/lib/z"); err != nil {
+		t.Fatalf("register over a zombie's record: %v", err)
 	}
 	// A live other daemon's is not, and the record stays its.
 	other := liveOwner(t, "labvm-c")
