@@ -56,24 +56,6 @@ func looks(t *testing.T, hv *daemontest.FakeHypervisor, n int) {
 	}
 }
 
-func waitInstanceState(t *testing.T, c *client.Client, name string, want api.InstanceState) api.Instance {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		inst, err := c.Instance(context.Background(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if inst.State == want {
-			return inst
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %s (%s) after 10s, want %s", name, inst.State, inst.StateReason, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func opsBy(t *testing.T, c *client.Client, caller, target string) []api.Operation {
 	t.Helper()
 	all, err := c.Operations(context.Background())
@@ -99,7 +81,7 @@ func TestGuestWatcherStopsAVanishedGuest(t *testing.T) {
 	if err := hv.Destroy(ctx, inst.Domain); err != nil {
 		t.Fatal(err)
 	}
-	got := waitInstanceState(t, td.Client, "gone-dev", api.StateStopped)
+	got := daemontest.WaitState(t, td.Client, "gone-dev", api.StateStopped)
 	// The API adds the operation that set it.
 	if want := lifecycle.GuestGoneReason("gone-dev"); !strings.HasPrefix(got.StateReason, want) {
 		t.Errorf("state reason = %q, want it to start %q", got.StateReason, want)
@@ -161,7 +143,7 @@ func TestGuestWatcherLeavesAlone(t *testing.T) {
 		}
 		// Once released, the vanished guest is noticed.
 		op.Finish(nil)
-		waitInstanceState(t, td.Client, "held-dev", api.StateStopped)
+		daemontest.WaitState(t, td.Client, "held-dev", api.StateStopped)
 	})
 
 	t.Run("a Stopped instance", func(t *testing.T) {
@@ -203,7 +185,7 @@ func TestGuestWatcherLeavesAlone(t *testing.T) {
 			t.Errorf("blind-dev is %s while libvirt cannot be listed, want Running", got.State)
 		}
 		hv.SetDown(false)
-		waitInstanceState(t, td.Client, "blind-dev", api.StateStopped)
+		daemontest.WaitState(t, td.Client, "blind-dev", api.StateStopped)
 	})
 
 	t.Run("a record that changed between the look and the action", func(t *testing.T) {

@@ -400,3 +400,23 @@ func (f *FakeHypervisor) AddDomain(name, instanceID string) {
 	defer f.mu.Unlock()
 	f.domains[name] = instanceID
 }
+
+// WaitState polls the instance until it is in want and returns it; the
+// test fails after 10 s with the state and reason it saw last.
+func WaitState(t *testing.T, c *client.Client, name string, want api.InstanceState) api.Instance {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		inst, err := c.Instance(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst.State == want {
+			return inst
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %s (%s) after 10s, want %s", name, inst.State, inst.StateReason, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

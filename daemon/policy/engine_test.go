@@ -112,24 +112,6 @@ func startDaemon(t *testing.T, dir string, clock *fakeClock, hv *daemontest.Fake
 	return td
 }
 
-func waitState(t *testing.T, c *client.Client, name string, want api.InstanceState) api.Instance {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		inst, err := c.Instance(context.Background(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if inst.State == want {
-			return inst
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s is %s, want %s", name, inst.State, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // policyOps lists the operations a policy did.
 func policyOps(t *testing.T, c *client.Client, actor string) []api.Operation {
 	t.Helper()
@@ -202,13 +184,13 @@ func TestIdleShutdown(t *testing.T) {
 		for i := 0; i < 14; i++ {
 			clock.step(t, time.Minute)
 		}
-		inst := waitState(t, td.Client, "alice-dev", api.StateRunning)
+		inst := daemontest.WaitState(t, td.Client, "alice-dev", api.StateRunning)
 		if inst.IdleShutdown.Limit != "15m" || !inst.IdleShutdown.Watched || inst.IdleShutdown.IdleSeconds != 14*60 ||
 			inst.IdleShutdown.CPUPercent == nil || inst.IdleShutdown.Jobs != 0 || inst.IdleShutdown.SessionsOpen != 0 {
 			t.Fatalf("after 14 idle minutes: %+v", inst.IdleShutdown)
 		}
 		clock.step(t, time.Minute)
-		inst = waitState(t, td.Client, "alice-dev", api.StateStopped)
+		inst = daemontest.WaitState(t, td.Client, "alice-dev", api.StateStopped)
 		if !strings.Contains(inst.StateReason, "idle shutdown") {
 			t.Errorf("state reason %q does not name the idle shutdown", inst.StateReason)
 		}
@@ -244,7 +226,7 @@ func TestIdleShutdown(t *testing.T) {
 		if _, err := td.Create(t, req); err != nil {
 			t.Fatal(err)
 		}
-		inst := waitState(t, td.Client, "bob-dev", api.StateRunning)
+		inst := daemontest.WaitState(t, td.Client, "bob-dev", api.StateRunning)
 		clock.step(t, time.Minute)
 		for i := 0; i < 10; i++ {
 			clock.step(t, time.Minute)
@@ -256,7 +238,7 @@ func TestIdleShutdown(t *testing.T) {
 			clock.step(t, time.Minute)
 		}
 		s.End()
-		if got := waitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 10*60 {
+		if got := daemontest.WaitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 10*60 {
 			t.Fatalf("idle %ds after a session 10 minutes ago", got.IdleShutdown.IdleSeconds)
 		}
 		// QEMU's own threads busy (10% of a core) while the guest's
@@ -268,7 +250,7 @@ func TestIdleShutdown(t *testing.T) {
 			hv.SetStats(inst.Domain, vm.DomainStats{CPUTime: cpu, VCPUTime: vcpu})
 			clock.step(t, time.Minute)
 		}
-		if got := waitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 14*60 {
+		if got := daemontest.WaitState(t, td.Client, "bob-dev", api.StateRunning); got.IdleShutdown.IdleSeconds != 14*60 {
 			t.Fatalf("idle %ds with only QEMU's threads busy, want 840 (%+v)", got.IdleShutdown.IdleSeconds, got.IdleShutdown)
 		}
 		// Then the guest is busy: 30 s of vCPU per minute on 1 vCPU, 50%.
@@ -278,7 +260,7 @@ func TestIdleShutdown(t *testing.T) {
 			hv.SetStats(inst.Domain, vm.DomainStats{CPUTime: cpu, VCPUTime: vcpu})
 			clock.step(t, time.Minute)
 		}
-		got := waitState(t, td.Client, "bob-dev", api.StateRunning)
+		got := daemontest.WaitState(t, td.Client, "bob-dev", api.StateRunning)
 		if got.IdleShutdown.CPUPercent == nil || *got.IdleShutdown.CPUPercent < 49 || got.IdleShutdown.IdleSeconds != 0 {
 			t.Fatalf("a busy guest: %+v", got.IdleShutdown)
 		}
@@ -286,7 +268,7 @@ func TestIdleShutdown(t *testing.T) {
 		for i := 0; i < 15; i++ {
 			clock.step(t, time.Minute)
 		}
-		waitState(t, td.Client, "bob-dev", api.StateStopped)
+		daemontest.WaitState(t, td.Client, "bob-dev", api.StateStopped)
 	})
 
 	t.Run("never during another operation; off means never", func(t *testing.T) {
@@ -297,7 +279,7 @@ func TestIdleShutdown(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		carol := waitState(t, td.Client, "carol-dev", api.StateRunning)
+		carol := daemontest.WaitState(t, td.Client, "carol-dev", api.StateRunning)
 		if _, err := td.Client.SetIdleShutdown(ctx, "carol-dev", "15m"); err != nil {
 			t.Fatal(err)
 		}
@@ -313,8 +295,8 @@ func TestIdleShutdown(t *testing.T) {
 		}
 		hold.Finish(nil)
 		clock.step(t, time.Minute)
-		waitState(t, td.Client, "carol-dev", api.StateStopped)
-		if got := waitState(t, td.Client, "dave-dev", api.StateRunning); got.IdleShutdown.Limit != "" {
+		daemontest.WaitState(t, td.Client, "carol-dev", api.StateStopped)
+		if got := daemontest.WaitState(t, td.Client, "dave-dev", api.StateRunning); got.IdleShutdown.Limit != "" {
 			t.Errorf("dave-dev has no idle shutdown but shows %+v", got.IdleShutdown)
 		}
 	})

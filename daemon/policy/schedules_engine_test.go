@@ -101,7 +101,7 @@ func TestSchedules(t *testing.T) {
 		if got.Last.Action != policy.ActionStop || got.Last.Operation == "" || got.Last.Skipped != "" || got.Last.Missed {
 			t.Fatalf("last run: %+v", got.Last)
 		}
-		waitState(t, td.Client, "alice-dev", api.StateStopped)
+		daemontest.WaitState(t, td.Client, "alice-dev", api.StateStopped)
 		list := policyOps(t, td.Client, policy.ActorSchedule)
 		if len(list) != 1 || list[0].Kind != api.OpStop || list[0].ID != got.Last.Operation {
 			t.Fatalf("operations by %s: %+v", policy.ActorSchedule, list)
@@ -163,7 +163,7 @@ func TestSchedules(t *testing.T) {
 		if got.Last.Action != policy.ActionStart || !got.Last.Missed || got.Last.Operation == "" {
 			t.Fatalf("after the restart: %+v", got.Last)
 		}
-		waitState(t, td2.Client, "alice-dev", api.StateRunning)
+		daemontest.WaitState(t, td2.Client, "alice-dev", api.StateRunning)
 		// More looks change nothing until 19:00.
 		for i := 0; i < 5; i++ {
 			clock2.step(t, time.Minute)
