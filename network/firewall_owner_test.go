@@ -38,15 +38,7 @@ func deadOwner(t *testing.T, table string) FirewallOwner {
 // labvmd killed a moment ago is until its parent reaps it.
 func zombieOwner(t *testing.T, table string) FirewallOwner {
 	t.Helper()
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	o, err := ProcessOwner(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, cmd := sleeper(t, table, "/var/lib/labvm-killed")
 	_ = cmd.Process.Kill()
 	stat := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -55,18 +47,24 @@ func zombieOwner(t *testing.T, table string) FirewallOwner {
 			t.Fatal(err)
 		}
 		if i := bytes.LastIndexByte(raw, ')'); i > 0 && strings.HasPrefix(string(raw[i+1:]), " Z") {
-			break
+			return o
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("pid %d never became a zombie: %s", cmd.Process.Pid, raw)
 		}
 	}
-	o.Table, o.DataDir = table, "/var/lib/labvm-killed"
-	return o
 }
 
 // liveOwner is a record of a process that runs until the test ends.
 func liveOwner(t *testing.T, table string) FirewallOwner {
+	t.Helper()
+	o, _ := sleeper(t, table, "/var/lib/labvm-other")
+	return o
+}
+
+// sleeper starts a process that runs until the test ends (killed and
+// reaped then) and returns its record as table's owner.
+func sleeper(t *testing.T, table, dataDir string) (FirewallOwner, *exec.Cmd) {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
@@ -77,8 +75,8 @@ func liveOwner(t *testing.T, table string) FirewallOwner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Table, o.DataDir = table, "/var/lib/labvm-other"
-	return o
+	o.Table, o.DataDir = table, dataDir
+	return o, cmd
 }
 
 func writeOwner(t *testing.T, r FirewallRegistry, o FirewallOwner) {
