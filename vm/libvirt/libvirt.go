@@ -328,25 +328,18 @@ func (l *Driver) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error) {
 	var owned []vm.OwnedDomain
 	err := l.do(ctx, func(c *virt.Connect) error {
 		owned = owned[:0]
-		doms, err := c.ListAllDomains(virt.CONNECT_LIST_DOMAINS_ACTIVE)
-		if err != nil {
-			return err
-		}
-		defer func() {
+		return withActiveDomains(c, func(doms []virt.Domain) error {
 			for i := range doms {
-				doms[i].Free()
+				od, ok, err := ownedDomain(&doms[i])
+				if err != nil {
+					return err
+				}
+				if ok {
+					owned = append(owned, od)
+				}
 			}
-		}()
-		for i := range doms {
-			od, ok, err := ownedDomain(&doms[i])
-			if err != nil {
-				return err
-			}
-			if ok {
-				owned = append(owned, od)
-			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list owned domains: %w", err)
@@ -362,29 +355,37 @@ func (l *Driver) OwnedDomains(ctx context.Context) ([]vm.OwnedDomain, error) {
 func (l *Driver) ActiveDomainNames(ctx context.Context) (map[string]bool, error) {
 	var names map[string]bool
 	err := l.do(ctx, func(c *virt.Connect) error {
-		doms, err := c.ListAllDomains(virt.CONNECT_LIST_DOMAINS_ACTIVE)
-		if err != nil {
-			return err
-		}
-		defer func() {
+		return withActiveDomains(c, func(doms []virt.Domain) error {
+			names = make(map[string]bool, len(doms))
 			for i := range doms {
-				doms[i].Free()
+				name, err := doms[i].GetName()
+				if err != nil {
+					return fmt.Errorf("domain name: %w", err)
+				}
+				names[name] = true
 			}
-		}()
-		names = make(map[string]bool, len(doms))
-		for i := range doms {
-			name, err := doms[i].GetName()
-			if err != nil {
-				return fmt.Errorf("domain name: %w", err)
-			}
-			names[name] = true
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list active domains: %w", err)
 	}
 	return names, nil
+}
+
+// withActiveDomains lists the running domains in one call, hands them to
+// fn and frees them after.
+func withActiveDomains(c *virt.Connect, fn func(doms []virt.Domain) error) error {
+	doms, err := c.ListAllDomains(virt.CONNECT_LIST_DOMAINS_ACTIVE)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for i := range doms {
+			_ = doms[i].Free()
+		}
+	}()
+	return fn(doms)
 }
 
 // ownedDomain reads one domain's metadata. A domain that vanished since it
