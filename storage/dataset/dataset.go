@@ -221,10 +221,11 @@ func (m Mounts) Instances() ([]string, error) {
 }
 
 // MountOptions returns the per-mount options (ro, nosuid, nodev, …) of
-// the mount at path as this process sees it (/proc/self/mountinfo), and
-// false when nothing is mounted there.
+// the mount at path as this process sees it, and false when nothing is
+// mounted there. It reads the calling thread's view
+// (/proc/thread-self/mountinfo; see ownMountNS for why not /proc/self).
 func MountOptions(path string) ([]string, bool, error) {
-	raw, err := os.ReadFile("/proc/self/mountinfo")
+	raw, err := os.ReadFile("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, false, err
 	}
@@ -270,6 +271,14 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
+// ownMountNS is this process's mount namespace as the calling thread sees
+// it. Not /proc/self, which is the main thread's: when the goroutine that
+// joined another namespace below happens to run on Go's main thread, the
+// runtime cannot end that thread and parks it for good, still in the
+// other namespace, and /proc/self then shows that namespace. Every other
+// thread, and so every goroutine that runs, stays in labvmd's own.
+const ownMountNS = "/proc/thread-self/ns/mnt"
+
 // inMountNS runs fn in the mount namespace ns (PID 1's, in labvmd) when
 // labvmd runs in another: systemd gives it one of its own for
 // ProtectSystem= and ProtectHome=, and mounts made there never reach
@@ -279,7 +288,7 @@ func unescapeMountinfo(s string) string {
 // other goroutine ever runs there. When the namespaces are the same, or
 // ns cannot be read (a container hiding PID 1's), fn runs as it is.
 func inMountNS(ns string, fn func() error) error {
-	own, err1 := os.Readlink("/proc/self/ns/mnt")
+	own, err1 := os.Readlink(ownMountNS)
 	other, err2 := os.Readlink(ns)
 	if err1 != nil || err2 != nil || own == other {
 		return fn()

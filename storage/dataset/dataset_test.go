@@ -200,7 +200,7 @@ func TestMountInAnotherNamespace(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	pid := cmd.Process.Pid
 	ns := fmt.Sprintf("/proc/%d/ns/mnt", pid)
-	own, _ := os.Readlink("/proc/self/ns/mnt")
+	own, _ := os.Readlink("/proc/thread-self/ns/mnt")
 	// Wait until unshare has exec'd sleep: only then has it also made its
 	// mounts private. Between unshare(2) and that, the new namespace still
 	// propagates mounts back to ours (a flake once seen).
@@ -219,12 +219,6 @@ func TestMountInAnotherNamespace(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	m := Mounts{Root: filepath.Join(t.TempDir(), "datasets"), HostNS: ns}
-	const id = "00000000000000ff"
-	t.Cleanup(func() { _ = m.Release(id) })
-	path, err := m.Mount(id, "testdata", src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	theirs := func() string {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
 		if err != nil {
@@ -232,19 +226,31 @@ func TestMountInAnotherNamespace(t *testing.T) {
 		}
 		return string(b)
 	}
-	if !strings.Contains(theirs(), " "+path+" ro,nosuid,nodev") {
-		t.Errorf("no read-only mount at %s in the other namespace:\n%s", path, theirs())
-	}
-	if _, ok, _ := MountOptions(path); ok {
-		t.Errorf("the mount at %s is in labvmd's own namespace too", path)
-	}
-	if err := m.Release(id); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(theirs(), " "+path+" ") {
-		t.Errorf("%s still mounted in the other namespace after Release", path)
-	}
-	if _, err := os.Stat(m.Dir(id)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("%s left after Release: %v", m.Dir(id), err)
+	// Several boots in a row, as a host with many instances has: the
+	// thread that joined the other namespace for the first must leave
+	// this process's view of its own namespace alone, or the next mount
+	// would land here (Go wedges its main thread, whose /proc/self is
+	// the process's, when a goroutine locked to it exits).
+	for _, id := range []string{"00000000000000fd", "00000000000000fe", "00000000000000ff"} {
+		t.Cleanup(func() { _ = m.Release(id) })
+		path, err := m.Mount(id, "testdata", src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(theirs(), " "+path+" ro,nosuid,nodev") {
+			t.Errorf("no read-only mount at %s in the other namespace:\n%s", path, theirs())
+		}
+		if _, ok, _ := MountOptions(path); ok {
+			t.Errorf("the mount at %s is in labvmd's own namespace too", path)
+		}
+		if err := m.Release(id); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(theirs(), " "+path+" ") {
+			t.Errorf("%s still mounted in the other namespace after Release", path)
+		}
+		if _, err := os.Stat(m.Dir(id)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after Release: %v", m.Dir(id), err)
+		}
 	}
 }
