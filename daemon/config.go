@@ -106,6 +106,11 @@ type Config struct {
 	// TestCronSeconds is TEST-ONLY (labvmd --test-cron-seconds): schedules
 	// take a leading seconds field. Off in production.
 	TestCronSeconds bool
+	// TestHostMountNS is TEST-ONLY (labvmd --test-host-mount-ns): the
+	// mount namespace dataset mounts are made in, instead of PID 1's.
+	// The e2e story runs labvmd in a namespace of its own, as systemd
+	// does, on machines whose PID 1 namespace it may not join.
+	TestHostMountNS string
 	// CrashAt is TEST-ONLY (LABVM_CRASH_AT): the daemon SIGKILLs itself
 	// when an operation reaches this point, OP/STAGE[/after]; see
 	// ops.CrashPoint. Empty in production.

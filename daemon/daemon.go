@@ -162,7 +162,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		d.cluster = m
 		names = clusterNames{m}
 	}
-	d.datasets = datasets.New(cfg.DataDir, st, log)
+	d.datasets = datasets.New(cfg.DataDir, cfg.TestHostMountNS, st, log)
 	files := images.New(cfg.imagesDir())
 	files.Puller.AllowLoopback = cfg.PullAllowLoopback
 	d.lc = lifecycle.New(lifecycle.Config{
@@ -178,6 +178,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Daemon, error) {
 		policy.Deps{Log: log, Clock: opts.PolicyClock, Store: st, Lifecycle: d.lc, Jobs: d.jobs, Ops: d.ops, Stats: stats, Audit: d.audit, Observer: d.metrics})
 	if cfg.TestIdleMinimum > 0 || cfg.TestCronSeconds {
 		log.Warn("TEST-ONLY policy clock: never use in production", "idle_minimum", cfg.TestIdleMinimum, "cron_seconds", cfg.TestCronSeconds)
+	}
+	if cfg.TestHostMountNS != "" {
+		log.Warn("TEST-ONLY mount namespace for datasets: never use in production", "namespace", cfg.TestHostMountNS)
 	}
 	d.metrics.SessionsFrom(d.policy.Activity.Open)
 	d.metrics.CollectFrom(metrics.State{Instances: d.lc, Jobs: d.jobs, Operations: d.ops, Store: st, Hypervisor: hv})

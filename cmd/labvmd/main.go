@@ -107,6 +107,7 @@ type cliFlags struct {
 	stopOnExit  *bool
 	testIdle    *time.Duration
 	testCron    *bool
+	testMountNS *string
 	version     *bool
 	units       *string
 	removeFW    *bool
@@ -138,6 +139,7 @@ func defineFlags(fs *flag.FlagSet) *cliFlags {
 		stopOnExit:  fs.Bool("stop-instances-on-exit", false, "treat SIGTERM as a host shutdown: shut running instances down cleanly (they start again at the next start); for the host's shutdown sequence, never for a plain restart"),
 		testIdle:    fs.Duration("test-idle-minimum", 0, "TEST ONLY, never in production: lower the idle shutdown's 15m minimum to this (the idle policy then samples six times per minimum)"),
 		testCron:    fs.Bool("test-cron-seconds", false, "TEST ONLY, never in production: schedules take a leading seconds field (six-field cron)"),
+		testMountNS: fs.String("test-host-mount-ns", "", "TEST ONLY, never in production: make dataset mounts in this mount namespace (a /proc/PID/ns/mnt path) instead of PID 1's"),
 		version:     fs.Bool("version", false, "print the version and exit"),
 		units:       fs.String("write-units", "", "write the systemd units (labvmd.service, labvmd.socket, labvm-guests.service) into this directory and exit"),
 		unitsPrefix: fs.String("units-prefix", systemd.DefaultPrefix, "with --write-units: the prefix labvmd and labvm are installed under (/usr for the Debian package)"),
@@ -221,6 +223,7 @@ func run() (err error) {
 	}
 	cfg.TestIdleMinimum = *f.testIdle
 	cfg.TestCronSeconds = *f.testCron
+	cfg.TestHostMountNS = *f.testMountNS
 	// Test-only fault injection (see daemon/crashpoint.go); deliberately
 	// not a flag or config key, so no production config can carry it.
 	cfg.CrashAt = os.Getenv("LABVM_CRASH_AT")

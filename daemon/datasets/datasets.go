@@ -42,9 +42,10 @@ type Engine struct {
 	mu sync.Mutex
 }
 
-// New returns an engine whose mounts live in DATA_DIR/datasets.
-func New(dataDir string, st *store.Store, log *slog.Logger) *Engine {
-	return &Engine{dataDir: dataDir, store: st, mounts: dataset.Mounts{Root: filepath.Join(dataDir, "datasets")}, log: log}
+// New returns an engine whose mounts live in DATA_DIR/datasets, made in
+// the mount namespace hostNS (a /proc/PID/ns/mnt path; empty: PID 1's).
+func New(dataDir, hostNS string, st *store.Store, log *slog.Logger) *Engine {
+	return &Engine{dataDir: dataDir, store: st, mounts: dataset.Mounts{Root: filepath.Join(dataDir, "datasets"), HostNS: hostNS}, log: log}
 }
 
 // Mounts are where the host mounts live (tests, doctor).

@@ -28,7 +28,7 @@ func newEngine(t *testing.T) (*Engine, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	return New(data, st, slog.New(slog.DiscardHandler)), root
+	return New(data, "", st, slog.New(slog.DiscardHandler)), root
 }
 
 func mkdir(t *testing.T, p string) string {

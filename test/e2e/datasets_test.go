@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +21,8 @@ import (
 // cannot be removed while his instance exists; a start whose directory
 // is gone fails and says why, leaving nothing mounted; when his guest
 // powers itself off, labvm shows it Stopped (done by "guest") and its
-// mounts go, and a start brings them back.
+// mounts go, and a start brings them back. labvmd runs in a mount
+// namespace of its own, as under systemd.
 func TestDatasets(t *testing.T) {
 	image := requireHost(t)
 	binariesReadableByAll(t)
@@ -29,7 +31,15 @@ func TestDatasets(t *testing.T) {
 	testGroup(t, sock)
 	carol := testUser(t, p+"-carol", sock)
 	olivia := testUser(t, p+"-olivia", sock)
-	d := startDaemon(t, "--socket-group", sock)
+	// labvmd runs in a mount namespace of its own, as systemd's
+	// ProtectSystem= gives labvmd.service one: its dataset mounts must
+	// still be made where libvirtd's virtiofsd sees them, at every boot
+	// (the stop/start, restart and power-off chapters below). Under
+	// systemd that is PID 1's namespace; here PID 1's may not be joined,
+	// so labvmd is pointed at this test's, which is libvirtd's.
+	d := newDaemon(t, "--socket-group", sock, "--test-host-mount-ns", fmt.Sprintf("/proc/%d/ns/mnt", os.Getpid()))
+	d.wrap = []string{"unshare", "--mount", "--propagation", "slave"}
+	d.start()
 	name := "ds-" + randHex(3)
 
 	// The host side: a directory with a file, and beside it a secret
