@@ -229,15 +229,23 @@ func UserData(s SeedSpec) ([]byte, error) {
 	b.WriteString("#cloud-config\n")
 	fmt.Fprintf(&b, "hostname: %s\n", yamlQuote(s.Hostname))
 	b.WriteString("preserve_hostname: false\n")
+	// The hostname resolves in the guest (sudo asks for it): cloud-init
+	// adds it to /etc/hosts if missing and leaves the rest of the file,
+	// which the user may edit, alone.
+	b.WriteString("manage_etc_hosts: localhost\n")
 	b.WriteString("ssh_pwauth: false\n")
 	b.WriteString("disable_root: true\n")
 	if s.HostKey != nil {
 		// cloud-init's cc_ssh: ssh_deletekeys removes the image's baked-in
 		// keys, so the guest can present no key but ours; given ssh_keys,
-		// it generates none (ssh_genkeytypes: [] says so for any reader).
-		// The key is written to /etc/ssh/ssh_host_ed25519_key{,.pub}.
+		// it generates none. ssh_genkeytypes names only the type ssh_keys
+		// writes first (generation skips a key file that exists), so no
+		// version of cc_ssh makes another; an empty list would say the
+		// same but breaks cloud-init's schema (minItems 1), which logs
+		// "Invalid cloud-config provided" at every boot. The key is
+		// written to /etc/ssh/ssh_host_ed25519_key{,.pub}.
 		b.WriteString("ssh_deletekeys: true\n")
-		b.WriteString("ssh_genkeytypes: []\n")
+		b.WriteString("ssh_genkeytypes: [ed25519]\n")
 		b.WriteString("ssh_keys:\n")
 		fmt.Fprintf(&b, "  ed25519_private: %s\n", yamlQuote(string(s.HostKey.Private)))
 		fmt.Fprintf(&b, "  ed25519_public: %s\n", yamlQuote(s.HostKey.Public))

@@ -154,6 +154,7 @@ func TestUserData(t *testing.T) {
 		{name: "user with key and phone home", spec: testSpec(), want: `#cloud-config
 hostname: "dev1"
 preserve_hostname: false
+manage_etc_hosts: localhost
 ssh_pwauth: false
 disable_root: true
 users:
@@ -180,6 +181,7 @@ phone_home:
 		{name: "user without keys gets no authorized key", spec: noKeys, want: `#cloud-config
 hostname: "dev1"
 preserve_hostname: false
+manage_etc_hosts: localhost
 ssh_pwauth: false
 disable_root: true
 users:
@@ -199,6 +201,7 @@ runcmd:
 		{name: "no user", spec: noUser, want: `#cloud-config
 hostname: "dev1"
 preserve_hostname: false
+manage_etc_hosts: localhost
 ssh_pwauth: false
 disable_root: true
 runcmd:
@@ -367,7 +370,7 @@ json.dump({k: yaml.safe_load(v) for k, v in docs.items()}, sys.stdout)`)
 		t.Fatal(err)
 	}
 	keys := slices.Sorted(maps.Keys(top["user"]))
-	wantKeys := []string{"disable_root", "hostname", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users", "write_files"}
+	wantKeys := []string{"disable_root", "hostname", "manage_etc_hosts", "phone_home", "preserve_hostname", "runcmd", "ssh_pwauth", "users", "write_files"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Fatalf("user-data has top-level keys %v, want %v", keys, wantKeys)
 	}

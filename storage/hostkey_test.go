@@ -134,7 +134,7 @@ func TestUserDataHostKey(t *testing.T) {
 	noUser := withKey
 	noUser.User, noUser.SSHAuthorizedKeys = "", nil
 	const keys = `ssh_deletekeys: true
-ssh_genkeytypes: []
+ssh_genkeytypes: [ed25519]
 ssh_keys:
   ed25519_private: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDy0u83cBgZGMDt+05pfbOE3UFfkxc13sdNy4Q+h3MtngAAAIhRlmlnUZZp\nZwAAAAtzc2gtZWQyNTUxOQAAACDy0u83cBgZGMDt+05pfbOE3UFfkxc13sdNy4Q+h3Mtng\nAAAEC4eZPJxpU1ToZNQyKZoKk+tgeJWXgjjE1XVtyQnf2YIPLS7zdwGBkYwO37Tml9s4Td\nQV+TFzXex03LhD6Hcy2eAAAAAAECAwQF\n-----END OPENSSH PRIVATE KEY-----\n"
   ed25519_public: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLS7zdwGBkYwO37Tml9s4TdQV+TFzXex03LhD6Hcy2e"
@@ -147,6 +147,7 @@ ssh_keys:
 		{name: "user, key and host key", spec: withKey, want: `#cloud-config
 hostname: "dev1"
 preserve_hostname: false
+manage_etc_hosts: localhost
 ssh_pwauth: false
 disable_root: true
 ` + keys + `users:
@@ -168,6 +169,7 @@ runcmd:
 		{name: "host key without a user", spec: noUser, want: `#cloud-config
 hostname: "dev1"
 preserve_hostname: false
+manage_etc_hosts: localhost
 ssh_pwauth: false
 disable_root: true
 ` + keys + `runcmd:
@@ -227,8 +229,8 @@ json.dump(yaml.safe_load(sys.stdin), sys.stdout)`)
 	if err := json.Unmarshal(out, &parsed); err != nil {
 		t.Fatalf("decode: %v\n%s", err, out)
 	}
-	if !parsed.DeleteKeys || parsed.GenTypes == nil || len(parsed.GenTypes) != 0 {
-		t.Fatalf("ssh_deletekeys %v, ssh_genkeytypes %#v; want true and an empty list", parsed.DeleteKeys, parsed.GenTypes)
+	if !parsed.DeleteKeys || len(parsed.GenTypes) != 1 || parsed.GenTypes[0] != "ed25519" {
+		t.Fatalf("ssh_deletekeys %v, ssh_genkeytypes %#v; want true and [ed25519], the type ssh_keys writes", parsed.DeleteKeys, parsed.GenTypes)
 	}
 	if len(parsed.Keys) != 2 || parsed.Keys["ed25519_private"] != string(testHostKey.Private) || parsed.Keys["ed25519_public"] != testHostKey.Public {
 		t.Fatalf("ssh_keys parsed as %#v", parsed.Keys)

@@ -52,7 +52,7 @@ func FuzzSeedDocuments(f *testing.F) {
 		}
 		u := parseYAML(t, "user-data", ud)
 		wantValue(t, u, "hostname", host)
-		onlyKeys(t, "user-data", u, "hostname", "preserve_hostname", "ssh_pwauth", "disable_root",
+		onlyKeys(t, "user-data", u, "hostname", "preserve_hostname", "manage_etc_hosts", "ssh_pwauth", "disable_root",
 			"users", "packages", "runcmd", "phone_home", "write_files", "bootcmd")
 	})
 }

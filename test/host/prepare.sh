@@ -10,7 +10,7 @@ packages=(
 	busybox-static linux-image-cloud-amd64 dropbear-bin qemu-guest-agent
 	syslinux syslinux-common mtools dosfstools e2fsprogs fdisk cpio kmod gzip
 	nftables iproute2 openssh-client procps util-linux
-	xorriso genisoimage fuseiso python3-yaml systemd iptables
+	xorriso genisoimage fuseiso python3-yaml python3-jsonschema systemd iptables
 	python3-pytest python3-venv python3-setuptools python3-pip
 	openssh-server etcd-server
 	lintian dpkg-dev prometheus
