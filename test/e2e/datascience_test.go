@@ -59,6 +59,16 @@ func TestDataScienceInstance(t *testing.T) {
 		t.Fatalf("guest user %q, want %q", inst.GuestUser, alice.name)
 	}
 
+	d.chapter(t, "the first boot leaves no failed systemd unit", func(t *testing.T) {
+		// sshd among them: it must not start before cloud-init wrote the
+		// instance's host key (images/ds/rootfs orders it after cloud-init).
+		failed := d.must("exec", "alice-ds", "--", "systemctl", "--failed", "--no-legend", "--plain")
+		if strings.TrimSpace(failed) != "" {
+			t.Fatalf("failed units after the first boot:\n%s\nssh: %s", failed,
+				d.must("exec", "alice-ds", "--", "journalctl", "-b", "--no-pager", "-u", "ssh.service", "-u", "cloud-init-local.service", "-u", "cloud-init.service"))
+		}
+	})
+
 	port := freeLocalPort(t)
 	stopOpen, openStderr := d.openAs(t, alice, "alice-ds", port)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
