@@ -36,7 +36,7 @@ export LC_ALL=C
 die() { echo "assemble: error: $*" >&2; exit 1; }
 log() { echo "assemble: $*" >&2; }
 
-TREE= KERNEL= INITRD= BOOT_LABEL= ROOT_LABEL= DISK_ID= CMDLINE= BOOT_MIB= DISK_MIB= WORK=
+TREE='' KERNEL='' INITRD='' BOOT_LABEL='' ROOT_LABEL='' DISK_ID='' CMDLINE='' BOOT_MIB='' DISK_MIB='' WORK=''
 COMPRESS=() CONSUME=0
 while [ $# -gt 0 ]; do
 	case $1 in
