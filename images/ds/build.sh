@@ -11,7 +11,8 @@
 #
 # Runs as root (mmdebstrap's root mode), needs no loop devices. Results are
 # cached in ${LABVM_DS_IMAGE_CACHE:-/var/cache/labvm-ds-image}/<recipe hash>/;
-# the hash covers this script, rootfs/ and the mirror. Packages come from the
+# the hash covers this script, rootfs/, images/disk/assemble.sh (the disk
+# step, shared with the test image) and the mirror. Packages come from the
 # host's apt sources (deb.debian.org bookworm, bookworm-updates,
 # bookworm-security) unless LABVM_DS_MIRROR names another.
 #
@@ -50,15 +51,17 @@ PACKAGES=(
 	git
 )
 TOOLS=(mmdebstrap syslinux mkfs.vfat mkfs.ext4 sfdisk mcopy mmd qemu-img sha256sum)
+# the disk step, shared with test/image/build.sh
+ASSEMBLE=$(cd "$HERE/../disk" && pwd)/assemble.sh
 for t in "${TOOLS[@]}"; do
 	command -v "$t" >/dev/null || die "missing tool $t (apt-get install mmdebstrap syslinux syslinux-common mtools dosfstools fdisk e2fsprogs qemu-utils)"
 done
-MBR=/usr/lib/syslinux/mbr/mbr.bin
-[ -r "$MBR" ] || die "missing $MBR (syslinux-common)"
+[ -r /usr/lib/syslinux/mbr/mbr.bin ] || die "missing /usr/lib/syslinux/mbr/mbr.bin (syslinux-common)"
 
 RECIPE=$( {
 	echo "recipe $RECIPE_VERSION mirror '$MIRROR'"
 	cd "$HERE" && find build.sh rootfs -type f -print0 | sort -z | xargs -0 sha256sum
+	echo "disk $(sha256sum <"$ASSEMBLE")"
 } | sha256sum | cut -c1-16)
 ENTRY=$CACHE_ROOT/$RECIPE
 
@@ -118,57 +121,12 @@ KERNEL=$(find "$ROOT/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n1)
 INITRD=$ROOT/boot/initrd.img-${KERNEL##*/vmlinuz-}
 [ -r "$KERNEL" ] && [ -r "$INITRD" ] || die "no kernel/initrd in the tree"
 
-# -- disk layout (512-byte sectors)
-ROOT_MIB=$(( $(du -sm "$ROOT" | cut -f1) * 115 / 100 + 1024 ))
-BOOT_START=2048
-BOOT_MIB=128
-ROOT_START=$((BOOT_START + BOOT_MIB * 2048))
-DISK_MIB=$(( (ROOT_START / 2048) + ROOT_MIB ))
-ROOT_SECTORS=$((DISK_MIB * 2048 - ROOT_START))
-CMDLINE="console=ttyS0,115200 root=LABEL=ds-root rootfstype=ext4 rw net.ifnames=1 quiet"
-
-log "boot partition"
-BOOT=$WORK/boot.img
-mkfs.vfat -F 16 -n DSBOOT -h "$BOOT_START" -i 4c56ad5e -C "$BOOT" $((BOOT_MIB * 1024)) >/dev/null
-cat >"$WORK/syslinux.cfg" <<CFG
-SERIAL 0 115200
-PROMPT 0
-TIMEOUT 0
-DEFAULT linux
-LABEL linux
-  LINUX /vmlinuz
-  INITRD /initrd.img
-  APPEND $CMDLINE
-CFG
-export MTOOLS_SKIP_CHECK=1
-mmd -i "$BOOT" ::/syslinux
-syslinux --install --directory /syslinux "$BOOT"
-mcopy -i "$BOOT" "$WORK/syslinux.cfg" ::/syslinux/syslinux.cfg
-mcopy -i "$BOOT" "$KERNEL" ::/vmlinuz
-mcopy -i "$BOOT" "$INITRD" ::/initrd.img
-
-log "root partition (${ROOT_MIB} MiB)"
-ROOTIMG=$WORK/root.img
-truncate -s $((ROOT_SECTORS * 512)) "$ROOTIMG"
-mkfs.ext4 -q -F -T default -L ds-root -m 0 -d "$ROOT" "$ROOTIMG"
-rm -rf "$ROOT"
-
-log "disk (${DISK_MIB} MiB)"
-RAW=$WORK/disk.raw
-truncate -s ${DISK_MIB}M "$RAW"
-sfdisk --quiet --no-reread --no-tell-kernel "$RAW" <<SF
-label: dos
-label-id: 0x4c56ad5e
-start=$BOOT_START, size=$((BOOT_MIB * 2048)), type=6, bootable
-start=$ROOT_START, size=$ROOT_SECTORS, type=83
-SF
-dd if="$MBR" of="$RAW" bs=440 count=1 conv=notrunc status=none
-dd if="$BOOT" of="$RAW" bs=1M seek=$((BOOT_START / 2048)) conv=notrunc,sparse status=none
-dd if="$ROOTIMG" of="$RAW" bs=1M seek=$((ROOT_START / 2048)) conv=notrunc,sparse status=none
-rm -f "$ROOTIMG" "$BOOT"
-qemu-img convert -c -f raw -O qcow2 "$RAW" "$STAGE/$NAME.qcow2"
-rm -f "$RAW"
-sha256sum "$STAGE/$NAME.qcow2" | cut -d' ' -f1 >"$STAGE/$NAME.qcow2.sha256"
+log "disk"
+bash "$ASSEMBLE" --tree "$ROOT" --consume-tree --kernel "$KERNEL" --initrd "$INITRD" \
+	--boot-label DSBOOT --root-label ds-root --disk-id 4c56ad5e \
+	--boot-mib 128 --disk-mib auto --compress --work "$WORK" \
+	--cmdline "console=ttyS0,115200 root=LABEL=ds-root rootfstype=ext4 rw net.ifnames=1 quiet" \
+	"$STAGE/$NAME.qcow2"
 
 if ! mv -T "$STAGE" "$ENTRY" 2>/dev/null; then
 	[ -s "$ENTRY/$NAME.qcow2.sha256" ] || die "cannot create cache entry $ENTRY"

@@ -8,8 +8,9 @@
 #
 # Runs as root, needs no mounts and no loop devices. Results are cached in
 # ${LABVM_IMAGE_CACHE:-/var/cache/labvm-test-image}/<recipe hash>/, where the
-# recipe hash covers this script, test/image/{initramfs,rootfs}/ and the
-# versions of the Debian packages used.
+# recipe hash covers this script, test/image/{initramfs,rootfs}/,
+# images/disk/assemble.sh (the disk step, shared with the data-science image)
+# and the versions of the Debian packages used.
 #
 # Host packages: linux-image-cloud-amd64 busybox-static dropbear-bin
 # qemu-guest-agent syslinux syslinux-common mtools dosfstools fdisk e2fsprogs
@@ -24,6 +25,8 @@ umask 022
 export LC_ALL=C
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# the disk step, shared with images/ds/build.sh
+ASSEMBLE=$(cd "$HERE/../../images/disk" && pwd)/assemble.sh
 RECIPE_VERSION=1
 
 log() { echo "test-image: $*" >&2; }
@@ -91,6 +94,7 @@ RECIPE=$( {
 	echo "$PKG_VERSIONS"
 	cd "$HERE" && find build.sh initramfs rootfs -type f -print0 | sort -z | xargs -0 sha256sum
 	cd "$HERE" && find initramfs rootfs -type l -printf '%p -> %l\n' | sort
+	echo "disk $(sha256sum <"$ASSEMBLE")"
 } | sha256sum | cut -c1-16)
 
 ENTRY=$CACHE_ROOT/$RECIPE
@@ -175,57 +179,14 @@ for m in $MODLIST; do
 done
 (cd "$INITRD_DIR" && find . -print0 | sort -z | cpio --null -o -H newc -R 0:0 --quiet) | gzip -n -6 >"$WORK/initrd.img"
 
-# -- disk layout (512-byte sectors)
-DISK_MIB=512
-BOOT_START=2048                 # 1 MiB
-BOOT_MIB=40
-ROOT_START=$((BOOT_START + BOOT_MIB * 2048))
-ROOT_SECTORS=$((DISK_MIB * 2048 - ROOT_START))
-CMDLINE="console=ttyS0,115200 root=LABEL=labvm-root rootfstype=ext4 rw panic=10 quiet"
-
-# -- boot partition: FAT16 + syslinux, built as a file (no mount)
-log "boot partition"
-BOOT=$WORK/boot.img
-mkfs.vfat -F 16 -n LABVMBOOT -h "$BOOT_START" -i 4c61564d -C "$BOOT" $((BOOT_MIB * 1024)) >/dev/null
-cat >"$WORK/syslinux.cfg" <<EOF
-SERIAL 0 115200
-PROMPT 0
-TIMEOUT 0
-DEFAULT linux
-LABEL linux
-  LINUX /vmlinuz
-  INITRD /initrd.img
-  APPEND $CMDLINE
-EOF
-export MTOOLS_SKIP_CHECK=1
-mmd -i "$BOOT" ::/syslinux
-syslinux --install --directory /syslinux "$BOOT"
-mcopy -i "$BOOT" "$WORK/syslinux.cfg" ::/syslinux/syslinux.cfg
-mcopy -i "$BOOT" "$KERNEL" ::/vmlinuz
-mcopy -i "$BOOT" "$WORK/initrd.img" ::/initrd.img
-
-# -- root partition: ext4 populated from the tree (mkfs.ext4 -d, no mount)
-log "root partition"
-ROOTIMG=$WORK/root.img
-truncate -s $((ROOT_SECTORS * 512)) "$ROOTIMG"
-mkfs.ext4 -q -F -T default -L labvm-root -m 0 -d "$ROOT" "$ROOTIMG"
-
-# -- whole disk
+# -- the disk: p1 FAT16 "LABVMBOOT" (syslinux, kernel, initramfs), p2 ext4
+# "labvm-root" from the tree, 512 MiB in all (images/disk/assemble.sh)
 log "disk"
-RAW=$WORK/disk.raw
-truncate -s ${DISK_MIB}M "$RAW"
-sfdisk --quiet --no-reread --no-tell-kernel "$RAW" <<EOF
-label: dos
-label-id: 0x4c61564d
-start=$BOOT_START, size=$((BOOT_MIB * 2048)), type=6, bootable
-start=$ROOT_START, size=$ROOT_SECTORS, type=83
-EOF
-dd if="$MBR" of="$RAW" bs=440 count=1 conv=notrunc status=none
-dd if="$BOOT" of="$RAW" bs=1M seek=$((BOOT_START / 2048)) conv=notrunc,sparse status=none
-dd if="$ROOTIMG" of="$RAW" bs=1M seek=$((ROOT_START / 2048)) conv=notrunc,sparse status=none
-qemu-img convert -f raw -O qcow2 "$RAW" "$STAGE/tiny.qcow2"
-sha256sum "$STAGE/tiny.qcow2" | cut -d' ' -f1 >"$STAGE/tiny.qcow2.sha256"
-rm -f "$RAW" "$ROOTIMG" "$BOOT"
+bash "$ASSEMBLE" --tree "$ROOT" --kernel "$KERNEL" --initrd "$WORK/initrd.img" \
+	--boot-label LABVMBOOT --root-label labvm-root --disk-id 4c61564d \
+	--boot-mib 40 --disk-mib 512 --work "$WORK" \
+	--cmdline "console=ttyS0,115200 root=LABEL=labvm-root rootfstype=ext4 rw panic=10 quiet" \
+	"$STAGE/tiny.qcow2"
 
 # -- atomically publish into the cache (a concurrent build may have won)
 if ! mv -T "$STAGE" "$ENTRY" 2>/dev/null; then
