@@ -59,7 +59,7 @@ func TestDataScienceInstance(t *testing.T) {
 		t.Fatalf("guest user %q, want %q", inst.GuestUser, alice.name)
 	}
 
-	d.chapter(t, "the first boot leaves no failed systemd unit, and sshd runs", func(t *testing.T) {
+	d.chapter(t, "the first boot is clean: no failed unit, sshd runs, cloud-init took the seed as valid, the hostname resolves", func(t *testing.T) {
 		// A seed cloud-init cannot apply shows here: with no host key
 		// written (the image has none of its own), ssh.service fails.
 		r := d.as(alice, "exec", "alice-ds", "--", "systemctl", "--failed", "--no-legend", "--plain")
@@ -70,6 +70,19 @@ func TestDataScienceInstance(t *testing.T) {
 		}
 		if r := d.as(alice, "exec", "alice-ds", "--", "systemctl", "is-active", "ssh.service"); r.code != 0 || strings.TrimSpace(r.stdout) != "active" {
 			t.Fatalf("ssh.service: exit %d, %q %q", r.code, r.stdout, r.stderr)
+		}
+		// cloud-init accepted labvm's seed as valid cloud-config (it only
+		// warns, in its log, when the seed breaks its schema).
+		if r := d.as(alice, "exec", "alice-ds", "--", "sudo", "grep", "-i", "invalid cloud-config", "/var/log/cloud-init.log"); r.code != 1 {
+			t.Errorf("cloud-init's log on labvm's seed (grep exit %d, want 1: no match):\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		// The guest's own name resolves (sudo looks it up, and says so
+		// when it cannot).
+		if r := d.as(alice, "exec", "alice-ds", "--", "sh", "-c", `getent hosts "$(hostname)"`); r.code != 0 || !strings.Contains(r.stdout, "alice-ds") {
+			t.Errorf("getent hosts alice-ds: exit %d, %q %q", r.code, r.stdout, r.stderr)
+		}
+		if r := d.as(alice, "exec", "alice-ds", "--", "sudo", "true"); r.code != 0 || strings.Contains(r.stderr, "unable to resolve host") {
+			t.Errorf("sudo true: exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
 
