@@ -43,9 +43,11 @@ test: host image ds-image
 
 # Fuzz targets as package:Target; go test -fuzz takes one target per run.
 FUZZ_TARGETS := ./daemon/httpapi:FuzzDecodeCreateRequest ./vm:FuzzValidateName ./storage:FuzzSeedDocuments ./vm/shell:FuzzQuote ./daemon/httpapi:FuzzAppendSummary ./daemon/client:FuzzDecodeSummaries
-FUZZTIME ?= 5s
+# A count, not a duration: a duration's deadline can end a worker mid-run
+# and fail the target with "context deadline exceeded" on a loaded machine.
+FUZZTIME ?= 20000x
 
-## fuzz-short: each fuzz target for FUZZTIME (5s); crashers land in testdata/fuzz and then run as regular tests
+## fuzz-short: each fuzz target for FUZZTIME (20000 inputs); crashers land in testdata/fuzz and then run as regular tests
 fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} for $(FUZZTIME)"; \
